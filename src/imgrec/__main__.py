@@ -1,0 +1,3 @@
+from imgrec.cli import main
+
+main()

@@ -1,0 +1,277 @@
+"""The Python API: `load_dataset` and `ImageClassifier` (fit / predict / evaluate / save / load)."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgrec.bundle.format import load_bundle, save_bundle
+from imgrec.data.dataset import Dataset, Skipped, load_dataset
+from imgrec.data.inputs import expand_inputs
+from imgrec.data.split import check_split
+from imgrec.data.transforms import Preprocessing
+from imgrec.errors import ImgrecError
+from imgrec.evaluate import EvaluationResult
+from imgrec.models.inference import predict_probabilities
+from imgrec.models.registry import create_model, get_spec
+from imgrec.runtime import configure_cpu_runtime
+from imgrec.train import TrainConfig, fit_model
+
+__all__ = ["ImageClassifier", "Prediction", "load_dataset"]
+
+
+@dataclass
+class Prediction:
+    """Top-k classes for one image, most likely first."""
+
+    path: str
+    classes: list[str]
+    probabilities: list[float]
+
+    @property
+    def label(self) -> str:
+        return self.classes[0]
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[0]
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "top": [
+                {"class": c, "probability": round(p, 6)}
+                for c, p in zip(self.classes, self.probabilities, strict=True)
+            ],
+        }
+
+
+class ImageClassifier:
+    """An image classifier with scikit-learn's contract: settings at init, data at fit.
+
+    >>> clf = ImageClassifier("efficientnet_lite0", epochs=4).fit(train, val)
+    >>> clf.predict(["cat.jpg"])[0].label
+    """
+
+    def __init__(self, model: str = "efficientnet_lite0", **settings):
+        self.config = TrainConfig(model=model, **settings)
+        self.spec = get_spec(model)
+        self.preprocessing = Preprocessing(
+            input_size=self.spec.input_size,
+            mean=tuple(self.spec.mean),
+            std=tuple(self.spec.std),
+            resize_size=self.spec.resize_size,
+        )
+        self.classes: list[str] = []
+        self.network: torch.nn.Module | None = None
+        self.metadata: dict = {}
+        self.history: list[dict] = []
+        self.skipped: list[Skipped] = []
+
+    # ---- training -------------------------------------------------------------------------
+    def fit(
+        self,
+        train: Dataset,
+        val: Dataset | None = None,
+        *,
+        work_dir: str | Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> ImageClassifier:
+        """Two-phase transfer learning; without `val`, 15% of `train` is held out (stratified).
+
+        `work_dir` keeps checkpoints so an interrupted fit continues with `resume=True`.
+        """
+        configure_cpu_runtime()
+        if val is None or len(val) == 0:
+            train, val, _ = train.split(0.85, 0.15, 0.0, seed=self.config.seed)
+        check_split(train, val)
+        self.classes = list(train.classes)
+        self.network = create_model(
+            self.spec, len(self.classes), self.config.weights, self.config.dropout
+        )
+        if work_dir is None:
+            with tempfile.TemporaryDirectory(prefix="imgrec-") as tmp:
+                outcome = fit_model(
+                    self.network,
+                    self.preprocessing,
+                    train,
+                    val,
+                    self.config,
+                    Path(tmp),
+                    resume=False,
+                    progress=progress,
+                )
+        else:
+            outcome = fit_model(
+                self.network,
+                self.preprocessing,
+                train,
+                val,
+                self.config,
+                Path(work_dir),
+                resume=resume,
+                progress=progress,
+            )
+        self.history = outcome.history
+        self.skipped = outcome.skipped
+        self.metadata = {
+            "best_epoch": {k: outcome.best[k] for k in ("phase", "epoch", "val_acc", "val_loss")},
+            "data": {
+                "source": str(train.root),
+                "fingerprint": train.fingerprint(),
+                "train_images": len(train),
+                "val_images": len(val),
+                "class_counts": train.class_counts(),
+            },
+        }
+        return self
+
+    def _require_fitted(self) -> torch.nn.Module:
+        if self.network is None:
+            raise ImgrecError("this classifier is not trained yet; call fit() or load() first.")
+        return self.network
+
+    # ---- inference ------------------------------------------------------------------------
+    def predict_proba(
+        self, inputs, batch_size: int = 32
+    ) -> tuple[list[Path], np.ndarray, list[Skipped]]:
+        """Probabilities for every readable image in `inputs` (files, folders, globs)."""
+        network = self._require_fitted()
+        configure_cpu_runtime()
+        paths = _as_paths(inputs)
+        done, chunks, skipped = [], [], []
+        for ok, probs, bad in predict_probabilities(network, paths, self.preprocessing, batch_size):
+            done += ok
+            skipped += bad
+            if len(ok):
+                chunks.append(probs)
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)))
+        return done, probs, skipped
+
+    def predict(self, inputs, top_k: int = 1, batch_size: int = 32) -> list[Prediction]:
+        """Top-k predictions, one per readable image; see `predict_proba` for skipped files."""
+        paths, probs, _ = self.predict_proba(inputs, batch_size)
+        return self.predictions(paths, probs, top_k)
+
+    def predictions(self, paths: list[Path], probs: np.ndarray, top_k: int = 1) -> list[Prediction]:
+        k = max(1, min(top_k, len(self.classes)))
+        order = np.argsort(-probs, axis=1)[:, :k]
+        return [
+            Prediction(str(p), [self.classes[j] for j in row], [float(probs[i, j]) for j in row])
+            for i, (p, row) in enumerate(zip(paths, order, strict=True))
+        ]
+
+    def evaluate(self, data: Dataset | str | Path, batch_size: int = 32) -> EvaluationResult:
+        """Metrics, plots and a report on any labelled data (a Dataset, folder or CSV)."""
+        dataset = load_dataset(data) if isinstance(data, str | Path) else data
+        unknown = sorted(set(dataset.class_counts()) - set(self.classes))
+        if unknown:
+            raise ImgrecError(
+                f"the data has labels the model does not know: {', '.join(unknown)} "
+                f"(model classes: {', '.join(self.classes)})."
+            )
+        label_of = {s.path: s.label for s in dataset.samples}
+        paths, probs, skipped = self.predict_proba([s.path for s in dataset.samples], batch_size)
+        targets = np.array([self.classes.index(label_of[p]) for p in paths], dtype=int)
+        if len(paths) == 0:
+            raise ImgrecError("none of the images could be read, so there is nothing to evaluate.")
+        return EvaluationResult.from_predictions(
+            probs,
+            targets,
+            self.classes,
+            [str(p) for p in paths],
+            history=self.history or None,
+            info=self.describe(),
+            skipped=[(str(s.path), s.reason) for s in dataset.skipped + skipped] or None,
+        )
+
+    # ---- persistence ----------------------------------------------------------------------
+    def describe(self) -> dict:
+        """Short key facts shown in reports and `imgrec info`."""
+        return {
+            "model": self.spec.name,
+            "classes": ", ".join(self.classes),
+            "input": f"{self.preprocessing.input_size}px, mean {self.preprocessing.mean}, "
+            f"std {self.preprocessing.std}",
+            "trained on": self.metadata.get("data", {}).get("source", "?"),
+            "data fingerprint": self.metadata.get("data", {}).get("fingerprint", "?")[:16],
+        }
+
+    def save(self, path: str | Path, metrics: dict | None = None) -> Path:
+        """Write one safe file (safetensors + JSON metadata); loading it never runs code."""
+        network = self._require_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {
+            **self.metadata,
+            "classes": self.classes,
+            "model": self.spec.name,
+            "timm_name": self.spec.timm_name,
+            "preprocessing": self.preprocessing.to_dict(),
+            "config": self.config.to_dict(),
+            "metrics": metrics if metrics is not None else self.metadata.get("metrics", {}),
+            "history": self.history,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": _versions(),
+        }
+        save_bundle(path, network.state_dict(), metadata)
+        self.metadata = metadata
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ImageClassifier:
+        state, metadata = load_bundle(Path(path))
+        try:
+            config = dict(metadata["config"])
+            config.pop("model", None)
+            clf = cls(metadata["model"], **config)
+            clf.preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+            clf.classes = list(metadata["classes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ImgrecError(
+                f"{path} is missing model metadata ({exc}); re-train the model."
+            ) from exc
+        network = create_model(
+            clf.spec, len(clf.classes), weights="none", drop_rate=clf.config.dropout
+        )
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ImgrecError(
+                f"{path} does not match its model '{clf.spec.name}': damaged file."
+            ) from exc
+        network.eval()
+        clf.network = network
+        clf.metadata = metadata
+        clf.history = metadata.get("history", [])
+        return clf
+
+
+def _as_paths(inputs) -> list[Path]:
+    if isinstance(inputs, str | Path):
+        inputs = [inputs]
+    return expand_inputs(inputs)
+
+
+def _versions() -> dict:
+    import lightning
+    import timm
+    import torchvision
+
+    from imgrec import __version__
+
+    return {
+        "imgrec": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+    }

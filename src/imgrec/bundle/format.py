@@ -1,0 +1,126 @@
+"""The model file, model.imgrec: one safetensors file, weights plus JSON metadata.
+
+safetensors holds only tensors and strings, so opening a model file can never run code
+(unlike a pickled checkpoint). Everything needed to use the model (classes, preprocessing,
+architecture) lives in the metadata, so the file is self-contained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from imgrec.errors import ImgrecError
+
+FORMAT = "imgrec-model"
+FORMAT_VERSION = 1
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+
+
+class BundleError(ImgrecError):
+    """A model file that is missing, damaged, foreign or too new."""
+
+
+def save_bundle(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Write tensors and metadata atomically: a crash mid-save leaves the old file intact."""
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    header = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    header["imgrec"] = json.dumps(metadata)
+    data = save_safetensors(tensors, metadata=header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _not_ours(path: Path, why: str) -> BundleError:
+    return BundleError(f"{path} is not an imgrec model file ({why}).")
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse and sanity-check the safetensors header, reading no tensor data."""
+    if not path.exists():
+        raise BundleError(f"no model file at {path}.")
+    if path.is_dir():
+        raise BundleError(f"{path} is a folder; pass the path of a model file (model.imgrec).")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise _not_ours(path, "too short")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > min(_MAX_HEADER, size - 8):
+                raise _not_ours(path, "no safetensors header")
+            raw = f.read(length)
+    except OSError as err:
+        raise BundleError(f"could not read {path} ({err.strerror or err}).") from err
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _not_ours(path, "no safetensors header") from None
+    if not isinstance(header, dict):
+        raise _not_ours(path, "no safetensors header")
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise _not_ours(path, "damaged header") from None
+    if 8 + length + max(ends, default=0) != size:
+        raise _not_ours(path, "damaged or truncated")
+    return header
+
+
+def _metadata(path: Path, header: dict[str, Any]) -> dict:
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BundleError(f"{path} is a safetensors file but not an imgrec model.")
+    try:
+        version = int(meta.get("format_version", ""))
+        info = json.loads(meta["imgrec"])
+    except (ValueError, KeyError, TypeError):
+        raise _not_ours(path, "damaged metadata") from None
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"{path} was written by a newer imgrec (format {version}); upgrade imgrec."
+        )
+    if not isinstance(info, dict):
+        raise _not_ours(path, "damaged metadata")
+    return info
+
+
+def read_metadata(path: Path) -> dict:
+    """The metadata alone, from the header (fast: tensors are never read)."""
+    path = Path(path)
+    return _metadata(path, _read_header(path))
+
+
+def load_bundle(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of a model file; raises BundleError with one clear sentence."""
+    path = Path(path)
+    metadata = _metadata(path, _read_header(path))
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise BundleError(f"could not read {path} ({err.strerror or err}).") from err
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise _not_ours(path, str(err).splitlines()[0] if str(err) else "damaged") from err
+    return tensors, metadata

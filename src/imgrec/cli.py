@@ -1,0 +1,336 @@
+"""`imgrec` command line: a thin Typer layer over the Python API."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from imgrec.errors import ImgrecError
+
+app = typer.Typer(
+    help="imgrec: from a folder of labelled photos to an evaluated, deployable image classifier.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+out = Console()
+err = Console(stderr=True)
+
+SAMPLE = Path(__file__).parent / "sample" / "hymenoptera"
+
+
+class Augment(StrEnum):
+    none = "none"
+    light = "light"
+    default = "default"
+    strong = "strong"
+
+
+class Optimizer(StrEnum):
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class Weights(StrEnum):
+    imagenet = "imagenet"
+    none = "none"
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    try:
+        parts = [float(p) for p in text.replace(",", "/").split("/")]
+    except ValueError:
+        parts = []
+    if len(parts) == 2:
+        parts.append(0.0)
+    if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) <= 0:
+        raise typer.BadParameter("use TRAIN/VAL/TEST percentages, e.g. 70/15/15 or 80/10/10.")
+    total = sum(parts)
+    return tuple(p / total for p in parts)  # type: ignore[return-value]
+
+
+@app.command(epilog="Example: imgrec train photos/ --epochs 4 --out runs/pets")
+def train(
+    data: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Folder per class, folder with train/val/test folders, or CSV path,label[,split]."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default runs/train-N).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="efficientnet_lite0 (offline) or any timm name.")
+    ] = "efficientnet_lite0",
+    weights: Annotated[
+        Weights, typer.Option(help="Start from ImageNet weights or from scratch.")
+    ] = Weights.imagenet,
+    epochs: Annotated[
+        int, typer.Option(help="Max fine-tuning epochs (phase 2); 0 = head only.")
+    ] = 6,
+    head_epochs: Annotated[int, typer.Option(help="Epochs for the head on frozen features.")] = 60,
+    lr: Annotated[float, typer.Option(help="Head learning rate in fine-tuning.")] = 5e-4,
+    backbone_lr_mult: Annotated[float, typer.Option(help="Backbone LR = lr x this.")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    augment: Annotated[
+        Augment, typer.Option(help="Training augmentation preset.")
+    ] = Augment.default,
+    optimizer: Annotated[
+        Optimizer, typer.Option(help="AdamW or SGD with momentum.")
+    ] = Optimizer.adamw,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.01,
+    dropout: Annotated[float, typer.Option(help="Dropout before the classifier.")] = 0.2,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.1,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 2,
+    split: Annotated[
+        str, typer.Option(help="Train/val/test percentages when the data has no splits.")
+    ] = "70/15/15",
+    split_file: Annotated[
+        Path | None, typer.Option(help="Reuse a split.csv from an earlier run.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (split, init, order).")] = 0,
+    workers: Annotated[
+        int | None, typer.Option(help="DataLoader workers (default: cores - 1).")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run folder.")] = None,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Replace an existing run folder.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train a classifier: transfer learning from ImageNet, evaluated, saved as model.imgrec."""
+    from imgrec.train import TrainConfig, TrainingInterrupted
+    from imgrec.workflow import next_run_folder, train_run
+
+    if resume is None and data is None:
+        raise typer.BadParameter("give the DATA to train on (or --resume RUN_FOLDER).")
+    folder = resume or out_dir or next_run_folder()
+    config = TrainConfig(
+        model=model,
+        weights=weights.value,
+        augment=augment.value,
+        optimizer=optimizer.value,
+        lr=lr,
+        backbone_lr_mult=backbone_lr_mult,
+        head_epochs=head_epochs,
+        epochs=epochs,
+        patience=patience,
+        weight_decay=weight_decay,
+        dropout=dropout,
+        label_smoothing=label_smoothing,
+        batch_size=batch_size,
+        seed=seed,
+        workers=workers,
+    )
+    try:
+        run = train_run(
+            data,
+            folder,
+            config,
+            parse_ratios(split),
+            split_file,
+            resume=resume is not None,
+            exist_ok=exist_ok,
+            progress=not quiet,
+        )
+    except (TrainingInterrupted, KeyboardInterrupt):
+        err.print(
+            f"[yellow]interrupted[/]; finished epochs are kept. Continue with: "
+            f"imgrec train --resume {folder}"
+        )
+        raise typer.Exit(130) from None
+    m = run.evaluation.metrics
+    out.print(
+        f"[bold green]done[/] {run.evaluated_on} accuracy {m['accuracy']:.2%}, "
+        f"macro-F1 {m['macro_f1']:.3f} on {m['n']} images"
+    )
+    out.print(f"model:  {run.model_path}\nreport: {run.report_path}")
+
+
+@app.command(epilog="Example: imgrec evaluate runs/train/model.imgrec photos/test --out runs/eval")
+def evaluate(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    data: Annotated[Path, typer.Argument(help="Labelled images: folder per class or CSV.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for metrics.json, plots and report.html.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+) -> None:
+    """Evaluate a model on labelled data: metrics, confusion matrix, PR curves, HTML report."""
+    from imgrec.api import ImageClassifier
+
+    clf = ImageClassifier.load(model_file)
+    result = clf.evaluate(data, batch_size=batch_size)
+    folder = out_dir or model_file.parent / f"eval-{Path(data).stem}"
+    folder.mkdir(parents=True, exist_ok=True)
+    result.title = f"imgrec evaluation of {model_file.name} on {data}"
+    result.save_metrics(folder / "metrics.json")
+    result.save_plots(folder / "plots")
+    report = result.save_report(folder / "report.html")
+    m = result.metrics
+    table = Table("metric", "value")
+    for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "log_loss"):
+        table.add_row(key, f"{m[key]:.4f}" if isinstance(m[key], float) else str(m[key]))
+    out.print(table)
+    if result.skipped:
+        err.print(
+            f"[yellow]{len(result.skipped)} unreadable file(s) skipped[/] (listed in the report)"
+        )
+    out.print(f"report: {report}")
+
+
+@app.command(
+    epilog='Example: imgrec predict runs/train/model.imgrec a.jpg photos/ "more/*.png" -k 3 -f csv'
+)
+def predict(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")
+    ],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes to show per image.")] = 1,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+) -> None:
+    """Predict the class of images; unreadable files are reported and the rest still predicted."""
+    from imgrec.api import ImageClassifier
+
+    clf = ImageClassifier.load(model_file)
+    paths, probs, skipped = clf.predict_proba(inputs, batch_size=batch_size)
+    predictions = clf.predictions(paths, probs, top_k)
+    if output:
+        with output.open("w", newline="", encoding="utf-8") as stream:
+            _write_predictions(predictions, skipped, fmt, stream)
+        out.print(f"wrote {len(predictions)} predictions to {output}")
+    else:
+        _write_predictions(predictions, skipped, fmt, sys.stdout)
+    for s in skipped:
+        err.print(f"skipped {s.path}: {s.reason}", style="yellow", markup=False)
+    if not predictions:
+        raise ImgrecError("none of the inputs could be read as an image.")
+
+
+def _write_predictions(predictions, skipped, fmt: Format, stream) -> None:
+    k = max((len(p.classes) for p in predictions), default=1)
+    if fmt is Format.json:
+        document = {
+            "predictions": [p.to_dict() for p in predictions],
+            "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped],
+        }
+        json.dump(document, stream, indent=2, ensure_ascii=False)
+        stream.write("\n")
+    elif fmt is Format.csv:
+        writer = csv.writer(stream)
+        writer.writerow(["path"] + [f"{x}{i}" for i in range(1, k + 1) for x in ("class", "prob")])
+        for p in predictions:
+            pairs = zip(p.classes, p.probabilities, strict=True)
+            writer.writerow([p.path] + [v for c, q in pairs for v in (c, f"{q:.6f}")])
+    else:
+        table = Table("image", *[f"top {i}" for i in range(1, k + 1)])
+        for p in predictions:
+            pairs = zip(p.classes, p.probabilities, strict=True)
+            table.add_row(p.path, *[f"{c} {q:.1%}" for c, q in pairs])
+        Console(file=stream, width=None if stream is sys.stdout else 200).print(table)
+
+
+@app.command(epilog="Example: imgrec info runs/train/model.imgrec --json")
+def info(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print all metadata as JSON.")] = False,
+) -> None:
+    """Show a model file's classes, backbone, preprocessing, metrics and data fingerprint."""
+    from imgrec.bundle.format import read_metadata
+
+    meta = read_metadata(model_file)
+    if as_json:
+        out.print_json(json.dumps({k: v for k, v in meta.items() if k != "history"}))
+        return
+    p, m, d = meta.get("preprocessing", {}), meta.get("metrics", {}), meta.get("data", {})
+    table = Table(show_header=False)
+    rows = {
+        "model": meta.get("model"),
+        "classes": f"{len(meta.get('classes', []))}: {', '.join(meta.get('classes', []))}",
+        "input": f"{p.get('input_size')}px (resize {p.get('resize_size')}), "
+        f"mean {p.get('mean')}, std {p.get('std')}",
+        "metrics": ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in m.items()
+            if not isinstance(v, dict)
+        ),
+        "best epoch": json.dumps(m.get("best_epoch", {})),
+        "data": f"{d.get('source')} ({d.get('train_images')} train / {d.get('val_images')} val)",
+        "fingerprint": d.get("fingerprint"),
+        "created": meta.get("created"),
+        "versions": ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
+    }
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command(epilog="Example: imgrec models")
+def models(
+    pattern: Annotated[
+        str | None, typer.Argument(help="timm name pattern, e.g. 'resnet*'.")
+    ] = None,
+) -> None:
+    """List backbones; the ones with weights shipped offline are marked."""
+    from imgrec.models.registry import list_models
+
+    table = Table("model", "input", "offline weights")
+    for spec in list_models(pattern):
+        table.add_row(
+            spec.name, str(spec.input_size), "yes" if spec.offline_weights else "download"
+        )
+    out.print(table)
+
+
+@app.command(epilog="Example: imgrec demo --out runs/demo")
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder, replaced if present.")] = Path(
+        "runs/demo"
+    ),
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 4,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train on the bundled ants-vs-bees sample (offline, a few minutes on a laptop CPU)."""
+    from imgrec.train import TrainConfig
+    from imgrec.workflow import train_run
+
+    run = train_run(SAMPLE, out_dir, TrainConfig(epochs=epochs), exist_ok=True, progress=not quiet)
+    m = run.evaluation.metrics
+    out.print(
+        f"[bold green]demo done[/]: {run.evaluated_on} accuracy {m['accuracy']:.2%} on {m['n']} "
+        f"images\nmodel:  {run.model_path}\nreport: {run.report_path}\n"
+        f"try:    imgrec predict {run.model_path} {SAMPLE / 'val' / 'bees'} --top-k 2"
+    )
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 1, never a traceback."""
+    try:
+        app()
+    except ImgrecError as exc:
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)

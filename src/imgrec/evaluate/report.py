@@ -1,0 +1,234 @@
+"""Evaluation results and the files a person looks at: plots, metrics.json, report.html.
+
+The HTML report is one self-contained file (plots and thumbnails embedded as base64 data
+URIs, inline CSS, no scripts) so it can be mailed, archived or opened offline as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader
+from matplotlib.figure import Figure
+from PIL import Image, ImageOps
+
+from imgrec.evaluate.metrics import compute_metrics
+from imgrec.evaluate.plots import plot_confusion_matrix, plot_pr_curves, plot_training_curves
+
+_TEMPLATES = Path(__file__).parent / "templates"
+_DPI = 110
+_GALLERY_SIZE = 24
+_THUMB_PX = 160
+_THUMB_QUALITY = 80
+
+
+def _png_bytes(fig: Figure) -> bytes:
+    """Render a figure to PNG in memory (no temp files, nothing left registered)."""
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI)
+    fig.clear()
+    return buffer.getvalue()
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _open_rgb(path: str) -> Image.Image:
+    """Decode with imgrec's safe decoder when available, else plain Pillow."""
+    try:
+        from imgrec.data.decode import open_image
+    except ImportError:
+        with Image.open(path) as image:
+            return ImageOps.exif_transpose(image).convert("RGB")
+    return open_image(path, draft=_THUMB_PX)  # JPEGs decode at reduced scale: much faster
+
+
+def _thumbnail_uri(path: str) -> str | None:
+    """A small JPEG data URI, or None when the file is missing or unreadable.
+
+    Any failure only downgrades the tile to text: a bad file must not cost the report.
+    """
+    try:
+        image = _open_rgb(path)
+        image.thumbnail((_THUMB_PX, _THUMB_PX))
+        buffer = BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=_THUMB_QUALITY)
+    except Exception:
+        return None
+    return _data_uri(buffer.getvalue(), "image/jpeg")
+
+
+@dataclass
+class EvaluationResult:
+    """Predictions on a labelled set plus their metrics; knows how to present itself."""
+
+    classes: list[str]
+    probs: np.ndarray
+    targets: np.ndarray
+    paths: list[str]
+    metrics: dict
+    history: list[dict] | None = None
+    title: str = "imgrec evaluation"
+    info: dict | None = None
+    skipped: list[tuple[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        self.probs = np.asarray(self.probs, dtype=np.float64)
+        self.targets = np.asarray(self.targets).astype(np.int64, copy=False)
+        self.paths = [str(p) for p in self.paths]
+        n = self.targets.shape[0]
+        if self.probs.ndim != 2 or self.probs.shape != (n, len(self.classes)):
+            raise ValueError(
+                f"probs must have shape ({n}, {len(self.classes)}), got {self.probs.shape}"
+            )
+        if len(self.paths) != n:
+            raise ValueError(f"expected {n} paths, got {len(self.paths)}")
+        if self.skipped is not None:
+            self.skipped = [(str(p), str(r)) for p, r in self.skipped]
+
+    @classmethod
+    def from_predictions(
+        cls,
+        probs: np.ndarray,
+        targets: np.ndarray,
+        classes: list[str],
+        paths: list[str],
+        *,
+        top_k: int = 5,
+        **kw,
+    ) -> EvaluationResult:
+        """Build a result, computing metrics; ``kw`` sets history, title, info, skipped."""
+        metrics = compute_metrics(probs, targets, classes, top_k=top_k)
+        return cls(list(classes), probs, targets, list(paths), metrics, **kw)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.metrics["accuracy"])
+
+    @property
+    def macro_f1(self) -> float:
+        return float(self.metrics["macro_f1"])
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """Predicted class index per sample (arg-max of probs)."""
+        return self.probs.argmax(axis=1)
+
+    def _figures(self) -> dict[str, Figure]:
+        figures = {
+            "confusion_matrix": plot_confusion_matrix(
+                self.metrics["confusion_matrix"], self.classes
+            ),
+            "pr_curves": plot_pr_curves(self.probs, self.targets, self.classes),
+        }
+        if self.history:
+            figures["training_curves"] = plot_training_curves(self.history)
+        return figures
+
+    def _plot_pngs(self) -> dict[str, bytes]:
+        return {name: _png_bytes(fig) for name, fig in self._figures().items()}
+
+    def save_plots(self, folder: str | Path) -> dict[str, Path]:
+        """Write confusion_matrix.png, pr_curves.png and (with history) training_curves.png."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = {}
+        for name, png in self._plot_pngs().items():
+            path = folder / f"{name}.png"
+            path.write_bytes(png)
+            written[name] = path
+        return written
+
+    def save_metrics(self, path: str | Path) -> None:
+        """Write the metrics dict as indented JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.metrics, indent=2) + "\n", encoding="utf-8")
+
+    def to_json(self) -> dict:
+        """Metrics plus one row per sample, with class names rather than indices."""
+        preds = self.predictions
+        return {
+            "metrics": self.metrics,
+            "predictions": [
+                {
+                    "path": path,
+                    "target": self.classes[int(t)],
+                    "predicted": self.classes[int(p)],
+                    "confidence": float(self.probs[i, p]),
+                }
+                for i, (path, t, p) in enumerate(zip(self.paths, self.targets, preds, strict=True))
+            ],
+        }
+
+    def _gallery(self) -> tuple[list[dict], int]:
+        """Misclassified samples, most confident mistakes first, capped for file size."""
+        preds = self.predictions
+        wrong = np.flatnonzero(preds != self.targets)
+        confidence = self.probs[wrong, preds[wrong]]
+        order = wrong[np.argsort(-confidence, kind="stable")][:_GALLERY_SIZE]
+        tiles = [
+            {
+                "name": Path(self.paths[i]).name or self.paths[i],
+                "path": self.paths[i],
+                "true": self.classes[int(self.targets[i])],
+                "predicted": self.classes[int(preds[i])],
+                "confidence": float(self.probs[i, preds[i]]),
+                "true_prob": float(self.probs[i, self.targets[i]]),
+                "thumbnail": _thumbnail_uri(self.paths[i]),
+            }
+            for i in order
+        ]
+        return tiles, int(wrong.size)
+
+    def _cards(self) -> list[tuple[str, str]]:
+        m = self.metrics
+        cards = [
+            ("Accuracy", f"{m['accuracy']:.1%}"),
+            ("Balanced accuracy", f"{m['balanced_accuracy']:.1%}"),
+            ("Macro F1", f"{m['macro_f1']:.3f}"),
+            ("Log loss", f"{m['log_loss']:.3f}"),
+        ]
+        top_k = {int(k): v for k, v in m.get("top_k_accuracy", {}).items()}
+        k = max(top_k, default=1)
+        if 1 < k < len(self.classes):  # top-C accuracy is always 100%: not worth a card
+            cards.append((f"Top-{k} accuracy", f"{top_k[k]:.1%}"))
+        cards.append(("Samples", str(m["n"])))
+        return cards
+
+    def render_html(self) -> str:
+        """The report as an HTML string (what save_report writes)."""
+        env = Environment(
+            loader=FileSystemLoader(_TEMPLATES),
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        plots = {name: _data_uri(png, "image/png") for name, png in self._plot_pngs().items()}
+        tiles, n_wrong = self._gallery()
+        return env.get_template("report.html.j2").render(
+            title=self.title,
+            info=[(str(k), str(v)) for k, v in (self.info or {}).items()],
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            cards=self._cards(),
+            classes=self.classes,
+            metrics=self.metrics,
+            plots=plots,
+            tiles=tiles,
+            n_wrong=n_wrong,
+            skipped=self.skipped or [],
+        )
+
+    def save_report(self, path: str | Path) -> Path:
+        """Write the single-file HTML report and return its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.render_html(), encoding="utf-8")
+        return path

@@ -1,0 +1,193 @@
+"""Which backbones imgrec can build, and how to build them.
+
+Every model is a timm model, so one code path covers the offline default and the thousand
+hub backbones. A ModelSpec carries the preprocessing that belongs to the weights (input size,
+mean, std, resize) so it can travel with a trained model into model.imgrec.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
+
+from imgrec.errors import ImgrecError
+from imgrec.models import efficientnet_lite
+
+DEFAULT_MODEL = "efficientnet_lite0"
+WEIGHTS = ("imagenet", "none")
+
+# Popular, well-tested timm backbones shown by `imgrec models` (need the network once).
+POPULAR = (
+    "resnet18",
+    "resnet50",
+    "mobilenetv3_large_100",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "vit_small_patch16_224",
+    "regnety_016",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A buildable backbone plus the preprocessing its pretrained weights expect."""
+
+    name: str
+    timm_name: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize_size: int
+    offline_weights: bool
+
+
+_OFFLINE = {
+    DEFAULT_MODEL: ModelSpec(
+        name=DEFAULT_MODEL,
+        timm_name=efficientnet_lite.TIMM_NAME,
+        input_size=224,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        resize_size=256,
+        offline_weights=True,
+    )
+}
+
+
+def _unknown(name: str) -> ImgrecError:
+    return ImgrecError(
+        f"unknown model '{name}'; run `imgrec models` to see the available ones, "
+        f"or use {DEFAULT_MODEL}."
+    )
+
+
+def _spec_from_timm(name: str) -> ModelSpec:
+    try:
+        cfg = timm.get_pretrained_cfg(name)
+    except RuntimeError as err:  # a known architecture with an unknown ".tag"
+        raise _unknown(name) from err
+    if cfg is not None:
+        cfg = cfg.to_dict()
+    else:  # architectures without registered weights still have a default config
+        cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+    input_size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
+    return ModelSpec(
+        name=name,
+        timm_name=name,
+        input_size=input_size,
+        mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+        resize_size=round(input_size / crop_pct),
+        offline_weights=False,
+    )
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Resolve a user-facing model name (offline default or any timm name) to a ModelSpec."""
+    if name in _OFFLINE:
+        return _OFFLINE[name]
+    if not timm.is_model(name):
+        raise _unknown(name)
+    return _spec_from_timm(name)
+
+
+def list_models(pattern: str | None = None) -> list[ModelSpec]:
+    """The offline models first, then popular hub backbones, or every pretrained timm match."""
+    offline = [s for s in _OFFLINE.values() if pattern is None or fnmatch.fnmatch(s.name, pattern)]
+    names = POPULAR if pattern is None else timm.list_models(pattern, pretrained=True)
+    return offline + [_spec_from_timm(n) for n in names]
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the weights could not be fetched" (hub or plain URL)."""
+    errors: list[type[BaseException]] = [OSError]  # urllib, requests, huggingface_hub errors
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def _has_hub_weights(spec: ModelSpec) -> bool:
+    cfg = timm.get_pretrained_cfg(spec.timm_name)
+    return cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
+
+
+def create_model(
+    spec: ModelSpec, num_classes: int, weights: str = "imagenet", drop_rate: float = 0.2
+) -> nn.Module:
+    """A timm model with a fresh `num_classes` head, in channels_last for fast CPU training."""
+    if weights not in WEIGHTS:
+        raise ImgrecError(f"unknown weights '{weights}'; use one of: {', '.join(WEIGHTS)}.")
+    pretrained = weights == "imagenet" and not spec.offline_weights
+    if pretrained and not _has_hub_weights(spec):
+        raise ImgrecError(
+            f"'{spec.name}' has no ImageNet weights; use --weights none to train it from "
+            f"scratch, or the offline default {DEFAULT_MODEL}."
+        )
+    try:
+        model = timm.create_model(
+            spec.timm_name, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate
+        )
+    except _network_errors() as err:
+        raise ImgrecError(
+            f"could not download ImageNet weights for '{spec.name}' (no network?); use the "
+            f"offline default {DEFAULT_MODEL}, or --weights none to train from scratch."
+        ) from err
+    if weights == "imagenet" and spec.offline_weights:
+        efficientnet_lite.load_imagenet_backbone(model)
+    return model.to(memory_format=torch.channels_last)
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The classifier's parameters (trained first, at the higher learning rate)."""
+    return list(model.get_classifier().parameters())
+
+
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Everything but the classifier (frozen first, then fine-tuned at a lower rate)."""
+    head = {id(p) for p in head_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in head]
+
+
+def forward_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pooled pre-logits features (N, F): the embedding classic learners and drift use."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def num_features(model: nn.Module) -> int:
+    """Width of forward_features' output (head_hidden_size where a model has a conv head)."""
+    return int(getattr(model, "head_hidden_size", None) or model.num_features)
+
+
+def freeze_early_layers(model: nn.Module, max_reduction: int) -> int:
+    """Freeze every layer up to the last stage working at stride <= `max_reduction`.
+
+    Early layers hold generic edge and texture filters and, at high resolution, most of the
+    activation memory and backward time: freezing them up to stride 8 roughly doubled CPU
+    fine-tuning speed and cut peak memory by ~40% on EfficientNet-Lite0 (benchmarks/RESULTS.md).
+    Works for any timm CNN via `feature_info`; models without such stages are left as they are.
+    Returns the number of parameter tensors frozen.
+    """
+    info = getattr(model, "feature_info", [])
+    stages = [f["module"] for f in info if f["reduction"] <= max_reduction]
+    if max_reduction <= 0 or not stages:
+        return 0
+    last_stage = stages[-1]
+    names = [name for name, _ in model.named_parameters()]
+    inside = [i for i, name in enumerate(names) if name.startswith(last_stage + ".")]
+    if not inside:
+        return 0
+    frozen = 0
+    for i, (_, param) in enumerate(model.named_parameters()):
+        if i > inside[-1]:
+            break
+        param.requires_grad_(False)
+        frozen += 1
+    return frozen

@@ -1,0 +1,92 @@
+"""Process-level settings that change CPU speed several-fold, plus device helpers.
+
+On small glibc machines PyTorch spends as much time in the kernel as in user code, because
+glibc returns every large activation buffer to the OS (munmap) and maps it again on the
+next batch. Keeping freed memory in the heap removes that churn (see MEASURED.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+
+import torch
+
+# glibc <malloc.h> parameter numbers and the values we set.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_MALLOPT = {
+    "M_MMAP_MAX": (_M_MMAP_MAX, 0, "MALLOC_MMAP_MAX_"),  # never serve malloc from fresh mmaps
+    "M_TRIM_THRESHOLD": (_M_TRIM_THRESHOLD, 2**31 - 1, "MALLOC_TRIM_THRESHOLD_"),  # keep free heap
+}
+
+_configured: dict | None = None
+
+
+def _tune_glibc_malloc() -> dict[str, int]:
+    """Apply mallopt for later allocations; skip values the user set via MALLOC_* env vars."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return {}
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return {}
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    applied = {}
+    for name, (param, value, env) in _MALLOPT.items():
+        if env not in os.environ and mallopt(param, value) == 1:
+            applied[name] = value
+    return applied
+
+
+def _cpu_count() -> int:
+    """CPUs this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def configure_cpu_runtime() -> dict:
+    """Make CPU torch fast here; safe to call repeatedly. Returns what was set."""
+    global _configured
+    if _configured is None:
+        settings: dict = {"mallopt": _tune_glibc_malloc()}
+        if "OMP_NUM_THREADS" in os.environ:
+            settings["num_threads_from"] = "OMP_NUM_THREADS"
+        else:
+            torch.set_num_threads(_cpu_count())
+            settings["num_threads_from"] = "cpu_count"
+        settings["num_threads"] = torch.get_num_threads()
+        _configured = settings
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in _configured.items()}
+
+
+def device() -> torch.device:
+    """The device to train and predict on: the GPU when there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """Mixed-precision dtype for `device`: bf16 where the GPU has it, else fp16; None on CPU."""
+    if torch.device(device).type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory in MiB of this process or its largest child (workers)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no getrusage; psutil reports the peak working set
+        import psutil
+
+        info = psutil.Process().memory_info()
+        return getattr(info, "peak_wset", info.rss) / 2**20
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    )
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes vs KiB

@@ -1,0 +1,106 @@
+"""Lightning callbacks that keep a run's results on disk as it goes, so nothing is lost."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+from safetensors.torch import save_file
+
+HISTORY_FIELDS = (
+    "phase",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_score",
+    "lr",
+    "seconds",
+    "time",
+)
+
+
+class RunState:
+    """Files in the run's work folder: history.csv, best.safetensors + best.json."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.history_path = self.folder / "history.csv"
+        self.best_weights = self.folder / "best.safetensors"
+        self.best_info = self.folder / "best.json"
+
+    def history(self) -> list[dict]:
+        if not self.history_path.exists():
+            return []
+        with self.history_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [
+            {k: (v if k == "phase" else _number(v)) for k, v in row.items() if v != ""}
+            for row in rows
+        ]
+
+    def append_history(self, row: dict) -> None:
+        """Append one epoch; `time` (Unix seconds) lets benchmarks time from process start."""
+        row = {**row, "time": round(time.time(), 3)}
+        new = not self.history_path.exists()
+        with self.history_path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def best(self) -> dict | None:
+        if not (self.best_info.exists() and self.best_weights.exists()):
+            return None
+        return json.loads(self.best_info.read_text())
+
+    def save_best(self, state_dict: dict, row: dict) -> None:
+        """Weights first, then the JSON that marks them valid; both replaced atomically."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        tmp = self.best_weights.with_suffix(".tmp")
+        save_file(tensors, tmp)
+        os.replace(tmp, self.best_weights)
+        tmp = self.best_info.with_suffix(".tmp")
+        tmp.write_text(json.dumps(row, indent=2))
+        os.replace(tmp, self.best_info)
+
+
+class KeepBestAndHistory(L.Callback):
+    """After each validated epoch: append a history row and keep the best weights so far."""
+
+    def __init__(self, state: RunState, started: float, epoch_offset: int = 0):
+        self.state = state
+        self.started = started
+        self.epoch_offset = epoch_offset
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        if "val_score" not in m or trainer.sanity_checking:
+            return
+        row = {
+            "phase": "finetune",
+            "epoch": self.epoch_offset + trainer.current_epoch + 1,
+            "train_loss": float(m.get("train_loss_epoch", m.get("train_loss", math.nan))),
+            "train_acc": float(m.get("train_acc", math.nan)),
+            "val_loss": float(m["val_loss"]),
+            "val_acc": float(m["val_acc"]),
+            "val_score": float(m["val_score"]),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "seconds": time.perf_counter() - self.started,
+        }
+        self.state.append_history(row)
+        best = self.state.best()
+        if best is None or row["val_score"] > best["val_score"]:
+            self.state.save_best(pl_module.model.state_dict(), row)
+
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text else value

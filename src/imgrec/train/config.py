@@ -1,0 +1,78 @@
+"""Training settings: one validated dataclass, written to config.json and into the model file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from imgrec.errors import ImgrecError
+
+OPTIMIZERS = ("adamw", "sgd")
+WEIGHTS = ("imagenet", "none")
+
+
+@dataclass
+class TrainConfig:
+    """Defaults reach a good transfer-learning result with zero flags on a CPU.
+
+    Phase 1 fits the new head on frozen, cached backbone features (seconds); phase 2 unfreezes
+    the backbone with a 10x lower learning rate, warm-up + cosine, and early stopping. Layers up
+    to stride `freeze_stride` stay frozen (0 = none): generic features, most of the CPU cost.
+    """
+
+    model: str = "efficientnet_lite0"
+    weights: str = "imagenet"
+    augment: str = "default"
+    optimizer: str = "adamw"
+    lr: float = 5e-4
+    backbone_lr_mult: float = 0.1
+    head_lr: float = 3e-3
+    head_epochs: int = 60
+    epochs: int = 6
+    patience: int = 2
+    warmup_fraction: float = 0.15
+    weight_decay: float = 0.01
+    dropout: float = 0.2
+    label_smoothing: float = 0.1
+    batch_size: int = 32
+    freeze_stride: int = 8
+    seed: int = 0
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ImgrecError(
+                f"unknown optimizer '{self.optimizer}'; use one of {', '.join(OPTIMIZERS)}."
+            )
+        if self.weights not in WEIGHTS:
+            raise ImgrecError(f"unknown weights '{self.weights}'; use one of {', '.join(WEIGHTS)}.")
+        checks = {
+            "lr": self.lr > 0,
+            "head_lr": self.head_lr > 0,
+            "backbone_lr_mult": 0 <= self.backbone_lr_mult <= 1,
+            "epochs": self.epochs >= 0,
+            "head_epochs": self.head_epochs >= 0,
+            "patience": self.patience >= 1,
+            "warmup_fraction": 0 <= self.warmup_fraction < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "dropout": 0 <= self.dropout < 1,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
+            "batch_size": self.batch_size >= 1,
+            "freeze_stride": self.freeze_stride >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ImgrecError(f"invalid value {getattr(self, name)!r} for {name}.")
+        if self.epochs == 0 and self.head_epochs == 0:
+            raise ImgrecError("nothing to train: both epochs and head_epochs are 0.")
+        if self.weights == "none" and self.epochs == 0:
+            raise ImgrecError(
+                "training from scratch (--weights none) needs --epochs of at least 1."
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

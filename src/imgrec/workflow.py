@@ -1,0 +1,125 @@
+"""A training run as a folder: split, train, evaluate, report and model file, all resumable.
+
+The CLI's `train` is this function; notebooks can call it too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgrec.api import ImageClassifier
+from imgrec.data.dataset import Dataset, load_dataset
+from imgrec.data.split import read_split_file, write_split_file
+from imgrec.errors import ImgrecError
+from imgrec.evaluate import EvaluationResult
+from imgrec.train import TrainConfig
+
+MODEL_FILE = "model.imgrec"
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    model_path: Path
+    report_path: Path
+    evaluation: EvaluationResult
+    evaluated_on: str
+    classifier: ImageClassifier
+
+
+def next_run_folder(base: Path = Path("runs"), name: str = "train") -> Path:
+    """runs/train, runs/train-2, ... like Ultralytics, so runs never overwrite each other."""
+    candidate, n = base / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = base / f"{name}-{n}"
+    return candidate
+
+
+def prepare_folder(folder: Path, resume: bool, exist_ok: bool) -> None:
+    if resume:
+        if not (folder / "config.json").exists():
+            raise ImgrecError(f"nothing to resume in {folder}: it holds no config.json.")
+        return
+    if folder.exists() and any(folder.iterdir()):
+        if not exist_ok:
+            raise ImgrecError(
+                f"{folder} already holds a run; use --resume to continue it, --exist-ok to "
+                "replace it, or choose another --out."
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def split_data(
+    dataset: Dataset, ratios: tuple[float, float, float], split_file: Path | None, seed: int
+) -> tuple[Dataset, Dataset, Dataset]:
+    """Given splits win (folders or a split column), then a split file, then a fresh split."""
+    if split_file is not None:
+        dataset = read_split_file(split_file, dataset)
+    if dataset.has_splits():
+        train, val, test = (dataset.subset(s) for s in ("train", "val", "test"))
+        if len(val) == 0:
+            train, val, _ = train.split(0.85, 0.15, 0.0, seed=seed)
+        return train, val, test
+    return dataset.split(*ratios, seed=seed)
+
+
+def train_run(
+    source: str | Path | None,
+    folder: Path,
+    config: TrainConfig,
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    split_file: Path | None = None,
+    resume: bool = False,
+    exist_ok: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Train on `source` into `folder`; the test split (else validation) is what gets reported.
+
+    With `resume`, the settings, data source and split come from the folder itself.
+    """
+    folder = Path(folder)
+    prepare_folder(folder, resume, exist_ok)
+    if resume:
+        saved = json.loads((folder / "config.json").read_text())
+        config = TrainConfig.from_dict(saved)
+        source = source or saved["source"]
+        split_file = folder / "split.csv"
+    if source is None:
+        raise ImgrecError("no data given to train on.")
+    dataset = load_dataset(source)
+    train, val, test = split_data(dataset, ratios, split_file, config.seed)
+    (folder / "config.json").write_text(
+        json.dumps({**config.to_dict(), "source": str(Path(source).resolve())}, indent=2)
+    )
+    write_split_file(folder / "split.csv", {"train": train, "val": val, "test": test})
+
+    settings = config.to_dict()
+    clf = ImageClassifier(settings.pop("model"), **settings)
+    clf.fit(train, val, work_dir=folder / "checkpoints", resume=resume, progress=progress)
+
+    evaluated_on, target = ("test", test) if len(test) else ("val", val)
+    result = clf.evaluate(target)
+    result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
+    if dataset.skipped or clf.skipped:
+        dataset.without(clf.skipped).write_skipped(folder / "skipped.csv")
+    result.save_metrics(folder / "metrics.json")
+    result.save_plots(folder / "plots")
+    report = result.save_report(folder / "report.html")
+    shutil.copyfile(folder / "checkpoints" / "history.csv", folder / "history.csv")
+    metrics = {
+        "split": evaluated_on,
+        **_headline(result.metrics),
+        "best_epoch": clf.metadata["best_epoch"],
+    }
+    model_path = clf.save(folder / MODEL_FILE, metrics=metrics)
+    return RunResult(folder, model_path, report, result, evaluated_on, clf)
+
+
+def _headline(metrics: dict) -> dict:
+    keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "log_loss")
+    return {k: metrics[k] for k in keys if k in metrics}

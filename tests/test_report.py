@@ -1,0 +1,178 @@
+"""EvaluationResult: plots, metrics.json, the self-contained HTML report."""
+
+import base64
+import json
+import re
+from io import BytesIO
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgrec.evaluate import EvaluationResult
+
+CLASSES = ["ant", "bee", "wasp"]
+HISTORY = [
+    {
+        "epoch": 1,
+        "phase": "head",
+        "train_loss": 1.0,
+        "train_acc": 0.5,
+        "val_loss": 0.9,
+        "val_acc": 0.55,
+        "lr": 1e-3,
+    },
+    {
+        "epoch": 2,
+        "phase": "head",
+        "train_loss": 0.8,
+        "train_acc": 0.6,
+        "val_loss": 0.85,
+        "val_acc": 0.6,
+        "lr": 1e-3,
+    },
+    {
+        "epoch": 3,
+        "phase": "finetune",
+        "train_loss": 0.5,
+        "train_acc": 0.8,
+        "val_loss": 0.7,
+        "val_acc": 0.7,
+        "lr": 1e-4,
+    },
+]
+
+
+def _image(path, colour):
+    Image.new("RGB", (300, 200), colour).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("images")
+    paths = [
+        _image(tmp_path / "right_ant.jpg", "red"),
+        _image(tmp_path / "right_bee.png", "green"),
+        _image(tmp_path / "<b>x.jpg", "blue"),  # wrong: true wasp, predicted bee
+        _image(tmp_path / "wrong_ant.jpg", "white"),  # wrong: true ant, predicted wasp
+        str(tmp_path / "gone_missing.jpg"),  # wrong, file does not exist
+        str(tmp_path / "corrupt.jpg"),  # wrong, not an image
+    ]
+    (tmp_path / "corrupt.jpg").write_bytes(b"not a jpeg")
+    probs = np.array(
+        [
+            [0.9, 0.05, 0.05],
+            [0.1, 0.8, 0.1],
+            [0.1, 0.6, 0.3],
+            [0.2, 0.1, 0.7],
+            [0.1, 0.5, 0.4],
+            [0.3, 0.1, 0.6],
+        ]
+    )
+    targets = np.array([0, 1, 2, 0, 2, 1])
+    return EvaluationResult.from_predictions(
+        probs,
+        targets,
+        CLASSES,
+        paths,
+        history=HISTORY,
+        title="Insects",
+        info={"model": "tf_efficientnet_lite0"},
+        skipped=[("broken.gif", "cannot decode")],
+    )
+
+
+@pytest.fixture(scope="module")
+def report(result, tmp_path_factory):
+    """Rendered once: drawing the plots is the slow part of these tests."""
+    return result.save_report(tmp_path_factory.mktemp("run") / "sub" / "report.html")
+
+
+@pytest.fixture(scope="module")
+def html(report):
+    return report.read_text(encoding="utf-8")
+
+
+def _gallery(html):
+    start = html.index("Most confidently wrong")
+    end = html.index("Skipped files") if "Skipped files" in html else len(html)
+    return html[start:end]
+
+
+def test_report_is_single_self_contained_file(report, html):
+    assert sorted(p.name for p in report.parent.iterdir()) == ["report.html"]
+    assert html.count("data:image/png;base64,") == 3  # confusion, PR, training curves
+    assert "data:image/jpeg;base64," in html  # thumbnails
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
+    assert "<script" not in html and "<link" not in html and "@import" not in html
+    assert "tf_efficientnet_lite0" in html and "Insects" in html
+    assert "broken.gif" in html and "cannot decode" in html
+
+
+def test_gallery_shows_mistakes_only_most_confident_first(html):
+    gallery = _gallery(html)
+
+    assert "wrong_ant.jpg" in gallery
+    assert "gone_missing.jpg" in gallery and "corrupt.jpg" in gallery  # text-only tiles
+    assert "image unavailable" in gallery
+    assert "right_ant.jpg" not in gallery and "right_bee.png" not in gallery
+    # wrong_ant (0.7 on the wrong class) comes before corrupt (0.6) and <b>x (0.6).
+    assert gallery.index("wrong_ant.jpg") < gallery.index("corrupt.jpg")
+    assert gallery.count('class="tile"') == 4
+
+
+def test_file_names_are_escaped(html):
+    assert "&lt;b&gt;x.jpg" in html
+    assert "<b>x.jpg" not in html
+
+
+def test_thumbnails_are_small(html):
+    for uri in re.findall(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)", html):
+        with Image.open(BytesIO(base64.b64decode(uri))) as thumb:
+            assert max(thumb.size) <= 160
+
+
+def test_save_plots_writes_valid_pngs(result, tmp_path):
+    written = result.save_plots(tmp_path / "plots")
+
+    assert set(written) == {"confusion_matrix", "pr_curves", "training_curves"}
+    for name, path in written.items():
+        assert path.name == f"{name}.png"
+        with Image.open(path) as png:
+            assert png.format == "PNG"
+            assert png.size[0] > 100
+
+
+def test_without_history_binary_and_all_correct(tmp_path):
+    paths = [_image(tmp_path / f"{i}.png", "gray") for i in range(3)]
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    res = EvaluationResult.from_predictions(probs, np.array([0, 1, 0]), ["no", "yes"], paths)
+
+    assert set(res.save_plots(tmp_path / "plots")) == {"confusion_matrix", "pr_curves"}
+    html = res.save_report(tmp_path / "report.html").read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 2
+    assert "Training curves" not in html
+    assert "No misclassified samples" in html
+    assert res.accuracy == 1.0 and res.macro_f1 == 1.0
+
+
+def test_metrics_json_and_to_json(result, tmp_path):
+    result.save_metrics(tmp_path / "metrics.json")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["accuracy"] == pytest.approx(2 / 6)
+    assert saved["classes"] == CLASSES
+
+    data = json.loads(json.dumps(result.to_json()))
+    assert data["metrics"] == saved
+    first = data["predictions"][3]
+    assert first["target"] == "ant" and first["predicted"] == "wasp"
+    assert first["confidence"] == pytest.approx(0.7)
+    assert first["path"].endswith("wrong_ant.jpg")
+
+
+def test_mismatched_paths_are_rejected():
+    with pytest.raises(ValueError, match="paths"):
+        EvaluationResult.from_predictions(
+            np.array([[0.5, 0.5]]), np.array([0]), ["a", "b"], ["x.jpg", "y.jpg"]
+        )

@@ -1,0 +1,27 @@
+"""CPU runtime tuning and device helpers."""
+
+import torch
+
+from imgrec import runtime
+
+
+def test_configure_cpu_runtime_reports_and_is_idempotent():
+    first = runtime.configure_cpu_runtime()
+    assert first["num_threads"] == torch.get_num_threads() >= 1
+    assert set(first["mallopt"]) <= {"M_MMAP_MAX", "M_TRIM_THRESHOLD"}
+    first["mallopt"]["M_MMAP_MAX"] = 123  # the returned dict is a copy
+    second = runtime.configure_cpu_runtime()
+    assert second["mallopt"].get("M_MMAP_MAX") in (None, 0)
+    assert second == runtime.configure_cpu_runtime()
+
+
+def test_device_helpers():
+    assert runtime.autocast_dtype(torch.device("cpu")) is None
+    assert runtime.autocast_dtype("cpu") is None
+    assert runtime.device().type in ("cpu", "cuda")
+    if runtime.device().type == "cuda":
+        assert runtime.autocast_dtype("cuda") in (torch.bfloat16, torch.float16)
+
+
+def test_peak_rss_is_plausible():
+    assert 10 < runtime.peak_rss_mb() < 1_000_000
