@@ -22,7 +22,7 @@ from imgrec.models.efficientnet_lite import imagenet_model, imagenet_state_dict
 def test_default_spec_is_offline_lite0():
     spec = get_spec("efficientnet_lite0")
     assert spec.timm_name == "tf_efficientnet_lite0"
-    assert (spec.input_size, spec.resize_size) == (224, 256)
+    assert (spec.input_size, spec.resize_size) == (256, 292)
     assert spec.mean == spec.std == (0.5, 0.5, 0.5)
     assert spec.offline_weights
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imgrec.errors import ImgrecError
+from imgrec.train.config import TrainConfig
 
 app = typer.Typer(
     help="imgrec: from a folder of labelled photos to an evaluated, deployable image classifier.",
@@ -83,28 +84,38 @@ def train(
     ] = Weights.imagenet,
     epochs: Annotated[
         int, typer.Option(help="Max fine-tuning epochs (phase 2); 0 = head only.")
-    ] = 6,
-    head_epochs: Annotated[int, typer.Option(help="Epochs for the head on frozen features.")] = 60,
-    lr: Annotated[float, typer.Option(help="Head learning rate in fine-tuning.")] = 5e-4,
-    backbone_lr_mult: Annotated[float, typer.Option(help="Backbone LR = lr x this.")] = 0.1,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    ] = TrainConfig.epochs,
+    head: Annotated[
+        bool, typer.Option(help="Phase 1: fit the head on frozen features first.")
+    ] = TrainConfig.head,
+    lr: Annotated[float, typer.Option(help="Head learning rate in fine-tuning.")] = TrainConfig.lr,
+    backbone_lr_mult: Annotated[
+        float, typer.Option(help="Backbone LR = lr x this.")
+    ] = TrainConfig.backbone_lr_mult,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = TrainConfig.batch_size,
     augment: Annotated[
         Augment, typer.Option(help="Training augmentation preset.")
     ] = Augment.default,
     optimizer: Annotated[
         Optimizer, typer.Option(help="AdamW or SGD with momentum.")
     ] = Optimizer.adamw,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.01,
-    dropout: Annotated[float, typer.Option(help="Dropout before the classifier.")] = 0.2,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.1,
-    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 2,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = TrainConfig.weight_decay,
+    dropout: Annotated[
+        float, typer.Option(help="Dropout before the classifier.")
+    ] = TrainConfig.dropout,
+    label_smoothing: Annotated[
+        float, typer.Option(help="Label smoothing.")
+    ] = TrainConfig.label_smoothing,
+    patience: Annotated[
+        int, typer.Option(help="Early-stopping patience in epochs.")
+    ] = TrainConfig.patience,
     split: Annotated[
         str, typer.Option(help="Train/val/test percentages when the data has no splits.")
     ] = "70/15/15",
     split_file: Annotated[
         Path | None, typer.Option(help="Reuse a split.csv from an earlier run.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (split, init, order).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed (split, init, order).")] = TrainConfig.seed,
     workers: Annotated[
         int | None, typer.Option(help="DataLoader workers (default: cores - 1).")
     ] = None,
@@ -128,7 +139,7 @@ def train(
         optimizer=optimizer.value,
         lr=lr,
         backbone_lr_mult=backbone_lr_mult,
-        head_epochs=head_epochs,
+        head=head,
         epochs=epochs,
         patience=patience,
         weight_decay=weight_decay,

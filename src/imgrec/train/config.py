@@ -14,7 +14,8 @@ WEIGHTS = ("imagenet", "none")
 class TrainConfig:
     """Defaults reach a good transfer-learning result with zero flags on a CPU.
 
-    Phase 1 fits the new head on frozen, cached backbone features (seconds); phase 2 unfreezes
+    Phase 1 fits the new head on frozen, cached backbone features as logistic regression
+    (seconds; `head=False` skips it); phase 2 unfreezes
     the backbone with a 10x lower learning rate, warm-up + cosine, and early stopping. Layers up
     to stride `freeze_stride` stay frozen (0 = none): generic features, most of the CPU cost.
     """
@@ -25,15 +26,14 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr: float = 5e-4
     backbone_lr_mult: float = 0.1
-    head_lr: float = 3e-3
-    head_epochs: int = 60
+    head: bool = True
     epochs: int = 6
     patience: int = 2
     warmup_fraction: float = 0.15
     weight_decay: float = 0.01
     dropout: float = 0.2
     label_smoothing: float = 0.1
-    batch_size: int = 32
+    batch_size: int = 16
     freeze_stride: int = 8
     seed: int = 0
     workers: int | None = None
@@ -47,10 +47,8 @@ class TrainConfig:
             raise ImgrecError(f"unknown weights '{self.weights}'; use one of {', '.join(WEIGHTS)}.")
         checks = {
             "lr": self.lr > 0,
-            "head_lr": self.head_lr > 0,
             "backbone_lr_mult": 0 <= self.backbone_lr_mult <= 1,
             "epochs": self.epochs >= 0,
-            "head_epochs": self.head_epochs >= 0,
             "patience": self.patience >= 1,
             "warmup_fraction": 0 <= self.warmup_fraction < 1,
             "weight_decay": self.weight_decay >= 0,
@@ -62,8 +60,8 @@ class TrainConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ImgrecError(f"invalid value {getattr(self, name)!r} for {name}.")
-        if self.epochs == 0 and self.head_epochs == 0:
-            raise ImgrecError("nothing to train: both epochs and head_epochs are 0.")
+        if self.epochs == 0 and not self.head:
+            raise ImgrecError("nothing to train: --epochs is 0 and the head phase is off.")
         if self.weights == "none" and self.epochs == 0:
             raise ImgrecError(
                 "training from scratch (--weights none) needs --epochs of at least 1."

@@ -20,6 +20,7 @@ from imgrec.data.cache import DecodedCache, ImageTensorDataset
 from imgrec.data.dataset import Dataset, Skipped
 from imgrec.data.transforms import Preprocessing, eval_transform, train_transform
 from imgrec.errors import ImgrecError
+from imgrec.models.fast_features import onnx_feature_extractor
 from imgrec.models.registry import freeze_early_layers
 from imgrec.train.callbacks import KeepBestAndHistory, RunState
 from imgrec.train.config import TrainConfig
@@ -75,7 +76,7 @@ def fit_model(
         raise ImgrecError("no readable images left in the training or validation split.")
 
     from_scratch = config.weights == "none"
-    if state.best() is None and not from_scratch and config.head_epochs > 0:
+    if state.best() is None and not from_scratch and config.head:
         _fit_head_phase(
             model,
             preprocessing,
@@ -126,27 +127,19 @@ def _fit_head_phase(
     progress,
 ) -> None:
     transform = eval_transform(preprocessing)
+    engine = onnx_feature_extractor(model, preprocessing.input_size)
     train_idx, val_idx = train_cache.valid_indices, val_cache.valid_indices
-    train_x = extract_features(
-        model,
-        [train_cache[i] for i in train_idx],
-        transform,
-        config.batch_size,
-        "features (train)",
-        progress,
-    )
-    val_x = extract_features(
-        model,
-        [val_cache[i] for i in val_idx],
-        transform,
-        config.batch_size,
-        "features (val)",
-        progress,
-    )
+
+    def features(cache, indices, name):
+        images = [cache[i] for i in indices]
+        return extract_features(model, images, transform, 32, name, progress, engine)
+
+    train_x = features(train_cache, train_idx, "features (train)")
+    val_x = features(val_cache, val_idx, "features (val)")
     train_y = torch.tensor([train_targets[i] for i in train_idx])
     val_y = torch.tensor([val_targets[i] for i in val_idx])
     head = model.get_classifier()
-    best = fit_head(head, train_x, train_y, val_x, val_y, config, state.append_history, started)
+    best = fit_head(head, train_x, train_y, val_x, val_y, state.append_history, started)
     state.save_best(model.state_dict(), best)
 
 

@@ -16,10 +16,9 @@ from rich.progress import Progress
 from torch import nn
 
 from imgrec.models.registry import forward_features
-from imgrec.train.config import TrainConfig
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the head fit needs these as autograd inputs
 def extract_features(
     model: nn.Module,
     images: Sequence[torch.Tensor],
@@ -27,9 +26,16 @@ def extract_features(
     batch_size: int = 32,
     description: str = "features",
     progress: bool = True,
+    engine: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Pooled backbone features (N, F) for uint8 images, in eval mode and channels_last."""
+    """Pooled backbone features (N, F) for uint8 images; `engine` (e.g. ONNX Runtime) if given,
+    else the model itself in eval mode and channels_last."""
     model.eval()
+    if engine is None:
+
+        def engine(x: torch.Tensor) -> torch.Tensor:
+            return forward_features(model, x.contiguous(memory_format=torch.channels_last))
+
     chunks = []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=len(images))
@@ -37,8 +43,7 @@ def extract_features(
             batch = [
                 transform(images[i]) for i in range(start, min(start + batch_size, len(images)))
             ]
-            x = torch.stack(batch).contiguous(memory_format=torch.channels_last)
-            chunks.append(forward_features(model, x).float())
+            chunks.append(engine(torch.stack(batch)).float())
             bar.advance(task, len(batch))
     return torch.cat(chunks) if chunks else torch.empty(0)
 
@@ -55,69 +60,80 @@ def evaluate_logits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float,
     return acc, loss
 
 
+# L2 strengths tried for the head, strongest first (warm-started along the path). 2.5e-4 is
+# scikit-learn's LogisticRegression default (C=1) for 2000 samples.
+L2_PATH = (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
+
+
 def fit_head(
     head: nn.Linear,
     train_x: torch.Tensor,
     train_y: torch.Tensor,
     val_x: torch.Tensor,
     val_y: torch.Tensor,
-    config: TrainConfig,
     on_epoch: Callable[[dict], None] | None = None,
     started: float | None = None,
 ) -> dict:
-    """Train `head` in place on features; keep the epoch with the best validation score.
+    """Fit `head` in place as L2-regularised multinomial logistic regression (full-batch L-BFGS).
 
-    Returns the best epoch's row (val_acc, val_loss, ...); `seconds` counts from `started`.
+    On frozen features this is a convex problem: L-BFGS solves it exactly in well under a
+    second, where SGD epochs on a fresh head are slow and unstable. The penalty is picked on
+    the validation split along a short regularisation path; each step is one history row.
+    Returns the chosen row (val_acc, val_loss, ...); `seconds` counts from `started`.
     """
-    generator = torch.Generator().manual_seed(config.seed)
-    dropout = nn.Dropout(config.dropout)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    optimizer = make_optimizer(
-        config.optimizer, head.parameters(), config.head_lr, config.weight_decay
-    )
-    batch = max(16, min(config.batch_size * 2, len(train_x)))
-    steps = config.head_epochs * math.ceil(len(train_x) / batch)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(steps, config.warmup_fraction)
-    )
+    started = time.perf_counter() if started is None else started
+    weight = torch.zeros_like(head.weight, requires_grad=True)
+    bias = torch.zeros_like(head.bias, requires_grad=True)
     best: dict = {"val_score": -math.inf}
     best_state = copy.deepcopy(head.state_dict())
-    started = time.perf_counter() if started is None else started
-    for epoch in range(1, config.head_epochs + 1):
-        head.train()
-        order = torch.randperm(len(train_x), generator=generator)
-        total_loss = total_correct = 0.0
-        for start in range(0, len(order), batch):
-            idx = order[start : start + batch]
-            logits = head(dropout(train_x[idx]))
-            loss = criterion(logits, train_y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total_loss += loss.item() * len(idx)
-            total_correct += (logits.argmax(1) == train_y[idx]).sum().item()
-        head.eval()
+    for step, l2 in enumerate(L2_PATH, start=1):
+        _solve(weight, bias, train_x, train_y, l2)
         with torch.no_grad():
-            val_acc, val_loss = evaluate_logits(head(val_x), val_y)
+            train_acc, train_loss = evaluate_logits(train_x @ weight.T + bias, train_y)
+            val_acc, val_loss = evaluate_logits(val_x @ weight.T + bias, val_y)
         row = {
             "phase": "head",
-            "epoch": epoch,
-            "train_loss": total_loss / len(train_x),
-            "train_acc": total_correct / len(train_x),
+            "epoch": step,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
             "val_loss": val_loss,
             "val_acc": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
+            "val_score": score(val_acc, val_loss),
+            "lr": l2,
             "seconds": time.perf_counter() - started,
         }
-        row["val_score"] = score(val_acc, val_loss)
         if on_epoch:
             on_epoch(row)
         if row["val_score"] > best["val_score"]:
             best = row
-            best_state = copy.deepcopy(head.state_dict())
+            best_state = {"weight": weight.detach().clone(), "bias": bias.detach().clone()}
     head.load_state_dict(best_state)
     return best
+
+
+def _solve(weight, bias, x, y, l2: float) -> None:
+    """Minimise cross-entropy + l2 * ||weight||^2 in place, warm-started.
+
+    No label smoothing here: on hymenoptera_data it cost 2-3 of 153 validation images.
+    """
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1,
+        max_iter=300,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(x @ weight.T + bias, y)
+        loss = loss + l2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:

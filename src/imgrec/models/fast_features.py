@@ -1,0 +1,75 @@
+"""Frozen-backbone features through ONNX Runtime, the fastest CPU engine for a fixed network.
+
+Phase 1 of training runs the frozen backbone once over every image; on CPUs ONNX Runtime does
+that about 2x faster than eager PyTorch (MEASURED.md: 214 vs 110 img/s at batch 32). The
+export takes about a second and happens in memory. Where ONNX Runtime is missing or the export
+fails (an unusual timm architecture), callers fall back to PyTorch.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from imgrec.models.registry import forward_features
+
+log = logging.getLogger(__name__)
+
+
+class _Features(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return forward_features(self.model, x)
+
+
+def onnx_feature_extractor(
+    model: nn.Module, input_size: int
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A function images (N,3,S,S) -> features (N,F) running on ONNX Runtime, or None."""
+    if torch.cuda.is_available():
+        return None  # the GPU path in PyTorch is already fast
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    was_training = model.training
+    model.eval()
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Features(model),
+                (torch.zeros(1, 3, input_size, input_size),),
+                buffer,
+                input_names=["images"],
+                output_names=["features"],
+                opset_version=18,
+                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                dynamo=False,
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # noqa: BLE001 - any export problem means "use PyTorch instead"
+        log.info("ONNX feature export failed (%s); using PyTorch", exc)
+        return None
+    finally:
+        model.train(was_training)
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        array = images.contiguous().numpy()
+        return torch.from_numpy(session.run(None, {"images": array})[0])
+
+    return run
