@@ -21,7 +21,7 @@ from imgrec.evaluate import EvaluationResult
 from imgrec.models.inference import predict_probabilities
 from imgrec.models.registry import create_model, get_spec
 from imgrec.runtime import configure_cpu_runtime
-from imgrec.train import TrainConfig, fit_model
+from imgrec.train.config import TrainConfig
 
 __all__ = ["ImageClassifier", "Prediction", "load_dataset"]
 
@@ -88,6 +88,8 @@ class ImageClassifier:
 
         `work_dir` keeps checkpoints so an interrupted fit continues with `resume=True`.
         """
+        from imgrec.train.fit import fit_model  # Lightning loads only when training
+
         configure_cpu_runtime()
         if val is None or len(val) == 0:
             train, val, _ = train.split(0.85, 0.15, 0.0, seed=self.config.seed)
@@ -229,7 +231,7 @@ class ImageClassifier:
     def load(cls, path: str | Path) -> ImageClassifier:
         state, metadata = load_bundle(Path(path))
         try:
-            config = dict(metadata["config"])
+            config = TrainConfig.from_dict(metadata["config"]).to_dict()  # tolerate old keys
             config.pop("model", None)
             clf = cls(metadata["model"], **config)
             clf.preprocessing = Preprocessing.from_dict(metadata["preprocessing"])

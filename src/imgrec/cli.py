@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from imgrec.errors import ImgrecError
 from imgrec.train.config import TrainConfig
@@ -23,8 +23,8 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # long paths stay on one line, also when piped
+err = Console(stderr=True, soft_wrap=True)
 
 SAMPLE = Path(__file__).parent / "sample" / "hymenoptera"
 
@@ -126,11 +126,12 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train a classifier: transfer learning from ImageNet, evaluated, saved as model.imgrec."""
-    from imgrec.train import TrainConfig, TrainingInterrupted
-    from imgrec.workflow import next_run_folder, train_run
-
     if resume is None and data is None:
         raise typer.BadParameter("give the DATA to train on (or --resume RUN_FOLDER).")
+    ratios = parse_ratios(split)
+    from imgrec.train import TrainingInterrupted
+    from imgrec.workflow import next_run_folder, train_run
+
     folder = resume or out_dir or next_run_folder()
     config = TrainConfig(
         model=model,
@@ -154,7 +155,7 @@ def train(
             data,
             folder,
             config,
-            parse_ratios(split),
+            ratios,
             split_file,
             resume=resume is not None,
             exist_ok=exist_ok,
@@ -255,7 +256,7 @@ def _write_predictions(predictions, skipped, fmt: Format, stream) -> None:
             pairs = zip(p.classes, p.probabilities, strict=True)
             writer.writerow([p.path] + [v for c, q in pairs for v in (c, f"{q:.6f}")])
     else:
-        table = Table("image", *[f"top {i}" for i in range(1, k + 1)])
+        table = Table(Column("image", overflow="fold"), *[f"top {i}" for i in range(1, k + 1)])
         for p in predictions:
             pairs = zip(p.classes, p.probabilities, strict=True)
             table.add_row(p.path, *[f"{c} {q:.1%}" for c, q in pairs])

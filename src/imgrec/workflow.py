@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgrec.api import ImageClassifier
-from imgrec.data.dataset import Dataset, load_dataset
+from imgrec.data.dataset import Dataset, Skipped, load_dataset
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
 from imgrec.evaluate import EvaluationResult
@@ -83,8 +83,8 @@ def train_run(
     With `resume`, the settings, data source and split come from the folder itself.
     """
     folder = Path(folder)
-    prepare_folder(folder, resume, exist_ok)
     if resume:
+        prepare_folder(folder, resume, exist_ok)
         saved = json.loads((folder / "config.json").read_text())
         config = TrainConfig.from_dict(saved)
         source = source or saved["source"]
@@ -93,6 +93,8 @@ def train_run(
         raise ImgrecError("no data given to train on.")
     dataset = load_dataset(source)
     train, val, test = split_data(dataset, ratios, split_file, config.seed)
+    if not resume:
+        prepare_folder(folder, resume, exist_ok)  # only now: bad data leaves no empty folder
     (folder / "config.json").write_text(
         json.dumps({**config.to_dict(), "source": str(Path(source).resolve())}, indent=2)
     )
@@ -105,8 +107,9 @@ def train_run(
     evaluated_on, target = ("test", test) if len(test) else ("val", val)
     result = clf.evaluate(target)
     result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
-    if dataset.skipped or clf.skipped:
-        dataset.without(clf.skipped).write_skipped(folder / "skipped.csv")
+    unreadable = clf.skipped + [Skipped(Path(p), reason) for p, reason in result.skipped or []]
+    if dataset.skipped or unreadable:
+        dataset.without(unreadable).write_skipped(folder / "skipped.csv")
     result.save_metrics(folder / "metrics.json")
     result.save_plots(folder / "plots")
     report = result.save_report(folder / "report.html")

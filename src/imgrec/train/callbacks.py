@@ -48,13 +48,22 @@ class RunState:
 
     def append_history(self, row: dict) -> None:
         """Append one epoch; `time` (Unix seconds) lets benchmarks time from process start."""
-        row = {**row, "time": round(time.time(), 3)}
+        self._write({**row, "time": round(time.time(), 3)})
+
+    def _write(self, row: dict) -> None:
         new = not self.history_path.exists()
         with self.history_path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+    def keep_history(self, keep) -> None:
+        """Rewrite history.csv with only the rows `keep(row)` accepts."""
+        rows = [row for row in self.history() if keep(row)]
+        self.history_path.unlink(missing_ok=True)
+        for row in rows:
+            self._write(row)
 
     def best(self) -> dict | None:
         if not (self.best_info.exists() and self.best_weights.exists()):

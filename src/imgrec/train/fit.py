@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -55,6 +56,7 @@ def fit_model(
     Lightning's last.ckpt. With `resume`, finished phases and epochs are not repeated.
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no device banners/tips
     state = RunState(work_dir)
     if not resume:
         for stale in (
@@ -64,6 +66,8 @@ def fit_model(
             work_dir / "last.ckpt",
         ):
             stale.unlink(missing_ok=True)
+    else:
+        _forget_unfinished(state)
     history = state.history()
     started = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
 
@@ -112,6 +116,22 @@ def fit_model(
         raise ImgrecError("training produced no validated epoch; check the data and settings.")
     model.load_state_dict(load_file(state.best_weights))
     return FitOutcome(history=state.history(), best=best, skipped=skipped)
+
+
+def _forget_unfinished(state: RunState) -> None:
+    """Drop history rows that the checkpoints do not back, before resuming.
+
+    A row is written just before Lightning saves last.ckpt, so a kill in between would
+    otherwise repeat that epoch in the history; an unfinished head phase is redone whole.
+    """
+    last = state.folder / "last.ckpt"
+    done = (
+        torch.load(last, map_location="cpu", weights_only=True)["epoch"] + 1 if last.exists() else 0
+    )
+    head_done = state.best() is not None
+    state.keep_history(
+        lambda row: row["epoch"] <= done if row["phase"] == "finetune" else head_done
+    )
 
 
 def _fit_head_phase(
@@ -221,6 +241,9 @@ def _fine_tune_phase(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*The number of training batches.*")
+            warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # frozen BN
+            warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # resume folder
+            warnings.filterwarnings("ignore", ".*LeafSpec.*")
             trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt, weights_only=True)
     except SystemExit as stop:
         if trainer.interrupted:

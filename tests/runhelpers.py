@@ -1,0 +1,159 @@
+"""Shared helpers for test_cli.py and test_end_to_end.py: tiny real datasets, the real CLI.
+
+Datasets are copies of the bundled ants-vs-bees sample (real photos, so the real model has
+something to learn); the CLI runs as `python -m imgrec` in a subprocess, exactly as a user runs
+it, with a plain (non-terminal) stdout and stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from imgrec.cli import SAMPLE
+from imgrec.train import TrainConfig
+
+CLASSES = ("ants", "bees")
+
+# The smallest training that still runs both phases. Older code trained the head for a number
+# of epochs (--head-epochs); newer code fits it in closed form, so pass the flag only if it exists.
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+HEAD_SETTINGS: dict = {"head_epochs": 5} if "head_epochs" in _CONFIG_FIELDS else {}
+HEAD_FLAGS: list[str] = ["--head-epochs", "5"] if HEAD_SETTINGS else []
+
+
+def fast_flags(epochs: int = 1) -> list[str]:
+    """CLI flags for a seconds-long training: `epochs` fine-tuning epochs, short head phase."""
+    return ["--epochs", str(epochs), *HEAD_FLAGS, "-q"]
+
+
+def sample_files(split: str, label: str, n: int, skip: int = 0) -> list[Path]:
+    """The first `n` photos (after `skip`) of one class of the bundled sample, sorted by name."""
+    files = sorted((SAMPLE / split / label).glob("*.jpg"))
+    assert len(files) >= skip + n, f"the sample has only {len(files)} {split}/{label} images"
+    return files[skip : skip + n]
+
+
+def copy_files(files: list[Path], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(f, folder / f.name)) for f in files]
+
+
+def make_split_dataset(root: Path, n_train: int = 8, n_val: int = 4) -> Path:
+    """root/{train,val}/{ants,bees}/*.jpg: the layout whose splits are used as given."""
+    for label in CLASSES:
+        copy_files(sample_files("train", label, n_train), root / "train" / label)
+        copy_files(sample_files("val", label, n_val), root / "val" / label)
+    return root
+
+
+def make_class_dataset(root: Path, n: int = 8, skip: int = 0) -> Path:
+    """root/{ants,bees}/*.jpg: one folder per class, no splits."""
+    for label in CLASSES:
+        copy_files(sample_files("train", label, n, skip), root / label)
+    return root
+
+
+def run_imgrec(*args, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m imgrec ARGS` with captured text output (stdout and stderr are pipes)."""
+    return subprocess.run(
+        [sys.executable, "-m", "imgrec", *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        cwd=cwd,
+        env=cli_env(),
+    )
+
+
+def cli_env() -> dict[str, str]:
+    """The caller's environment minus settings that change how Rich lays out text."""
+    env = dict(os.environ)
+    for name in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        env.pop(name, None)
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def squash(text: str) -> str:
+    """Text without any whitespace: compare messages regardless of where lines were wrapped."""
+    return "".join(text.split())
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit code 1, no traceback, one line on stderr that contains every fragment.
+
+    The one-line check comes last so a failure there means only that: the message is right
+    but was spread over several lines (for example wrapped at 80 columns).
+    """
+    err = result.stderr
+    assert result.returncode == 1, (
+        f"exit code {result.returncode}, expected 1\nstdout:\n{result.stdout}\nstderr:\n{err}"
+    )
+    assert "Traceback" not in err, err
+    for fragment in fragments:
+        assert squash(fragment).lower() in squash(err).lower(), (
+            f"{fragment!r} not in stderr:\n{err}"
+        )
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error: "), err
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    return lines[0]
+
+
+def assert_usage_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 2 (Click's usage error), no traceback, a message naming the problem."""
+    assert result.returncode == 2, (
+        f"exit code {result.returncode}, expected 2\nstdout:\n{result.stdout}\n"
+        f"stderr:\n{result.stderr}"
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert squash(fragment).lower() in squash(result.stderr).lower(), result.stderr
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def epochs_by_phase(history_csv: Path) -> dict[str, list[int]]:
+    """{"head": [1, 2, ...], "finetune": [1, 2, ...]} in file order (repeats kept)."""
+    phases: dict[str, list[int]] = {}
+    if not history_csv.exists():
+        return phases
+    for row in read_csv(history_csv):
+        if row.get("phase") and row.get("epoch"):
+            phases.setdefault(row["phase"], []).append(int(float(row["epoch"])))
+    return phases
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    process: subprocess.Popen,
+    timeout: float,
+    what: str,
+    log: Path | None = None,
+) -> None:
+    """Poll `condition` every 50 ms until it holds; fail early if `process` exits first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            detail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise AssertionError(
+                f"the process exited ({process.returncode}) before {what}:\n{detail}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
