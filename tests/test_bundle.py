@@ -102,3 +102,14 @@ def test_newer_version(tmp_path):
     header = {"format": FORMAT, "format_version": "99", "imgrec": json.dumps(METADATA)}
     save_file({"w": torch.zeros(2)}, str(path), metadata=header)
     _expect(path, r"newer imgrec \(format 99\); upgrade imgrec")
+
+
+def test_saved_file_follows_the_umask(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "m.imgrec"
+    save_bundle(path, {"w": torch.zeros(2)}, {"classes": ["a", "b"]})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

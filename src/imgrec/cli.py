@@ -287,7 +287,7 @@ def info(
             for k, v in m.items()
             if not isinstance(v, dict)
         ),
-        "best epoch": json.dumps(m.get("best_epoch", {})),
+        "best epoch": _describe_epoch(m.get("best_epoch") or {}),
         "data": f"{d.get('source')} ({d.get('train_images')} train / {d.get('val_images')} val)",
         "fingerprint": d.get("fingerprint"),
         "created": meta.get("created"),
@@ -296,6 +296,15 @@ def info(
     for key, value in rows.items():
         table.add_row(key, str(value))
     out.print(table)
+
+
+def _describe_epoch(row: dict) -> str:
+    if not row:
+        return "?"
+    return (
+        f"{row.get('phase')} {row.get('epoch')}: val accuracy {row.get('val_acc', 0):.2%}, "
+        f"val loss {row.get('val_loss', 0):.4f}"
+    )
 
 
 @app.command(epilog="Example: imgrec models")

@@ -44,10 +44,17 @@ def save_bundle(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a model file is shareable
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _not_ours(path: Path, why: str) -> BundleError:
