@@ -24,6 +24,8 @@ DATASETS = {
     "hymenoptera_data": ("train", "val", 200),
 }
 OUT = Path(__file__).parent / "out"
+# DataLoader workers of the baselines (the tutorial uses 4; on 2 cores 0 is fastest).
+LOADER_WORKERS = int(__import__("os").environ.get("BASELINE_LOADER_WORKERS", "2"))
 
 
 def run_child(args: list[str]) -> tuple[float, float, str]:
@@ -65,7 +67,7 @@ def baseline_b(root: Path, train_dir: str, val_dir: str) -> dict:
 
     def features(folder: Path):
         data = datasets.ImageFolder(folder, tf)
-        loader = torch.utils.data.DataLoader(data, batch_size=32, num_workers=2)
+        loader = torch.utils.data.DataLoader(data, batch_size=32, num_workers=LOADER_WORKERS)
         feats, ys = [], []
         with torch.inference_mode():
             for x, y in loader:
@@ -107,8 +109,8 @@ def baseline_a(root: Path, train_dir: str, val_dir: str, budget: float) -> dict:
     )
     train = datasets.ImageFolder(root / train_dir, train_tf)
     val = datasets.ImageFolder(root / val_dir, val_tf)
-    tl = torch.utils.data.DataLoader(train, batch_size=32, shuffle=True, num_workers=2)
-    vl = torch.utils.data.DataLoader(val, batch_size=32, num_workers=2)
+    tl = torch.utils.data.DataLoader(train, batch_size=32, shuffle=True, num_workers=LOADER_WORKERS)
+    vl = torch.utils.data.DataLoader(val, batch_size=32, num_workers=LOADER_WORKERS)
     model = imagenet_model()
     model.reset_classifier(len(train.classes))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -181,6 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--only-baseline", choices=["a", "b"], help="run just one baseline")
     args = parser.parse_args()
     if args.child:
         kind, name, budget = args.child
@@ -194,6 +197,27 @@ def main() -> None:
         print(json.dumps(result))
         return
     OUT.mkdir(exist_ok=True)
+    if args.only_baseline:
+        for name in args.datasets:
+            budget = str(DATASETS[name][2])
+            wall, rss, text = run_child(
+                [sys.executable, __file__, "--child", args.only_baseline, name, budget]
+            )
+            row = {k: v for k, v in json.loads(text).items() if k != "epochs"}
+            print(
+                json.dumps(
+                    {
+                        "dataset": name,
+                        "method": f"baseline_{args.only_baseline}",
+                        "loader_workers": LOADER_WORKERS,
+                        **row,
+                        "wall_s": wall,
+                        "peak_rss_mb": rss,
+                    }
+                ),
+                flush=True,
+            )
+        return
     for name in args.datasets:
         _, _, budget_a = DATASETS[name]
         root = SHARED / name
