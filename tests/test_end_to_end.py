@@ -203,6 +203,9 @@ def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
             stdout=out,
             stderr=err,
             env=cli_env(),
+            # A shell that runs us in the background (nohup, `&`, some CI runners) leaves
+            # SIGINT ignored, and children inherit that; Ctrl-C must reach imgrec here.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     return process, run, log
 

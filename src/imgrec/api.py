@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,11 +18,13 @@ from imgrec.data.inputs import expand_inputs
 from imgrec.data.split import check_split
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
-from imgrec.evaluate import EvaluationResult
 from imgrec.models.inference import predict_probabilities
 from imgrec.models.registry import create_model, get_spec
 from imgrec.runtime import configure_cpu_runtime
 from imgrec.train.config import TrainConfig
+
+if TYPE_CHECKING:  # scikit-learn and matplotlib load only when evaluating
+    from imgrec.evaluate import EvaluationResult
 
 __all__ = ["ImageClassifier", "Prediction", "load_dataset"]
 
@@ -184,6 +187,8 @@ class ImageClassifier:
         targets = np.array([self.classes.index(label_of[p]) for p in paths], dtype=int)
         if len(paths) == 0:
             raise ImgrecError("none of the images could be read, so there is nothing to evaluate.")
+        from imgrec.evaluate import EvaluationResult
+
         return EvaluationResult.from_predictions(
             probs,
             targets,

@@ -9,13 +9,16 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgrec.api import ImageClassifier
 from imgrec.data.dataset import Dataset, Skipped, load_dataset
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
-from imgrec.evaluate import EvaluationResult
 from imgrec.train import TrainConfig
+
+if TYPE_CHECKING:
+    from imgrec.evaluate import EvaluationResult
 
 MODEL_FILE = "model.imgrec"
 
