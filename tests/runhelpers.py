@@ -8,7 +8,6 @@ it, with a plain (non-terminal) stdout and stderr.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -18,20 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imgrec.cli import SAMPLE
-from imgrec.train import TrainConfig
 
 CLASSES = ("ants", "bees")
 
-# The smallest training that still runs both phases. Older code trained the head for a number
-# of epochs (--head-epochs); newer code fits it in closed form, so pass the flag only if it exists.
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-HEAD_SETTINGS: dict = {"head_epochs": 5} if "head_epochs" in _CONFIG_FIELDS else {}
-HEAD_FLAGS: list[str] = ["--head-epochs", "5"] if HEAD_SETTINGS else []
-
-
 def fast_flags(epochs: int = 1) -> list[str]:
-    """CLI flags for a seconds-long training: `epochs` fine-tuning epochs, short head phase."""
-    return ["--epochs", str(epochs), *HEAD_FLAGS, "-q"]
+    """CLI flags for a seconds-long training: `epochs` fine-tuning epochs after the head."""
+    return ["--epochs", str(epochs), "-q"]
 
 
 def sample_files(split: str, label: str, n: int, skip: int = 0) -> list[Path]:

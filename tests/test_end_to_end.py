@@ -19,8 +19,6 @@ import pytest
 from imagegen import GOOD_KINDS, write_csv, write_kind
 from runhelpers import (
     CLASSES,
-    HEAD_FLAGS,
-    HEAD_SETTINGS,
     cli_env,
     copy_files,
     epochs_by_phase,
@@ -199,7 +197,7 @@ def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     with open(tmp_path / "stdout.txt", "w") as out, open(log, "w") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "imgrec", "train", str(data), "--out", str(run)]
-            + ["--epochs", "3", *HEAD_FLAGS, "--patience", "5", "-q"],
+            + ["--epochs", "3", "--patience", "5", "-q"],
             stdout=out,
             stderr=err,
             env=cli_env(),
@@ -280,7 +278,7 @@ def api_fit(tmp_path_factory):
     photos = make_class_dataset(base / "photos", n=10)
     ds = load_dataset(photos)
     train, val, test = ds.split(0.7, 0.15, 0.15, seed=0)
-    clf = ImageClassifier("efficientnet_lite0", epochs=1, **HEAD_SETTINGS).fit(train, val)
+    clf = ImageClassifier("efficientnet_lite0", epochs=1).fit(train, val)
     return SimpleNamespace(base=base, ds=ds, train=train, val=val, test=test, clf=clf)
 
 
@@ -334,7 +332,7 @@ def test_same_seed_gives_identical_predictions(api_fit):
     """Head-only fits (epochs=0) with the same seed are bit-for-bit the same model."""
     images = [s.path for s in api_fit.test.samples]
     runs = [
-        ImageClassifier(epochs=0, seed=7, **HEAD_SETTINGS).fit(
+        ImageClassifier(epochs=0, seed=7).fit(
             api_fit.train, api_fit.val, progress=False
         )
         for _ in range(2)
