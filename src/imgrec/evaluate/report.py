@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
@@ -78,6 +78,7 @@ class EvaluationResult:
     title: str = "imgrec evaluation"
     info: dict | None = None
     skipped: list[tuple[str, str]] | None = None
+    _pngs: dict[str, bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.probs = np.asarray(self.probs, dtype=np.float64)
@@ -133,7 +134,10 @@ class EvaluationResult:
         return figures
 
     def _plot_pngs(self) -> dict[str, bytes]:
-        return {name: _png_bytes(fig) for name, fig in self._figures().items()}
+        """Rendered once: save_plots and save_report both need them (about 1 s each)."""
+        if self._pngs is None:
+            self._pngs = {name: _png_bytes(fig) for name, fig in self._figures().items()}
+        return self._pngs
 
     def save_plots(self, folder: str | Path) -> dict[str, Path]:
         """Write confusion_matrix.png, pr_curves.png and (with history) training_curves.png."""
