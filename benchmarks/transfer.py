@@ -144,22 +144,11 @@ def baseline_a(root: Path, train_dir: str, val_dir: str, budget: float) -> dict:
     }
 
 
-def run_imgrec(name: str, root: Path) -> dict:
+def run_imgrec(name: str, root: Path, extra: list[str] | None = None) -> dict:
     out = OUT / f"imgrec-{name}"
     launched = time.time()
-    wall, rss, _ = run_child(
-        [
-            sys.executable,
-            "-m",
-            "imgrec",
-            "train",
-            str(root),
-            "--out",
-            str(out),
-            "--exist-ok",
-            "--quiet",
-        ]
-    )
+    args = ["train", str(root), "--out", str(out), "--exist-ok", "--quiet", *(extra or [])]
+    wall, rss, _ = run_child([sys.executable, "-m", "imgrec", *args])
     metrics = json.loads((out / "metrics.json").read_text())
     with (out / "history.csv").open() as f:
         history = [
@@ -184,6 +173,12 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--only-baseline", choices=["a", "b"], help="run just one baseline")
+    parser.add_argument(
+        "--only-imgrec",
+        action="store_true",
+        help="run just imgrec; with --epochs 0 this times phase 1, which reaches (b)",
+    )
+    parser.add_argument("--epochs", type=int, help="passed to imgrec train")
     args = parser.parse_args()
     if args.child:
         kind, name, budget = args.child
@@ -213,6 +208,23 @@ def main() -> None:
                         **row,
                         "wall_s": wall,
                         "peak_rss_mb": rss,
+                    }
+                ),
+                flush=True,
+            )
+        return
+    if args.only_imgrec:
+        extra = [] if args.epochs is None else ["--epochs", str(args.epochs)]
+        for name in args.datasets:
+            row = run_imgrec(name, SHARED / name, extra)
+            print(
+                json.dumps(
+                    {
+                        "dataset": name,
+                        "method": "imgrec",
+                        "extra_args": extra,
+                        "first_head_row_s": row["history"][0][2],
+                        **row,
                     }
                 ),
                 flush=True,
