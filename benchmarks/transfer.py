@@ -179,6 +179,11 @@ def main() -> None:
         help="run just imgrec; with --epochs 0 this times phase 1, which reaches (b)",
     )
     parser.add_argument("--epochs", type=int, help="passed to imgrec train")
+    parser.add_argument(
+        "--reach-b",
+        action="store_true",
+        help="imgrec (phase 1 only: --epochs 0) and baseline (b), same run: the speed target",
+    )
     args = parser.parse_args()
     if args.child:
         kind, name, budget = args.child
@@ -225,6 +230,28 @@ def main() -> None:
                         "extra_args": extra,
                         "first_head_row_s": row["history"][0][2],
                         **row,
+                    }
+                ),
+                flush=True,
+            )
+        return
+    if args.reach_b:
+        for name in args.datasets:
+            ours = run_imgrec(name, SHARED / name, ["--epochs", "0"])
+            wall_b, rss_b, text_b = run_child([sys.executable, __file__, "--child", "b", name, "0"])
+            b = {**json.loads(text_b), "wall_s": wall_b, "peak_rss_mb": rss_b}
+            reach = first_reach(ours["history"], b["accuracy"])
+            print(
+                json.dumps(
+                    {
+                        "dataset": name,
+                        "loader_workers_b": LOADER_WORKERS,
+                        "imgrec_phase1_accuracy": ours["accuracy"],
+                        "imgrec_s_to_reach_b": reach,
+                        "imgrec_wall_s": ours["wall_s"],
+                        "b_accuracy": b["accuracy"],
+                        "b_wall_s": wall_b,
+                        "ratio_reach_b": reach / wall_b if reach else None,
                     }
                 ),
                 flush=True,
