@@ -22,6 +22,7 @@ from imgrec.data.transforms import eval_transform, train_transform
 from imgrec.models.registry import freeze_early_layers
 from imgrec.train.callbacks import KeepBestAndHistory
 from imgrec.train.config import TrainConfig
+from imgrec.train.fit import Fitting
 from imgrec.train.module import FineTuneModule
 from imgrec.train.state import TrainingInterrupted
 
@@ -34,21 +35,9 @@ def default_workers() -> int:
     return 0 if (cores or 1) <= 4 else min(4, cores // 4)
 
 
-def fine_tune(
-    model,
-    preprocessing,
-    train_cache,
-    val_cache,
-    train_targets,
-    val_targets,
-    config,
-    state,
-    started,
-    resume,
-    from_scratch,
-    progress,
-) -> None:
-    """Fine-tune `model` in place from the best weights so far; on resume, from last.ckpt."""
+def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
+    """Fine-tune `job.model` in place from the best weights so far; on resume, from last.ckpt."""
+    model, preprocessing, config, state = job.model, job.preprocessing, job.config, job.state
     L.seed_everything(config.seed, workers=True, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no device banners/tips
     if state.best() is not None:
@@ -56,9 +45,9 @@ def fine_tune(
     workers = config.workers if config.workers is not None else default_workers()
     loader_args = {"num_workers": workers, "persistent_workers": workers > 0}
     train_data = ImageTensorDataset(
-        train_cache, train_targets, train_transform(preprocessing, config.augment)
+        job.train_cache, job.train_targets, train_transform(preprocessing, config.augment)
     )
-    val_data = ImageTensorDataset(val_cache, val_targets, eval_transform(preprocessing))
+    val_data = ImageTensorDataset(job.val_cache, job.val_targets, eval_transform(preprocessing))
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(
         train_data, batch_size=config.batch_size, shuffle=True, generator=generator, **loader_args
@@ -73,7 +62,7 @@ def fine_tune(
     module = FineTuneModule(model, config, total_steps, freeze_bn=not from_scratch)
     last = state.folder / "last.ckpt"
     callbacks = [
-        KeepBestAndHistory(state, started),
+        KeepBestAndHistory(state, job.started),
         EarlyStopping(monitor="val_score", mode="max", patience=config.patience),
         ModelCheckpoint(
             dirpath=state.folder,
@@ -83,7 +72,7 @@ def fine_tune(
             enable_version_counter=False,
         ),
     ]
-    if progress:
+    if job.progress:
         callbacks.append(RichProgressBar())
     cuda = torch.cuda.is_available()
     trainer = L.Trainer(
@@ -95,7 +84,7 @@ def fine_tune(
         else ("16-mixed" if cuda else "32-true"),
         logger=False,
         callbacks=callbacks,
-        enable_progress_bar=progress,
+        enable_progress_bar=job.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=state.folder,

@@ -20,6 +20,22 @@ from imgrec.train.state import RunState
 
 
 @dataclass
+class Fitting:
+    """What both training phases work on, prepared once by `fit_model`."""
+
+    model: torch.nn.Module
+    preprocessing: Preprocessing
+    train_cache: DecodedCache
+    val_cache: DecodedCache
+    train_targets: list[int]
+    val_targets: list[int]
+    config: TrainConfig
+    state: RunState
+    started: float
+    progress: bool
+
+
+@dataclass
 class FitOutcome:
     history: list[dict]
     best: dict
@@ -64,39 +80,27 @@ def fit_model(
     if not train_cache.valid_indices or not val_cache.valid_indices:
         raise ImgrecError("no readable images left in the training or validation split.")
 
+    job = Fitting(
+        model,
+        preprocessing,
+        train_cache,
+        val_cache,
+        train_targets,
+        val_targets,
+        config,
+        state,
+        started,
+        progress,
+    )
     from_scratch = config.weights == "none"
     if state.best() is None and not from_scratch and config.head:
-        _fit_head_phase(
-            model,
-            preprocessing,
-            train_cache,
-            val_cache,
-            train_targets,
-            val_targets,
-            config,
-            state,
-            started,
-            progress,
-        )
+        _fit_head_phase(job)
 
     finetuned_epochs = sum(1 for row in state.history() if row["phase"] == "finetune")
     if config.epochs > finetuned_epochs:
         from imgrec.train.finetune import fine_tune  # loads Lightning
 
-        fine_tune(
-            model,
-            preprocessing,
-            train_cache,
-            val_cache,
-            train_targets,
-            val_targets,
-            config,
-            state,
-            started,
-            resume,
-            from_scratch,
-            progress,
-        )
+        fine_tune(job, resume, from_scratch)
 
     best = state.best()
     if best is None:
@@ -121,30 +125,19 @@ def _forget_unfinished(state: RunState) -> None:
     )
 
 
-def _fit_head_phase(
-    model,
-    preprocessing,
-    train_cache,
-    val_cache,
-    train_targets,
-    val_targets,
-    config,
-    state,
-    started,
-    progress,
-) -> None:
-    transform = eval_transform(preprocessing)
-    engine = onnx_feature_extractor(model, preprocessing.input_size)
-    train_idx, val_idx = train_cache.valid_indices, val_cache.valid_indices
+def _fit_head_phase(job: Fitting) -> None:
+    model = job.model
+    transform = eval_transform(job.preprocessing)
+    engine = onnx_feature_extractor(model, job.preprocessing.input_size)
 
-    def features(cache, indices, name):
-        images = [cache[i] for i in indices]
-        return extract_features(model, images, transform, 32, name, progress, engine)
+    def features(cache: DecodedCache, name: str) -> torch.Tensor:
+        images = [cache[i] for i in cache.valid_indices]
+        return extract_features(model, images, transform, 32, name, job.progress, engine)
 
-    train_x = features(train_cache, train_idx, "features (train)")
-    val_x = features(val_cache, val_idx, "features (val)")
-    train_y = torch.tensor([train_targets[i] for i in train_idx])
-    val_y = torch.tensor([val_targets[i] for i in val_idx])
+    train_x = features(job.train_cache, "features (train)")
+    val_x = features(job.val_cache, "features (val)")
+    train_y = torch.tensor([job.train_targets[i] for i in job.train_cache.valid_indices])
+    val_y = torch.tensor([job.val_targets[i] for i in job.val_cache.valid_indices])
     head = model.get_classifier()
-    best = fit_head(head, train_x, train_y, val_x, val_y, state.append_history, started)
-    state.save_best(model.state_dict(), best)
+    best = fit_head(head, train_x, train_y, val_x, val_y, job.state.append_history, job.started)
+    job.state.save_best(model.state_dict(), best)
