@@ -13,10 +13,9 @@ from imgrec.train.state import RunState
 class KeepBestAndHistory(L.Callback):
     """After each validated epoch: append a history row and keep the best weights so far."""
 
-    def __init__(self, state: RunState, started: float, epoch_offset: int = 0):
+    def __init__(self, state: RunState, started: float):
         self.state = state
         self.started = started
-        self.epoch_offset = epoch_offset
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = trainer.callback_metrics
@@ -24,7 +23,7 @@ class KeepBestAndHistory(L.Callback):
             return
         row = {
             "phase": "finetune",
-            "epoch": self.epoch_offset + trainer.current_epoch + 1,
+            "epoch": trainer.current_epoch + 1,
             "train_loss": float(m.get("train_loss_epoch", m.get("train_loss", math.nan))),
             "train_acc": float(m.get("train_acc", math.nan)),
             "val_loss": float(m["val_loss"]),

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from imgrec.data.cache import ImageTensorDataset
 from imgrec.data.transforms import eval_transform, train_transform
 from imgrec.models.registry import freeze_early_layers
+from imgrec.runtime import autocast_dtype, device
 from imgrec.train.callbacks import KeepBestAndHistory
 from imgrec.train.config import TrainConfig
 from imgrec.train.fit import Fitting
@@ -74,14 +75,15 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
     ]
     if job.progress:
         callbacks.append(RichProgressBar())
-    cuda = torch.cuda.is_available()
+    target = device()
+    precision = {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed", None: "32-true"}[
+        autocast_dtype(target)
+    ]
     trainer = L.Trainer(
         max_epochs=config.epochs,
-        accelerator="gpu" if cuda else "cpu",
+        accelerator="gpu" if target.type == "cuda" else "cpu",
         devices=1,
-        precision="bf16-mixed"
-        if cuda and torch.cuda.is_bf16_supported()
-        else ("16-mixed" if cuda else "32-true"),
+        precision=precision,
         logger=False,
         callbacks=callbacks,
         enable_progress_bar=job.progress,
