@@ -17,6 +17,7 @@ from imgrec.models import (
     num_features,
 )
 from imgrec.models.efficientnet_lite import imagenet_model, imagenet_state_dict
+from imgrec.models.fast_features import onnx_feature_extractor
 
 
 def test_default_spec_is_offline_lite0():
@@ -105,3 +106,18 @@ def test_hub_download_failure_names_offline_default(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ImgrecError, match="could not download.*'resnet18'.*efficientnet_lite0"):
         create_model(get_spec("resnet18"), num_classes=2)
+
+
+@pytest.mark.parametrize("n", [1, 8, 11])
+def test_onnx_features_match_pytorch_for_any_batch(n):
+    """The fixed-batch ONNX graph pads short batches; the padding must never leak out."""
+    model = create_model(get_spec("efficientnet_lite0"), num_classes=2)
+    engine = onnx_feature_extractor(model, 96, batch_size=8)
+    assert engine is not None and model.training  # export leaves the training mode as it was
+    images = torch.randn(n, 3, 96, 96)
+    model.eval()
+    with torch.inference_mode():
+        expected = forward_features(model, images)
+    got = engine(images)
+    assert got.shape == expected.shape == (n, 1280)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-3)

@@ -1,9 +1,12 @@
 """Frozen-backbone features through ONNX Runtime, the fastest CPU engine for a fixed network.
 
-Phase 1 of training runs the frozen backbone once over every image; on CPUs ONNX Runtime does
-that about 2x faster than eager PyTorch (MEASURED.md: 214 vs 110 img/s at batch 32). The
-export takes about a second and happens in memory. Where ONNX Runtime is missing or the export
-fails (an unusual timm architecture), callers fall back to PyTorch.
+Phase 1 of training runs the frozen backbone once over every image. The session pins the batch
+axis (a free-dimension override): with every shape known, ONNX Runtime plans its blocked layouts
+ahead, which on this project's 2-core CPU runs EfficientNet-Lite0 at 256 px at ~110 img/s,
+against ~71 img/s with a dynamic batch axis and ~56 img/s for eager PyTorch. The last, short
+batch is padded. The export takes under a second and happens in memory. Where ONNX
+Runtime is missing or the export fails (an unusual timm architecture), callers fall back to
+PyTorch.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ class _Features(nn.Module):
         return forward_features(self.model, x)
 
 
+BATCH_SIZE = 16  # the fastest fixed batch measured (8: 111, 16: 114, 32: 93, 64: 102 img/s)
+
+
 def onnx_feature_extractor(
-    model: nn.Module, input_size: int
+    model: nn.Module, input_size: int, batch_size: int = BATCH_SIZE
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A function images (N,3,S,S) -> features (N,F) running on ONNX Runtime, or None."""
     if torch.cuda.is_available():
@@ -48,7 +54,7 @@ def onnx_feature_extractor(
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 _Features(model),
-                (torch.zeros(1, 3, input_size, input_size),),
+                (torch.zeros(1, 3, input_size, input_size),),  # tracing one image is quicker
                 buffer,
                 input_names=["images"],
                 output_names=["features"],
@@ -59,6 +65,7 @@ def onnx_feature_extractor(
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3
+        options.add_free_dimension_override_by_name("batch", batch_size)
         session = ort.InferenceSession(
             buffer.getvalue(), options, providers=["CPUExecutionProvider"]
         )
@@ -69,7 +76,13 @@ def onnx_feature_extractor(
         model.train(was_training)
 
     def run(images: torch.Tensor) -> torch.Tensor:
-        array = images.contiguous().numpy()
-        return torch.from_numpy(session.run(None, {"images": array})[0])
+        outputs = []
+        for chunk in images.float().split(batch_size):
+            n = len(chunk)
+            if n < batch_size:
+                chunk = torch.cat([chunk, chunk.new_zeros(batch_size - n, *chunk.shape[1:])])
+            result = session.run(None, {"images": chunk.contiguous().numpy()})[0]
+            outputs.append(torch.from_numpy(result[:n]))
+        return torch.cat(outputs) if outputs else images.new_zeros(0)
 
     return run
