@@ -20,6 +20,7 @@ from imgrec.cli import SAMPLE
 
 CLASSES = ("ants", "bees")
 
+
 def fast_flags(epochs: int = 1) -> list[str]:
     """CLI flags for a seconds-long training: `epochs` fine-tuning epochs after the head."""
     return ["--epochs", str(epochs), "-q"]

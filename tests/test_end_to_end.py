@@ -332,9 +332,7 @@ def test_same_seed_gives_identical_predictions(api_fit):
     """Head-only fits (epochs=0) with the same seed are bit-for-bit the same model."""
     images = [s.path for s in api_fit.test.samples]
     runs = [
-        ImageClassifier(epochs=0, seed=7).fit(
-            api_fit.train, api_fit.val, progress=False
-        )
+        ImageClassifier(epochs=0, seed=7).fit(api_fit.train, api_fit.val, progress=False)
         for _ in range(2)
     ]
     (paths_a, probs_a, _), (paths_b, probs_b, _) = (r.predict_proba(images) for r in runs)
