@@ -28,19 +28,28 @@ OUT = Path(__file__).parent / "out"
 LOADER_WORKERS = int(__import__("os").environ.get("BASELINE_LOADER_WORKERS", "2"))
 
 
-def run_child(args: list[str]) -> tuple[float, float, str]:
-    """Run a child process; return (wall seconds, its own peak RSS in MB, stdout)."""
+def run_child(args: list[str], ok_codes: tuple[int, ...] = (0,)) -> tuple[float, float, str]:
+    """Run a child process; return (wall seconds, its own peak RSS in MB, stdout).
+
+    Each child gets an empty embedding cache, so no run profits from features an earlier
+    run (or an audit) left behind.
+    """
     import os
     import tempfile
 
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.TemporaryDirectory(prefix="imgrec-bench-cache-") as cache,
+    ):
         start = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=out, stderr=err, text=True)
+        env = {**os.environ, "IMGREC_CACHE_DIR": cache}
+        proc = subprocess.Popen(args, stdout=out, stderr=err, text=True, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if os.waitstatus_to_exitcode(status) not in ok_codes:
             sys.exit(f"{' '.join(args)} failed:\n{err.read()[-3000:]}")
         return wall, usage.ru_maxrss / 1024, out.read()
 

@@ -103,3 +103,26 @@ def test_check_split(tmp_path):
     only_a = Dataset(ds.root, [s for s in train.samples if s.label == "a"], ds.classes)
     with pytest.raises(ImgrecError, match="Class 'b' has no training images"):
         check_split(only_a, val)
+
+
+def test_groups_stay_in_one_split_and_keep_the_ratios(tmp_path):
+    ds = load_dataset(make_class_folder(tmp_path, {"cats": 40, "dogs": 40}))
+    # clusters of 2-4 copies, as the audit's duplicate search reports them
+    groups = [i // (2 + i % 3) for i in range(len(ds))]
+    train, val, test = ds.split(0.7, 0.15, 0.15, seed=1, groups=groups)
+    where = {s.path: s.split for part in (train, val, test) for s in part.samples}
+    by_group: dict[int, set] = {}
+    for key, sample in zip(groups, ds.samples, strict=True):
+        by_group.setdefault(key, set()).add(where[sample.path])
+    assert all(len(splits) == 1 for splits in by_group.values())
+    assert len(train) + len(val) + len(test) == len(ds)
+    for part, share in ((train, 0.7), (val, 0.15), (test, 0.15)):
+        for n in part.class_counts().values():
+            assert abs(n - share * 40) <= 4  # whole groups of up to 4 move together
+
+
+def test_singleton_groups_split_like_no_groups(ds):
+    plain = [_names(p) for p in ds.split(seed=2)]
+    assert plain == [_names(p) for p in ds.split(seed=2, groups=list(range(len(ds))))]
+    with pytest.raises(ValueError, match="group keys"):
+        ds.split(groups=[0])

@@ -10,12 +10,15 @@ from imgrec.data.dataset import load_dataset
 from imgrec.data.decode import open_image
 from imgrec.data.transforms import (
     AUGMENT_PRESETS,
+    MIX_MODES,
     Preprocessing,
+    batch_mix,
     eval_transform,
     resize_for_cache,
     train_transform,
 )
 from imgrec.errors import ImgrecError
+from imgrec.train.config import MIXES
 
 P = Preprocessing(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_size=36)
 
@@ -63,6 +66,31 @@ def test_train_presets_shapes(preset):
 def test_unknown_preset_lists_valid_ones():
     with pytest.raises(ImgrecError, match="none, light, default, strong"):
         train_transform(P, "extreme")
+
+
+def test_mix_modes_match_the_config_choices():
+    assert MIX_MODES == MIXES
+
+
+@pytest.mark.parametrize("mode", ["mixup", "cutmix", "both"])
+def test_batch_mix_gives_soft_targets(mode):
+    torch.manual_seed(0)
+    mix = batch_mix(mode, num_classes=3, alpha=1.0)
+    x = torch.randn(8, 3, 32, 32)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    mixed, soft = mix(x, y)
+    assert mixed.shape == x.shape and soft.shape == (8, 3)
+    assert torch.allclose(soft.sum(1), torch.ones(8))
+    assert (soft >= 0).all() and not torch.equal(mixed, x)
+    assert ((soft > 0).sum(1) <= 2).all()  # each image blends at most two labels
+
+
+def test_batch_mix_none_and_bad_settings():
+    assert batch_mix("none", 3) is None
+    with pytest.raises(ImgrecError, match="none, mixup, cutmix, both"):
+        batch_mix("blend", 3)
+    with pytest.raises(ImgrecError, match="positive"):
+        batch_mix("mixup", 3, alpha=0)
 
 
 @pytest.fixture()

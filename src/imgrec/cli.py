@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 from enum import StrEnum
@@ -44,6 +45,19 @@ class Optimizer(StrEnum):
 class Weights(StrEnum):
     imagenet = "imagenet"
     none = "none"
+
+
+class Mix(StrEnum):
+    none = "none"
+    mixup = "mixup"
+    cutmix = "cutmix"
+    both = "both"
+
+
+class Balance(StrEnum):
+    none = "none"
+    weights = "weights"
+    sampler = "sampler"
 
 
 class Format(StrEnum):
@@ -96,6 +110,20 @@ def train(
     augment: Annotated[
         Augment, typer.Option(help="Training augmentation preset.")
     ] = Augment.default,
+    mix: Annotated[
+        Mix,
+        typer.Option(
+            help="MixUp/CutMix on fine-tuning batches; off by default: on small datasets it "
+            "slows convergence within a short schedule."
+        ),
+    ] = Mix.none,
+    balance: Annotated[
+        Balance,
+        typer.Option(
+            help="For imbalanced classes: inverse-frequency loss weights, or class-balanced "
+            "batches (sampler)."
+        ),
+    ] = Balance.none,
     optimizer: Annotated[
         Optimizer, typer.Option(help="AdamW or SGD with momentum.")
     ] = Optimizer.adamw,
@@ -123,6 +151,13 @@ def train(
     exist_ok: Annotated[
         bool, typer.Option("--exist-ok", help="Replace an existing run folder.")
     ] = False,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            help="Quick data audit first (unreadable files, balance, duplicates, leakage); "
+            "a fresh split then keeps duplicates in one split."
+        ),
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train a classifier: transfer learning from ImageNet, evaluated, saved as model.imgrec."""
@@ -137,6 +172,8 @@ def train(
         model=model,
         weights=weights.value,
         augment=augment.value,
+        mix=mix.value,
+        balance=balance.value,
         optimizer=optimizer.value,
         lr=lr,
         backbone_lr_mult=backbone_lr_mult,
@@ -160,6 +197,8 @@ def train(
             resume=resume is not None,
             exist_ok=exist_ok,
             progress=not quiet,
+            audit=audit,
+            on_audit=print_audit_summary,
         )
     except (TrainingInterrupted, KeyboardInterrupt):
         err.print(
@@ -342,6 +381,119 @@ def demo(
         f"[bold green]demo done[/]: {run.evaluated_on} accuracy {m['accuracy']:.2%} on {m['n']} "
         f"images\nmodel:  {run.model_path}\nreport: {run.report_path}\n"
         f"try:    imgrec predict {run.model_path} {SAMPLE / 'val' / 'bees'} --top-k 2"
+    )
+
+
+@app.command(
+    "augment-preview",
+    epilog="Example: imgrec augment-preview photos/ --augment strong --out grid.png --views 5",
+)
+def augment_preview(
+    data: Annotated[
+        Path, typer.Argument(help="Folder per class, train/val/test folders, or a CSV.")
+    ],
+    augment: Annotated[
+        str, typer.Option(help="Preset to show: none, light, default or strong.")
+    ] = "default",
+    out_file: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path(
+        "augment-preview.png"
+    ),
+    images: Annotated[int, typer.Option(help="Images (rows), spread over the classes.")] = 6,
+    views: Annotated[int, typer.Option(help="Augmented views per image.")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed (which images, which views).")] = 0,
+    model: Annotated[
+        str, typer.Option(help="Model whose input size and normalisation to use.")
+    ] = "efficientnet_lite0",
+) -> None:
+    """Show what an augmentation preset does: each image, then views as training sees them."""
+    from imgrec.data.augment_preview import preview_augmentations
+    from imgrec.models.registry import get_spec
+
+    path = preview_augmentations(data, augment, out_file, images, views, seed, get_spec(model))
+    out.print(f"preview: {path}")
+
+
+def print_audit_summary(result) -> None:
+    """The audit's one-line findings, coloured by severity, on stderr (stdout stays data)."""
+    style = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for line in result.summary():
+        severity = line.split(":", 1)[0]
+        colour = style.get(severity)
+        err.print(f"[{colour}]{line}[/]" if colour else line, highlight=False)
+
+
+@app.command(
+    epilog="Example: imgrec audit photos/ --out runs/audit   (exit code 3 when issues are found)"
+)
+def audit(
+    data: Annotated[
+        Path, typer.Argument(help="Folder per class, train/val/test folders, or a CSV.")
+    ],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for audit.html and audit.json.")
+    ] = None,
+    embeddings: Annotated[
+        bool,
+        typer.Option(help="Backbone embeddings: label errors, outliers, cropped copies."),
+    ] = True,
+    model: Annotated[str, typer.Option(help="Backbone for the embeddings.")] = "efficientnet_lite0",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Audit labelled photos: broken files, balance, odd images, duplicates and leakage between
+    splits, likely label errors and outliers. Exit code 0 when clean, 3 when issues are found."""
+    from imgrec.data.audit.report import save_audit
+    from imgrec.data.dataset import load_dataset
+    from imgrec.workflow import next_run_folder
+
+    dataset = load_dataset(data)
+    if not dataset.samples:
+        raise ImgrecError(f"no readable images found in {data}.")
+    folder = out_dir or next_run_folder(name="audit")
+    result = dataset.audit(embeddings=embeddings, model=model, progress=not quiet)
+    json_path, html_path = save_audit(result, folder)
+    print_audit_summary(result)
+    out.print(f"report: {html_path}\njson:   {json_path}")
+    if result.issues_found():
+        raise typer.Exit(3)
+
+
+@app.command("split", epilog="Example: imgrec split photos/ --ratios 80/10/10 --out split.csv")
+def split_command(
+    data: Annotated[Path, typer.Argument(help="Folder per class or a CSV path,label.")],
+    ratios: Annotated[
+        str, typer.Option(help="Train/val/test percentages: 70/15/15 or 80/10/10, or your own.")
+    ] = "70/15/15",
+    out_file: Annotated[Path, typer.Option("--out", help="split.csv to write.")] = Path(
+        "split.csv"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    embeddings: Annotated[
+        bool, typer.Option(help="Also group cropped copies found by backbone embeddings.")
+    ] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Stratified split that keeps every group of duplicates inside one split, written as a
+    split.csv that `imgrec train --split-file` reuses. Existing split folders are ignored."""
+    from imgrec.data.audit.run import audit_dataset, group_keys
+    from imgrec.data.dataset import Dataset, load_dataset
+    from imgrec.data.split import write_split_file
+
+    parts_ratio = parse_ratios(ratios)
+    loaded = load_dataset(data)
+    unsplit = [dataclasses.replace(s, split=None) for s in loaded.samples]
+    dataset = Dataset(loaded.root, unsplit, loaded.classes, loaded.skipped)
+    result = audit_dataset(dataset, embeddings=embeddings, progress=not quiet)
+    parts = dataset.split(*parts_ratio, seed=seed, groups=group_keys(dataset, result))
+    write_split_file(out_file, dict(zip(("train", "val", "test"), parts, strict=True)))
+    where = {s.path: s.split for part in parts for s in part.samples}
+    crossing = sum(len({where[p] for p in g.paths}) > 1 for g in result.duplicates)
+    table = Table("split", Column("images", justify="right"), *dataset.classes)
+    for name, part in zip(("train", "val", "test"), parts, strict=True):
+        table.add_row(name, str(len(part)), *(str(n) for n in part.class_counts().values()))
+    out.print(table)
+    out.print(
+        f"{len(result.duplicates)} duplicate groups kept whole; cross-split duplicates: "
+        f"{crossing}\nsplit:  {out_file}"
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from imgrec.errors import ImgrecError
 from imgrec.train import TrainConfig
 
 if TYPE_CHECKING:
+    from imgrec.data.audit.result import AuditResult
     from imgrec.evaluate import EvaluationResult
 
 MODEL_FILE = "model.imgrec"
@@ -58,17 +60,38 @@ def prepare_folder(folder: Path, resume: bool, exist_ok: bool) -> None:
 
 
 def split_data(
-    dataset: Dataset, ratios: tuple[float, float, float], split_file: Path | None, seed: int
+    dataset: Dataset,
+    ratios: tuple[float, float, float],
+    split_file: Path | None,
+    seed: int,
+    audit: AuditResult | None = None,
 ) -> tuple[Dataset, Dataset, Dataset]:
-    """Given splits win (folders or a split column), then a split file, then a fresh split."""
+    """Given splits win (folders or a split column), then a split file, then a fresh split
+    that keeps the audit's duplicate groups together."""
     if split_file is not None:
         dataset = read_split_file(split_file, dataset)
     if dataset.has_splits():
         train, val, test = (dataset.subset(s) for s in ("train", "val", "test"))
         if len(val) == 0:
-            train, val, _ = train.split(0.85, 0.15, 0.0, seed=seed)
+            train, val, _ = train.split(0.85, 0.15, 0.0, seed=seed, groups=_groups(train, audit))
         return train, val, test
-    return dataset.split(*ratios, seed=seed)
+    return dataset.split(*ratios, seed=seed, groups=_groups(dataset, audit))
+
+
+def _groups(dataset: Dataset, audit: AuditResult | None) -> list | None:
+    if audit is None:
+        return None
+    from imgrec.data.audit.run import group_keys
+
+    return group_keys(dataset, audit)
+
+
+def quick_audit(dataset: Dataset, progress: bool) -> AuditResult:
+    """The audit `imgrec train` runs first: file checks, hashes and duplicates; embeddings
+    (label errors, outliers, cropped copies) only when an earlier audit cached them all."""
+    from imgrec.data.audit.run import audit_dataset
+
+    return audit_dataset(dataset, embeddings="cached", progress=progress)
 
 
 def train_run(
@@ -80,10 +103,14 @@ def train_run(
     resume: bool = False,
     exist_ok: bool = False,
     progress: bool = True,
+    audit: bool = True,
+    on_audit: Callable[[AuditResult], None] | None = None,
 ) -> RunResult:
     """Train on `source` into `folder`; the test split (else validation) is what gets reported.
 
-    With `resume`, the settings, data source and split come from the folder itself.
+    With `resume`, the settings, data source and split come from the folder itself. With
+    `audit`, a quick audit runs first (`on_audit` sees it before training starts) and a fresh
+    split keeps duplicate groups inside one split.
     """
     folder = Path(folder)
     if resume:
@@ -95,9 +122,14 @@ def train_run(
     if source is None:
         raise ImgrecError("no data given to train on.")
     dataset = load_dataset(source)
-    train, val, test = split_data(dataset, ratios, split_file, config.seed)
+    checked = quick_audit(dataset, progress) if audit and not resume else None
+    if checked is not None and on_audit is not None:
+        on_audit(checked)
+    train, val, test = split_data(dataset, ratios, split_file, config.seed, checked)
     if not resume:
         prepare_folder(folder, resume, exist_ok)  # only now: bad data leaves no empty folder
+    if checked is not None:
+        (folder / "audit.json").write_text(json.dumps(checked.to_json(), indent=2) + "\n")
     (folder / "config.json").write_text(
         json.dumps({**config.to_dict(), "source": str(Path(source).resolve())}, indent=2)
     )

@@ -14,13 +14,17 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgrec.data.decode import IMAGE_EXTENSIONS, MAX_PIXELS, UnreadableImage, probe_image
 from imgrec.errors import ImgrecError
+
+if TYPE_CHECKING:
+    from imgrec.data.audit.result import AuditResult
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {
@@ -113,34 +117,64 @@ class Dataset:
         return Dataset(self.root, [s for s in self.samples if s.split == name], self.classes, [])
 
     def split(
-        self, train: float = 0.7, val: float = 0.15, test: float = 0.15, seed: int = 0
+        self,
+        train: float = 0.7,
+        val: float = 0.15,
+        test: float = 0.15,
+        seed: int = 0,
+        groups: Sequence[Hashable] | None = None,
     ) -> tuple[Dataset, Dataset, Dataset]:
         """Stratified, seeded split that depends only on file names, not listing order.
 
         Each class gets at least one training image, one validation image when `val` > 0,
         and one test image when `test` > 0 and the class has three or more images.
+        `groups` (one key per sample, e.g. duplicate clusters from the audit) keeps every
+        group inside one split, so copies of a photo cannot leak from train into val or test.
         """
         _check_ratios(train, val, test)
         self._check_splittable()
+        if groups is not None and len(groups) != len(self.samples):
+            raise ValueError(f"got {len(groups)} group keys for {len(self.samples)} samples")
+        units = self._split_units(groups, seed)
+        targets = {
+            label: dict(zip(("val", "test"), _split_counts(n, val, test), strict=True))
+            for label, n in self.class_counts().items()
+        }
+        for label, n in self.class_counts().items():
+            targets[label]["train"] = n - targets[label]["val"] - targets[label]["test"]
+        placed: dict[str, Counter] = {name: Counter() for name in SPLITS}
         parts: dict[str, list[Sample]] = {name: [] for name in SPLITS}
-        by_class: dict[str, list[Sample]] = {}
-        for s in self.samples:
-            by_class.setdefault(s.label, []).append(s)
-        for label in sorted(by_class):
-            items = sorted(by_class[label], key=lambda s: self.relative(s.path))
-            random.Random(f"{seed}:{label}").shuffle(items)
-            n_val, n_test = _split_counts(len(items), val, test)
-            n_train = len(items) - n_val - n_test
-            chunks = {
-                "train": items[:n_train],
-                "val": items[n_train : n_train + n_val],
-                "test": items[n_train + n_val :],
-            }
-            for name, chunk in chunks.items():
-                parts[name].extend(dataclasses.replace(s, split=name) for s in chunk)
+        for unit in units:
+            name = _neediest_split(unit, targets, placed)
+            placed[name].update(s.label for s in unit)
+            parts[name].extend(dataclasses.replace(s, split=name) for s in unit)
         return tuple(  # type: ignore[return-value]
             Dataset(self.root, _sorted(parts[name], self.root), self.classes, []) for name in SPLITS
         )
+
+    def _split_units(self, groups: Sequence[Hashable] | None, seed: int) -> list[list[Sample]]:
+        """Samples that must share a split, biggest groups first, then each class's images
+        in a seeded order (a group's order is seeded by its first file name)."""
+        keys = groups if groups is not None else range(len(self.samples))
+        by_key: dict[Hashable, list[Sample]] = {}
+        for key, sample in zip(keys, self.samples, strict=True):
+            by_key.setdefault(key, []).append(sample)
+        units = [sorted(u, key=lambda s: self.relative(s.path)) for u in by_key.values()]
+        order = {}
+        for label in self.classes:
+            names = sorted(self.relative(u[0].path) for u in units if u[0].label == label)
+            random.Random(f"{seed}:{label}").shuffle(names)
+            order.update((name, i) for i, name in enumerate(names))
+        return sorted(units, key=lambda u: (-len(u), order[self.relative(u[0].path)], u[0].label))
+
+    def audit(
+        self, *, embeddings: bool = True, model: str = "efficientnet_lite0", progress: bool = False
+    ) -> AuditResult:
+        """Check the data before training: unreadable files, balance, odd images, duplicates
+        and leakage between splits, likely label errors and outliers. See docs/data-quality.md."""
+        from imgrec.data.audit.run import audit_dataset
+
+        return audit_dataset(self, embeddings=embeddings, model=model, progress=progress)
 
     def with_splits(self, splits: dict[Path, str]) -> Dataset:
         """Assign splits from a path -> split mapping; unlisted samples get no split."""
@@ -376,6 +410,23 @@ def _check_ratios(train: float, val: float, test: float) -> None:
             f"Split ratios train={train}, val={val}, test={test} are invalid; they must be "
             "non-negative, train must be above 0, and together they must sum to 1."
         )
+
+
+def _neediest_split(
+    unit: list[Sample], targets: dict[str, dict[str, int]], placed: dict[str, Counter]
+) -> str:
+    """The split whose per-class targets still lack the most of this unit's images; a class
+    without training images so far always goes to train first."""
+    labels = Counter(s.label for s in unit)
+    if any(placed["train"][label] == 0 for label in labels):
+        return "train"
+
+    def need(name: str) -> float:
+        return sum(
+            min(n, targets[label][name] - placed[name][label]) for label, n in labels.items()
+        )
+
+    return max(SPLITS, key=lambda name: (need(name), -SPLITS.index(name)))
 
 
 def _split_counts(n: int, val: float, test: float) -> tuple[int, int]:

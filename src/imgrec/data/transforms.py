@@ -20,8 +20,10 @@ from torchvision.transforms.v2 import functional as F
 from imgrec.errors import ImgrecError
 
 AUGMENT_PRESETS = ("none", "light", "default", "strong")
+MIX_MODES = ("none", "mixup", "cutmix", "both")  # same as imgrec.train.config.MIXES
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,25 @@ def train_transform(p: Preprocessing, augment: str) -> Transform:
         return v2.Compose([*steps, *_finish(p)])
     steps += [v2.RandomPerspective(distortion_scale=0.2, p=0.3), v2.RandAugment(num_ops=2)]
     return v2.Compose([*steps, *_finish(p), v2.RandomErasing(p=0.25)])
+
+
+def batch_mix(mode: str, num_classes: int, alpha: float = 1.0) -> BatchTransform | None:
+    """Batch-level MixUp / CutMix (torchvision v2), or None for "none".
+
+    They blend pairs of images of a batch, so they run on whole batches after the per-image
+    transform; the result is (images, soft targets of shape (N, num_classes)), which needs a
+    loss that accepts probabilities. "both" picks one of the two at random for each batch, as
+    timm and torchvision's reference recipes do.
+    """
+    if mode not in MIX_MODES:
+        raise ImgrecError(f"Unknown mix mode '{mode}'; choose one of {', '.join(MIX_MODES)}.")
+    if alpha <= 0:
+        raise ImgrecError(f"mix alpha must be positive; got {alpha}.")
+    if mode == "none":
+        return None
+    mixup = v2.MixUp(alpha=alpha, num_classes=num_classes)
+    cutmix = v2.CutMix(alpha=alpha, num_classes=num_classes)
+    return {"mixup": mixup, "cutmix": cutmix, "both": v2.RandomChoice([mixup, cutmix])}[mode]
 
 
 def resize_for_cache(img: Image.Image, p: Preprocessing) -> torch.Tensor:

@@ -6,63 +6,21 @@ URIs, inline CSS, no scripts) so it can be mailed, archived or opened offline as
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader
 from matplotlib.figure import Figure
-from PIL import Image, ImageOps
 
 from imgrec.evaluate.metrics import compute_metrics
 from imgrec.evaluate.plots import plot_confusion_matrix, plot_pr_curves, plot_training_curves
+from imgrec.reporting import data_uri, png_bytes, thumbnail_uri
 
 _TEMPLATES = Path(__file__).parent / "templates"
-_DPI = 110
 _GALLERY_SIZE = 24
-_THUMB_PX = 160
-_THUMB_QUALITY = 80
-
-
-def _png_bytes(fig: Figure) -> bytes:
-    """Render a figure to PNG in memory (no temp files, nothing left registered)."""
-    buffer = BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI)
-    fig.clear()
-    return buffer.getvalue()
-
-
-def _data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _open_rgb(path: str) -> Image.Image:
-    """Decode with imgrec's safe decoder when available, else plain Pillow."""
-    try:
-        from imgrec.data.decode import open_image
-    except ImportError:
-        with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
-    return open_image(path, draft=_THUMB_PX)  # JPEGs decode at reduced scale: much faster
-
-
-def _thumbnail_uri(path: str) -> str | None:
-    """A small JPEG data URI, or None when the file is missing or unreadable.
-
-    Any failure only downgrades the tile to text: a bad file must not cost the report.
-    """
-    try:
-        image = _open_rgb(path)
-        image.thumbnail((_THUMB_PX, _THUMB_PX))
-        buffer = BytesIO()
-        image.convert("RGB").save(buffer, format="JPEG", quality=_THUMB_QUALITY)
-    except Exception:
-        return None
-    return _data_uri(buffer.getvalue(), "image/jpeg")
 
 
 @dataclass
@@ -136,7 +94,7 @@ class EvaluationResult:
     def _plot_pngs(self) -> dict[str, bytes]:
         """Rendered once: save_plots and save_report both need them (about 1 s each)."""
         if self._pngs is None:
-            self._pngs = {name: _png_bytes(fig) for name, fig in self._figures().items()}
+            self._pngs = {name: png_bytes(fig) for name, fig in self._figures().items()}
         return self._pngs
 
     def save_plots(self, folder: str | Path) -> dict[str, Path]:
@@ -186,7 +144,7 @@ class EvaluationResult:
                 "predicted": self.classes[int(preds[i])],
                 "confidence": float(self.probs[i, preds[i]]),
                 "true_prob": float(self.probs[i, self.targets[i]]),
-                "thumbnail": _thumbnail_uri(self.paths[i]),
+                "thumbnail": thumbnail_uri(self.paths[i]),
             }
             for i in order
         ]
@@ -215,7 +173,7 @@ class EvaluationResult:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        plots = {name: _data_uri(png, "image/png") for name, png in self._plot_pngs().items()}
+        plots = {name: data_uri(png, "image/png") for name, png in self._plot_pngs().items()}
         tiles, n_wrong = self._gallery()
         return env.get_template("report.html.j2").render(
             title=self.title,

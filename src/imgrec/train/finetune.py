@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from safetensors.torch import load_file
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from imgrec.data.cache import ImageTensorDataset
 from imgrec.data.transforms import eval_transform, train_transform
@@ -24,6 +24,7 @@ from imgrec.runtime import autocast_dtype, device
 from imgrec.train.callbacks import KeepBestAndHistory
 from imgrec.train.config import TrainConfig
 from imgrec.train.fit import Fitting
+from imgrec.train.head import class_weights
 from imgrec.train.module import FineTuneModule
 from imgrec.train.state import TrainingInterrupted
 
@@ -34,6 +35,16 @@ def default_workers() -> int:
     with one worker on 2 cores)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return 0 if (cores or 1) <= 4 else min(4, cores // 4)
+
+
+def balanced_sampler(
+    targets: list[int], num_classes: int, generator: torch.Generator
+) -> WeightedRandomSampler:
+    """Draw an epoch's worth of training images (with replacement) with every class equally
+    likely, so a minority class is seen as often as a majority one; seeded by `generator`."""
+    per_class = class_weights(targets, num_classes)
+    weights = per_class[torch.as_tensor(targets, dtype=torch.long)].double()
+    return WeightedRandomSampler(weights, len(targets), replacement=True, generator=generator)
 
 
 def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
@@ -50,9 +61,14 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
     )
     val_data = ImageTensorDataset(job.val_cache, job.val_targets, eval_transform(preprocessing))
     generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(
-        train_data, batch_size=config.batch_size, shuffle=True, generator=generator, **loader_args
+    num_classes = model.get_classifier().out_features
+    targets = [train_data.targets[i] for i in train_data.indices]
+    order = (
+        {"sampler": balanced_sampler(targets, num_classes, generator)}
+        if config.balance == "sampler"
+        else {"shuffle": True, "generator": generator}
     )
+    train_loader = DataLoader(train_data, batch_size=config.batch_size, **order, **loader_args)
     val_loader = DataLoader(val_data, batch_size=config.batch_size, **loader_args)
 
     if not from_scratch:
@@ -60,7 +76,10 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
     if from_scratch:
         config = TrainConfig.from_dict({**config.to_dict(), "backbone_lr_mult": 1.0})
     total_steps = config.epochs * math.ceil(len(train_data) / config.batch_size)
-    module = FineTuneModule(model, config, total_steps, freeze_bn=not from_scratch)
+    weight = class_weights(targets, num_classes) if config.balance == "weights" else None
+    module = FineTuneModule(
+        model, config, total_steps, freeze_bn=not from_scratch, class_weight=weight
+    )
     last = state.folder / "last.ckpt"
     callbacks = [
         KeepBestAndHistory(state, job.started),

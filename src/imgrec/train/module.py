@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from imgrec.data.transforms import batch_mix
 from imgrec.models.registry import backbone_parameters, head_parameters
 from imgrec.train.config import TrainConfig
 from imgrec.train.head import make_optimizer, score, warmup_cosine
@@ -17,15 +18,27 @@ class FineTuneModule(L.LightningModule):
 
     Small datasets give noisy batch statistics, and the ImageNet running stats are a better
     estimate than a few hundred photos can give (the Keras and timm fine-tuning advice).
+    With `config.mix`, training batches are mixed (MixUp / CutMix) into soft targets; the
+    training loss takes probabilities, with label smoothing and `class_weight` still applied.
     """
 
-    def __init__(self, model: nn.Module, config: TrainConfig, total_steps: int, freeze_bn: bool):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        total_steps: int,
+        freeze_bn: bool,
+        class_weight: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.model = model
         self.config = config
         self.total_steps = total_steps
         self.freeze_bn = freeze_bn
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.mix = batch_mix(config.mix, model.get_classifier().out_features, config.mix_alpha)
+        # Not persistent: the weights follow from config + data, so checkpoints stay the same
+        # with or without balancing and a resumed run recomputes them.
+        self.register_buffer("class_weight", class_weight, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.contiguous(memory_format=torch.channels_last))
@@ -40,9 +53,16 @@ class FineTuneModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        target = y
+        if self.mix is not None:
+            x, target = self.mix(x, y)
         logits = self(x)
-        loss = self.criterion(logits, y)
-        acc = (logits.argmax(1) == y).float().mean()
+        loss = nn.functional.cross_entropy(
+            logits, target, weight=self.class_weight, label_smoothing=self.config.label_smoothing
+        )
+        # a mixed image counts as its dominant class
+        hard = target.argmax(1) if target.ndim == 2 else target
+        acc = (logits.argmax(1) == hard).float().mean()
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         self.log("train_acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y))
         return loss

@@ -1,0 +1,183 @@
+"""Run an audit: scan every file once, search duplicates, then check labels and outliers in the
+backbone's embedding space.
+
+The embedding checks borrow a backbone from imgrec.models — the one place where the data stage
+reaches up a stage, lazily, because "which pictures look alike" is only answerable with one.
+Embeddings go through the on-disk EmbeddingStore, so training and later audits reuse them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from imgrec.data.audit.duplicates import DuplicatePair, duplicate_clusters, find_duplicate_pairs
+from imgrec.data.audit.quality import label_issues, out_of_sample_probabilities, outlier_scores
+from imgrec.data.audit.result import (
+    AuditResult,
+    DuplicateGroup,
+    LabelSuspect,
+    Outlier,
+    property_flags,
+)
+from imgrec.data.audit.scan import ImageFacts, scan_images
+from imgrec.data.dataset import Dataset, Skipped
+from imgrec.data.embedding_store import EmbeddingStore
+
+log = logging.getLogger(__name__)
+
+SHOWN_OUTLIERS = 12  # the ranking shown even when few are flagged: a person judges the rest
+
+
+def audit_dataset(
+    dataset: Dataset,
+    *,
+    embeddings: bool | str = True,
+    model: str = "efficientnet_lite0",
+    store: EmbeddingStore | None = None,
+    progress: bool = False,
+) -> AuditResult:
+    """Audit `dataset`. `embeddings`: True computes (or reuses) backbone embeddings for label
+    errors, outliers and near copies that hashes miss; "cached" uses them only when every image
+    already has one (what `imgrec train` does, to stay quick); False skips them."""
+    started = time.perf_counter()
+    facts_or_none, unreadable = scan_images(dataset.paths, progress=progress)
+    keep = [i for i, f in enumerate(facts_or_none) if f is not None]
+    good = Dataset(dataset.root, [dataset.samples[i] for i in keep], dataset.classes)
+    facts: list[ImageFacts] = [facts_or_none[i] for i in keep]  # type: ignore[misc]
+
+    vectors = _embeddings(good, facts, embeddings, model, store, progress) if good else None
+    if vectors is not None:
+        usable = ~np.isnan(vectors).any(axis=1)
+        if not usable.all():  # decodable by the scan but not by the model: rare, drop them
+            unreadable += [
+                Skipped(good.samples[i].path, "could not be embedded")
+                for i in np.flatnonzero(~usable)
+            ]
+            rows = np.flatnonzero(usable)
+            good = Dataset(good.root, [good.samples[i] for i in rows], good.classes)
+            facts = [facts[i] for i in rows]
+            vectors = vectors[rows]
+
+    pairs = find_duplicate_pairs(
+        [f.sha256 for f in facts], np.array([f.phash for f in facts], dtype=np.uint64), vectors
+    )
+    result = AuditResult(
+        root=dataset.root,
+        classes=list(dataset.classes),
+        class_counts=good.class_counts(),
+        split_counts=_split_counts(good),
+        facts=facts,
+        unreadable=sorted(list(dataset.skipped) + unreadable, key=lambda s: str(s.path)),
+        duplicates=_groups(good, facts, pairs),
+        property_flags=property_flags(good, facts),
+        embeddings_checked=vectors is not None,
+    )
+    if vectors is not None:
+        result.label_suspects, result.outliers = _embedding_checks(good, vectors)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def group_keys(dataset: Dataset, result: AuditResult) -> list[Hashable]:
+    """One key per sample of `dataset` for Dataset.split(groups=...): duplicates share one."""
+    key_of: dict[Path, Hashable] = {}
+    for n, group in enumerate(result.duplicates):
+        key_of.update((path, ("duplicates", n)) for path in group.paths)
+    return [key_of.get(s.path, s.path) for s in dataset.samples]
+
+
+def _embeddings(
+    good: Dataset,
+    facts: list[ImageFacts],
+    mode: bool | str,
+    model: str,
+    store: EmbeddingStore | None,
+    progress: bool,
+) -> np.ndarray | None:
+    if not mode:
+        return None
+    from imgrec.models.embed import embed_files, embedding_key  # loads torch and timm
+    from imgrec.models.registry import get_spec
+
+    spec = get_spec(model)
+    store = store if store is not None else EmbeddingStore()
+    hashes = [f.sha256 for f in facts]
+    if mode == "cached":
+        found = store.get_many(embedding_key(spec), hashes)
+        if len(found) < len(set(hashes)):
+            return None
+        return np.stack([found[h] for h in hashes]).astype(np.float32)
+    vectors, _ = embed_files(good.paths, hashes, spec, store, progress=progress)
+    return vectors
+
+
+def _groups(
+    good: Dataset, facts: list[ImageFacts], pairs: Sequence[DuplicatePair]
+) -> list[DuplicateGroup]:
+    weakest: dict[int, float] = {}
+    clusters = duplicate_clusters(len(facts), pairs)
+    member_of = {i: n for n, members in enumerate(clusters) for i in members}
+    for p in pairs:
+        n = member_of[p.a]
+        weakest[n] = min(weakest.get(n, 1.0), p.similarity)
+    groups = []
+    for n, members in enumerate(clusters):
+        samples = [good.samples[i] for i in members]
+        exact = len({facts[i].sha256 for i in members}) == 1
+        groups.append(
+            DuplicateGroup(
+                kind="exact" if exact else "near",
+                paths=[s.path for s in samples],
+                labels=[s.label for s in samples],
+                splits=[s.split for s in samples],
+                similarity=weakest.get(n, 1.0),
+            )
+        )
+    return sorted(groups, key=lambda g: (not g.leakage, not g.label_conflict, str(g.paths[0])))
+
+
+def _embedding_checks(
+    good: Dataset, vectors: np.ndarray
+) -> tuple[list[LabelSuspect], list[Outlier]]:
+    labels = np.array(good.targets())
+    suspects: list[LabelSuspect] = []
+    present = np.bincount(labels, minlength=len(good.classes))
+    if (present >= 2).sum() >= 2:  # cross-validation needs two classes with two images
+        probs = out_of_sample_probabilities(vectors, labels)
+        issues = label_issues(labels, probs)
+        suspects = [
+            LabelSuspect(
+                path=good.samples[i].path,
+                given=good.classes[labels[i]],
+                suggested=good.classes[int(issues.suggested[i])],
+                quality=float(issues.quality[i]),
+                split=good.samples[i].split,
+            )
+            for i in issues.ranked
+            if issues.is_issue[i]
+        ]
+    outliers: list[Outlier] = []
+    if len(good) >= 3:
+        scores = outlier_scores(vectors)
+        shown = max(SHOWN_OUTLIERS, int(scores.is_outlier.sum()))
+        outliers = [
+            Outlier(
+                path=good.samples[i].path,
+                label=good.samples[i].label,
+                score=float(scores.score[i]),
+                flagged=bool(scores.is_outlier[i]),
+                split=good.samples[i].split,
+            )
+            for i in scores.ranked[:shown]
+        ]
+    return suspects, outliers
+
+
+def _split_counts(good: Dataset) -> dict[str, dict[str, int]]:
+    splits = sorted({s.split for s in good.samples if s.split is not None})
+    return {name: good.subset(name).class_counts() for name in splits}
