@@ -167,7 +167,7 @@ def test_hash_index_is_exact_radius_search(tables):
         for bit in rng.choice(64, k % 16, replace=False):
             value ^= 1 << int(bit)
         near.append(value)
-    codes = _phash_codes(np.concatenate([base, np.array(near, dtype=np.uint64)]), 1500)
+    codes, _ = _phash_codes(np.concatenate([base, np.array(near, dtype=np.uint64)]), 1500)
     for r in (0, 3, 8, 11):
         if tables == 2 and r > 7:  # 2 x 32-bit keys would need 242 825 probes per query
             continue
@@ -176,18 +176,23 @@ def test_hash_index_is_exact_radius_search(tables):
 
 
 def _clustered_embeddings(n: int, seed: int = 0) -> tuple[np.ndarray, set[tuple[int, int]]]:
-    """Clusters of alike items (cosine ~0.6) plus 5 % planted copies at cosine 0.92-0.99."""
+    """Feature-like vectors: a shared mean, clusters of ~50, variance falling as 1/k over the
+    axes, plus 5 % planted copies at cosine 0.91-0.995 (as benchmarks/dedupe.py makes them)."""
     rng = np.random.default_rng(seed)
+    std = (np.arange(1280) + 2.0) ** -0.525
+    std = (std / np.linalg.norm(std)).astype(np.float32)
     n_copies = n // 20
     n_base = n - n_copies
-    centres = rng.standard_normal((n_base // 40, 1280), dtype=np.float32)
-    base = centres[rng.integers(len(centres), size=n_base)]
-    base += rng.standard_normal((n_base, 1280), dtype=np.float32) * 0.8
+    mean = rng.standard_normal(1280).astype(np.float32)
+    mean *= 0.5 / np.linalg.norm(mean)
+    centres = rng.standard_normal((n_base // 50, 1280), dtype=np.float32) * std * 0.63
+    base = mean + centres[rng.integers(len(centres), size=n_base)]
+    base += rng.standard_normal((n_base, 1280), dtype=np.float32) * std * 0.59
     src = rng.choice(n_base, n_copies, replace=False)
-    cos = rng.uniform(0.92, 0.99, n_copies)
-    noise = rng.standard_normal((n_copies, 1280), dtype=np.float32)
-    scale = np.linalg.norm(base[src], axis=1) * np.sqrt(1 / cos**2 - 1) / np.sqrt(1280)
-    copies = base[src] + noise * scale[:, None].astype(np.float32)
+    cos = rng.uniform(0.91, 0.995, n_copies)
+    noise = rng.standard_normal((n_copies, 1280), dtype=np.float32) * std
+    length = np.linalg.norm(base[src], axis=1) * np.sqrt(1 / cos**2 - 1)
+    copies = base[src] + noise * (length / np.linalg.norm(noise, axis=1))[:, None]
     return np.vstack([base, copies]), {(int(s), n_base + k) for k, s in enumerate(src)}
 
 
@@ -200,11 +205,11 @@ def test_5000_embeddings_quickly_with_index_as_good_as_exact():
     assert time.perf_counter() - start < 20
     found = {(p.a, p.b) for p in pairs}
     assert len(x) > EXACT_SEARCH_LIMIT  # so this went through the PCA + IVF index
-    assert len(found & truth) >= 0.99 * len(truth)
     exact = {(a, b) for a, b, _ in _embedding_pairs(x, MIN_COSINE, exact_limit=len(x))}
     assert truth <= exact
-    assert found <= exact  # candidates are verified: never a pair below the threshold
-    assert len(found) >= 0.99 * len(exact)
+    # Probing 16 of ~70 cells loses nothing here (1 cell: 99.6 %); candidates are verified,
+    # so nothing below the threshold slips in either.
+    assert found == exact
 
 
 def test_unusable_embedding_rows_are_ignored():
