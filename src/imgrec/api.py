@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from imgrec.bundle.format import load_bundle, save_bundle
+from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, Skipped, load_dataset
 from imgrec.data.inputs import expand_inputs
 from imgrec.data.split import check_split
@@ -86,10 +87,13 @@ class ImageClassifier:
         work_dir: str | Path | None = None,
         resume: bool = False,
         progress: bool = True,
+        decoded: DecodedCache | None = None,
     ) -> ImageClassifier:
         """Two-phase transfer learning; without `val`, 15% of `train` is held out (stratified).
 
         `work_dir` keeps checkpoints so an interrupted fit continues with `resume=True`.
+        `decoded` is a DecodedCache (this classifier's `preprocessing`) that already holds the
+        images, so they are not decoded twice; `imgrec train` decodes once for audit and fit.
         """
         from imgrec.train.fit import fit_model  # Lightning loads only when training
 
@@ -112,6 +116,7 @@ class ImageClassifier:
                     Path(tmp),
                     resume=False,
                     progress=progress,
+                    decoded=decoded,
                 )
         else:
             outcome = fit_model(
@@ -123,6 +128,7 @@ class ImageClassifier:
                 Path(work_dir),
                 resume=resume,
                 progress=progress,
+                decoded=decoded,
             )
         self.history = outcome.history
         self.skipped = outcome.skipped

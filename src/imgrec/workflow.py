@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgrec.api import ImageClassifier
+from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, Skipped, load_dataset
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
@@ -86,12 +87,13 @@ def _groups(dataset: Dataset, audit: AuditResult | None) -> list | None:
     return group_keys(dataset, audit)
 
 
-def quick_audit(dataset: Dataset, progress: bool) -> AuditResult:
-    """The audit `imgrec train` runs first: file checks, hashes and duplicates; embeddings
-    (label errors, outliers, cropped copies) only when an earlier audit cached them all."""
+def quick_audit(dataset: Dataset, decoded: DecodedCache) -> AuditResult:
+    """The audit `imgrec train` runs first, on the facts its own decode gathered: file checks,
+    balance, hashes and duplicates; embeddings (label errors, outliers, cropped copies) only
+    when an earlier audit cached them all."""
     from imgrec.data.audit.run import audit_dataset
 
-    return audit_dataset(dataset, embeddings="cached", progress=progress)
+    return audit_dataset(dataset, embeddings="cached", decoded=decoded)
 
 
 def train_run(
@@ -121,8 +123,17 @@ def train_run(
         split_file = folder / "split.csv"
     if source is None:
         raise ImgrecError("no data given to train on.")
+    if not resume and not exist_ok and folder.exists() and any(folder.iterdir()):
+        prepare_folder(folder, resume, exist_ok)  # refuses, before any work is done
     dataset = load_dataset(source)
-    checked = quick_audit(dataset, progress) if audit and not resume else None
+    if split_file is None and not dataset.has_splits():
+        dataset.split(*ratios, seed=config.seed)  # refuse unsplittable data before decoding
+    settings = config.to_dict()
+    clf = ImageClassifier(settings.pop("model"), **settings)
+    # One decode for everything: the audit's facts, training's cache, no second pass.
+    decoded = DecodedCache(dataset.paths, clf.preprocessing, progress=progress, with_facts=audit)
+    decoded.build()
+    checked = quick_audit(dataset, decoded) if audit and not resume else None
     if checked is not None and on_audit is not None:
         on_audit(checked)
     train, val, test = split_data(dataset, ratios, split_file, config.seed, checked)
@@ -135,9 +146,14 @@ def train_run(
     )
     write_split_file(folder / "split.csv", {"train": train, "val": val, "test": test})
 
-    settings = config.to_dict()
-    clf = ImageClassifier(settings.pop("model"), **settings)
-    clf.fit(train, val, work_dir=folder / "checkpoints", resume=resume, progress=progress)
+    clf.fit(
+        train,
+        val,
+        work_dir=folder / "checkpoints",
+        resume=resume,
+        progress=progress,
+        decoded=decoded,
+    )
 
     evaluated_on, target = ("test", test) if len(test) else ("val", val)
     result = clf.evaluate(target)

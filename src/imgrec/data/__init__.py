@@ -1,42 +1,37 @@
-"""Data stage: list labelled images, decode them safely, split, augment and cache them."""
+"""Data stage: list labelled images, decode them safely, audit, split, augment and cache them.
 
-from imgrec.data.cache import DecodedCache, ImageTensorDataset, decode_batch_for_inference
-from imgrec.data.dataset import Dataset, Sample, Skipped, load_dataset
-from imgrec.data.decode import (
-    IMAGE_EXTENSIONS,
-    MAX_PIXELS,
-    UnreadableImage,
-    open_image,
-    probe_image,
-)
-from imgrec.data.split import check_split, read_split_file, write_split_file
-from imgrec.data.transforms import (
-    AUGMENT_PRESETS,
-    Preprocessing,
-    eval_transform,
-    resize_for_cache,
-    train_transform,
-)
+Names load on first use: listing, decoding and the audit's scan need no torch, so commands
+that only look at files start in a fraction of a second.
+"""
 
-__all__ = [
-    "AUGMENT_PRESETS",
-    "IMAGE_EXTENSIONS",
-    "MAX_PIXELS",
-    "Dataset",
-    "DecodedCache",
-    "ImageTensorDataset",
-    "Preprocessing",
-    "Sample",
-    "Skipped",
-    "UnreadableImage",
-    "check_split",
-    "decode_batch_for_inference",
-    "eval_transform",
-    "load_dataset",
-    "open_image",
-    "probe_image",
-    "read_split_file",
-    "resize_for_cache",
-    "train_transform",
-    "write_split_file",
-]
+from importlib import import_module
+
+_WHERE = {
+    "DecodedCache": "cache",
+    "ImageTensorDataset": "cache",
+    "decode_batch_for_inference": "cache",
+    "Dataset": "dataset",
+    "Sample": "dataset",
+    "Skipped": "dataset",
+    "load_dataset": "dataset",
+    "IMAGE_EXTENSIONS": "decode",
+    "MAX_PIXELS": "decode",
+    "UnreadableImage": "decode",
+    "open_image": "decode",
+    "probe_image": "decode",
+    "check_split": "split",
+    "read_split_file": "split",
+    "write_split_file": "split",
+    "AUGMENT_PRESETS": "transforms",
+    "Preprocessing": "transforms",
+    "eval_transform": "transforms",
+    "resize_for_cache": "transforms",
+    "train_transform": "transforms",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f"imgrec.data.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'imgrec.data' has no attribute {name!r}")

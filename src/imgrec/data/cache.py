@@ -16,6 +16,7 @@ from typing import TypeVar
 import torch
 from rich.progress import Progress
 
+from imgrec.data.audit.scan import ImageFacts, decode_with_facts
 from imgrec.data.dataset import Skipped
 from imgrec.data.decode import UnreadableImage, open_image
 from imgrec.data.transforms import Preprocessing, eval_transform, resize_for_cache
@@ -33,13 +34,17 @@ class DecodedCache:
         p: Preprocessing,
         workers: int | None = None,
         progress: bool = False,
+        with_facts: bool = False,
     ) -> None:
         self.paths = [Path(x) for x in paths]
         self.preprocessing = p
         self.workers = workers or os.cpu_count() or 1
         self.progress = progress
+        self.with_facts = with_facts
         self.valid_indices: list[int] = []
         self.skipped: list[Skipped] = []
+        # the audit's per-file facts, gathered on the same decode when `with_facts`
+        self.facts: list[ImageFacts | None] = [None] * len(self.paths)
         self._images: list[torch.Tensor | None] = [None] * len(self.paths)
         self._built = False
 
@@ -66,7 +71,10 @@ class DecodedCache:
         p = self.preprocessing
 
         def load(i: int) -> torch.Tensor:
-            return resize_for_cache(open_image(self.paths[i], draft=p.resize_size), p)
+            if not self.with_facts:
+                return resize_for_cache(open_image(self.paths[i], draft=p.resize_size), p)
+            image, self.facts[i] = decode_with_facts(self.paths[i], p.resize_size)
+            return resize_for_cache(image, p)
 
         failed: dict[int, str] = {}
         for i, result in _run_threaded(load, range(len(self.paths)), self.workers, self.progress):
@@ -78,6 +86,23 @@ class DecodedCache:
         self.valid_indices = [i for i, t in enumerate(self._images) if t is not None]
         self._built = True
         return list(self.skipped)
+
+    def subset(self, paths: list[Path]) -> DecodedCache:
+        """A built cache over some of these paths, sharing the decoded pixels (no copies)."""
+        self.build()
+        index = {path: i for i, path in enumerate(self.paths)}
+        try:
+            rows = [index[Path(x)] for x in paths]
+        except KeyError as err:
+            raise ValueError(f"{err.args[0]} is not in this cache") from None
+        part = DecodedCache([self.paths[i] for i in rows], self.preprocessing, self.workers)
+        part._images = [self._images[i] for i in rows]
+        part.facts = [self.facts[i] for i in rows]
+        part.valid_indices = [j for j, image in enumerate(part._images) if image is not None]
+        chosen = set(part.paths)
+        part.skipped = [s for s in self.skipped if s.path in chosen]
+        part._built = True
+        return part
 
 
 class ImageTensorDataset(torch.utils.data.Dataset):

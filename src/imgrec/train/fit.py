@@ -59,6 +59,7 @@ def fit_model(
     work_dir: Path,
     resume: bool = False,
     progress: bool = True,
+    decoded: DecodedCache | None = None,
 ) -> FitOutcome:
     """Train `model` in place and leave the best validation weights loaded in it.
 
@@ -82,8 +83,11 @@ def fit_model(
 
     train_targets = train.targets()
     val_targets = val.targets()
-    train_cache = DecodedCache([s.path for s in train.samples], preprocessing, progress=progress)
-    val_cache = DecodedCache([s.path for s in val.samples], preprocessing, progress=progress)
+    if decoded is not None:  # the caller decoded everything already (the workflow does)
+        train_cache, val_cache = decoded.subset(train.paths), decoded.subset(val.paths)
+    else:
+        train_cache = DecodedCache(train.paths, preprocessing, progress=progress)
+        val_cache = DecodedCache(val.paths, preprocessing, progress=progress)
     skipped = train_cache.build() + val_cache.build()
     if not train_cache.valid_indices or not val_cache.valid_indices:
         raise ImgrecError("no readable images left in the training or validation split.")

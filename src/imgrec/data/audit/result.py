@@ -250,7 +250,10 @@ class AuditResult:
                 what += f" in {len(self.leaking_groups)} groups"
             lines.append(f"{severity}: {title}{what}. {advice}")
         if not self.embeddings_checked:
-            lines.append("info: label errors and outliers not checked (no embeddings).")
+            lines.append(
+                "info: label errors and outliers not checked (no embeddings); "
+                "`imgrec audit` checks them."
+            )
         return lines
 
     def to_json(self) -> dict:

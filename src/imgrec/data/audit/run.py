@@ -12,11 +12,11 @@ import logging
 import time
 from collections.abc import Hashable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from imgrec.data.audit.duplicates import DuplicatePair, duplicate_clusters, find_duplicate_pairs
-from imgrec.data.audit.quality import label_issues, out_of_sample_probabilities, outlier_scores
 from imgrec.data.audit.result import (
     AuditResult,
     DuplicateGroup,
@@ -26,6 +26,9 @@ from imgrec.data.audit.result import (
 )
 from imgrec.data.audit.scan import ImageFacts, scan_images
 from imgrec.data.dataset import Dataset, Skipped
+
+if TYPE_CHECKING:
+    from imgrec.data.cache import DecodedCache  # torch: only the training path passes one
 from imgrec.data.embedding_store import EmbeddingStore
 
 log = logging.getLogger(__name__)
@@ -40,12 +43,18 @@ def audit_dataset(
     model: str = "efficientnet_lite0",
     store: EmbeddingStore | None = None,
     progress: bool = False,
+    decoded: DecodedCache | None = None,
 ) -> AuditResult:
     """Audit `dataset`. `embeddings`: True computes (or reuses) backbone embeddings for label
     errors, outliers and near copies that hashes miss; "cached" uses them only when every image
-    already has one (what `imgrec train` does, to stay quick); False skips them."""
+    already has one (what `imgrec train` does); False skips them. `decoded`, a DecodedCache
+    built `with_facts` over the dataset's paths, replaces the scan: training's own decode."""
     started = time.perf_counter()
-    facts_or_none, unreadable = scan_images(dataset.paths, progress=progress)
+    if decoded is not None:
+        part = decoded.subset(dataset.paths)
+        facts_or_none, unreadable = list(part.facts), list(part.skipped)
+    else:
+        facts_or_none, unreadable = scan_images(dataset.paths, progress=progress)
     keep = [i for i, f in enumerate(facts_or_none) if f is not None]
     good = Dataset(dataset.root, [dataset.samples[i] for i in keep], dataset.classes)
     facts: list[ImageFacts] = [facts_or_none[i] for i in keep]  # type: ignore[misc]
@@ -144,6 +153,9 @@ def _groups(
 def _embedding_checks(
     good: Dataset, vectors: np.ndarray
 ) -> tuple[list[LabelSuspect], list[Outlier]]:
+    # cleanlab and scikit-learn take ~2 s to import: only audits with embeddings pay for them
+    from imgrec.data.audit.quality import label_issues, out_of_sample_probabilities, outlier_scores
+
     labels = np.array(good.targets())
     suspects: list[LabelSuspect] = []
     present = np.bincount(labels, minlength=len(good.classes))

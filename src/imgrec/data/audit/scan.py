@@ -76,7 +76,9 @@ class ImageFacts:
 
 
 def scan_images(
-    paths: Sequence[Path], workers: int | None = None, progress: bool = False
+    paths: Sequence[Path],
+    workers: int | None = None,
+    progress: bool = False,
 ) -> tuple[list[ImageFacts | None], list[Skipped]]:
     """facts[i] for paths[i] (None where unreadable), plus the unreadable files with reasons.
 
@@ -102,29 +104,47 @@ def scan_image(path: Path) -> ImageFacts:
             data = fp.read()
         if not data:  # emptied between stat and read
             raise UnreadableImage("zero bytes")
-        return _facts_from_bytes(path, data)
+        return _decode(path, data, THUMB_SIZE, THUMB_SIZE)[1]
     except UnreadableImage:
         raise
     except Exception as exc:  # PIL raises many types for corrupt data; callers need one.
         raise UnreadableImage(_reason(exc)) from exc
 
 
-def _facts_from_bytes(path: Path, data: bytes) -> ImageFacts:
-    """Header facts at full size, pixel facts from a thumbnail decoded at reduced scale."""
+def decode_with_facts(path: Path, short_side: int) -> tuple[Image.Image, ImageFacts]:
+    """The RGB image as `open_image(path, draft=short_side)` decodes it, and its facts, from
+    one read and one decode: how training decodes its images and audits them on the way."""
+    path = Path(path)
+    try:
+        with _open_source(path) as fp:
+            data = fp.read()
+        if not data:
+            raise UnreadableImage("zero bytes")
+        return _decode(path, data, short_side, THUMB_SIZE)
+    except UnreadableImage:
+        raise
+    except Exception as exc:
+        raise UnreadableImage(_reason(exc)) from exc
+
+
+def _decode(path: Path, data: bytes, draft: int, thumb_size: int) -> tuple[Image.Image, ImageFacts]:
+    """Header facts at full size; pixel facts from a thumbnail of the image decoded at a
+    reduced JPEG scale no smaller than `draft`."""
     im = _open_checked(io.BytesIO(data), MAX_PIXELS)
     (width, height), mode, file_format = im.size, im.mode, im.format or "unknown"
     orientation = _orientation(im)
     if im.format == "JPEG":
-        im.draft(None, (THUMB_SIZE, THUMB_SIZE))  # DCT scaling: never below THUMB_SIZE
+        im.draft(None, (draft, draft))  # DCT scaling: never below `draft`
     im.load()
     has_alpha = _has_alpha(im)
     upright = im if orientation in (None, 1) else _exif_transposed(im)
     if _swapped(im.size, upright.size):
         width, height = height, width
-    thumb = _thumbnail(_to_rgb(upright))
+    rgb = _to_rgb(upright)
+    thumb = _thumbnail(rgb, thumb_size)
     luma_image = thumb.convert("L")
     luma = np.asarray(luma_image, dtype=np.float32)
-    return ImageFacts(
+    return rgb, ImageFacts(
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
         phash=_phash(luma_image),
@@ -171,13 +191,13 @@ def _has_alpha(im: Image.Image) -> bool:
     return low < 255
 
 
-def _thumbnail(rgb: Image.Image) -> Image.Image:
-    """RGB at short side THUMB_SIZE whatever the source size, so statistics compare."""
+def _thumbnail(rgb: Image.Image, short_side: int = THUMB_SIZE) -> Image.Image:
+    """RGB at a fixed short side whatever the source size, so statistics compare."""
     w, h = rgb.size
-    scale = THUMB_SIZE / min(w, h)
+    scale = short_side / min(w, h)
     size = (
-        max(1, min(round(w * scale), THUMB_SIZE * _MAX_ASPECT)),
-        max(1, min(round(h * scale), THUMB_SIZE * _MAX_ASPECT)),
+        max(1, min(round(w * scale), short_side * _MAX_ASPECT)),
+        max(1, min(round(h * scale), short_side * _MAX_ASPECT)),
     )
     factor = min(w // size[0], h // size[1]) // 2
     if factor >= 2:  # box-reduce big images first: much cheaper than one large resample
