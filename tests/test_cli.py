@@ -30,7 +30,18 @@ from runhelpers import (
     squash,
 )
 
-COMMANDS = ("train", "evaluate", "predict", "info", "models", "demo", "augment-preview")
+COMMANDS = (
+    "train",
+    "evaluate",
+    "predict",
+    "info",
+    "models",
+    "demo",
+    "augment-preview",
+    "audit",
+    "split",
+    "serve",
+)
 SKIP_REASONS = {kind: BAD_KINDS[kind] for kind in ("zero_bytes", "truncated_jpeg", "text_as_png")}
 
 

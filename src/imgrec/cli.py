@@ -497,6 +497,95 @@ def split_command(
     )
 
 
+@app.command(
+    epilog="Example: IMGREC_KEY=s3cret imgrec serve runs/train/model.imgrec --port 8000 "
+    "--api-key-env IMGREC_KEY   (then open http://127.0.0.1:8000/ or /docs)"
+)
+def serve(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; keep 127.0.0.1 behind a reverse proxy.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(help="Require header X-API-Key equal to this environment variable's value."),
+    ] = None,
+    max_upload_mb: Annotated[
+        float, typer.Option(help="Largest request body in MB; larger ones get HTTP 413.", min=0.01)
+    ] = 20.0,
+) -> None:
+    """Serve a model over HTTP: JSON API (/v1/predict), web page (/), docs, /metrics."""
+    import os
+
+    from imgrec.serve import ServeSettings, create_app
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env, "")
+        if not api_key:
+            raise ImgrecError(
+                f"--api-key-env {api_key_env}: that environment variable is not set or empty."
+            )
+    settings = ServeSettings(api_key=api_key, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    web_app = create_app(model_file, settings)
+    import uvicorn
+
+    out.print(f"serving {model_file} on http://{host}:{port}/  (API docs at /docs)")
+    uvicorn.run(web_app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+
+
+@app.command(
+    "export",
+    epilog="Example: imgrec export runs/train/model.imgrec --format onnx --int8 "
+    "--calibration photos/val",
+)
+def export_command(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="onnx (fp32, or int8 with --int8) or torchscript.")
+    ] = "onnx",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="ONNX only: static int8 quantisation (QDQ).")
+    ] = False,
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="File to write (default: next to the model, model.onnx etc.)."),
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled images (folder or CSV) for the parity check and int8 calibration "
+            "(default: the bundled ants/bees sample)."
+        ),
+    ] = None,
+) -> None:
+    """Export a model to ONNX (fp32 or int8) or TorchScript, then check it matches PyTorch on
+    real images; figures go to <out>.parity.json."""
+    from imgrec.export import export_model
+
+    result = export_model(
+        model_file, fmt, out_file, int8=int8, calibration=calibration, say=out.print
+    )
+    p = result.parity["parity"]
+    line = (
+        f"parity on {p['images']} images: max |diff| {p['max_abs_diff']:.2e}, "
+        f"top-1 agreement {p['top1_agreement']:.1%}"
+    )
+    if "export_accuracy" in p:
+        line += f", top-1 accuracy {p['reference_accuracy']:.1%} -> {p['export_accuracy']:.1%}"
+    out.print(line, highlight=False)
+    speed = result.parity.get("speed")
+    if speed:
+        out.print(
+            f"speed (batch {speed['batch']}, {speed['threads']} threads): fp32 "
+            f"{speed['fp32_img_per_s']:.1f} img/s, int8 {speed['int8_img_per_s']:.1f} img/s "
+            f"({speed['speedup']:.2f}x)",
+            highlight=False,
+        )
+    out.print(f"export: {result.path}\nparity: {result.parity_path}", highlight=False)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1, never a traceback."""
     try:

@@ -142,7 +142,7 @@ def decode_batch_for_inference(
     paths = [Path(x) for x in paths]
 
     def load(i: int) -> torch.Tensor:
-        return transform(resize_for_cache(open_image(paths[i], draft=p.resize_size), p))
+        return prepare_for_inference(paths[i], p, transform)
 
     tensors: dict[int, torch.Tensor] = {}
     failed: dict[int, str] = {}
@@ -155,6 +155,20 @@ def decode_batch_for_inference(
     size = p.input_size
     batch = torch.stack([tensors[i] for i in ok]) if ok else torch.empty(0, 3, size, size)
     return batch, ok, [Skipped(paths[i], failed[i]) for i in sorted(failed)]
+
+
+def prepare_for_inference(
+    source: Path | bytes,
+    p: Preprocessing,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """One file or uploaded bytes -> the normalised (3, S, S) tensor the model sees.
+
+    The single place where prediction and serving turn pixels into model input, so the same
+    photo gives the same answer from `imgrec predict` and from `imgrec serve`.
+    """
+    transform = transform or eval_transform(p)
+    return transform(resize_for_cache(open_image(source, draft=p.resize_size), p))
 
 
 def _run_threaded(

@@ -32,6 +32,13 @@ def predict_probabilities(
         if not ok:
             yield [], np.zeros((0, 0), dtype=np.float32), skipped
             continue
-        logits = model(x.contiguous(memory_format=torch.channels_last)).float()
-        probs = torch.softmax(logits / temperature, dim=1).numpy()
-        yield [chunk[i] for i in ok], probs, skipped
+        yield [chunk[i] for i in ok], forward_probabilities(model, x, temperature), skipped
+
+
+@torch.inference_mode()
+def forward_probabilities(
+    model: torch.nn.Module, x: torch.Tensor, temperature: float = 1.0
+) -> np.ndarray:
+    """Softmax probabilities (n, C) for a normalised batch; shared by predict and serve."""
+    logits = model(x.contiguous(memory_format=torch.channels_last)).float()
+    return torch.softmax(logits / temperature, dim=1).numpy()

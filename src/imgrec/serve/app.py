@@ -1,0 +1,187 @@
+"""The FastAPI app: routes, error shapes and wiring; the work lives in the sibling modules."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from imgrec import __version__
+from imgrec.data.decode import UnreadableImage
+from imgrec.serve.batching import MicroBatcher
+from imgrec.serve.metrics import Metrics
+from imgrec.serve.middleware import BodySizeLimit, RequestMetrics
+from imgrec.serve.predictor import Predictor
+from imgrec.serve.settings import ServeSettings
+from imgrec.serve.uploads import ApiError, read_uploads
+
+# The page may only talk to this server and show images the user picked (blob: URLs).
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+    "style-src 'unsafe-inline'; img-src 'self' blob: data:; connect-src 'self'",
+    "X-Content-Type-Options": "nosniff",
+}
+PREDICT_BODY = {  # for /docs: the endpoint reads the request itself to accept both forms
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                },
+                "required": ["files"],
+            }
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+class PredictionOut(BaseModel):
+    filename: str
+    labels: list[str]
+    probabilities: list[float]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionOut]
+    latency_ms: float
+
+
+class ErrorOut(BaseModel):
+    error: str
+    filename: str | None = None
+
+
+def create_app(model_path: str | Path, settings: ServeSettings | None = None) -> FastAPI:
+    """An app serving `model_path`; the model loads now, so a bad file fails before binding."""
+    settings = settings or ServeSettings()
+    predictor = Predictor(model_path)
+    metrics = Metrics()
+    batcher = MicroBatcher(
+        predictor.forward,
+        max_batch=settings.max_batch,
+        max_wait_s=settings.max_wait_ms / 1000,
+        on_batch=metrics.record_batch,
+    )
+    page = files("imgrec.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(
+        title="imgrec",
+        version=__version__,
+        summary=f"Image classifier: {', '.join(predictor.classes)}",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: sees 413s too
+    _add_error_handlers(app)
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    def require_key(key: str | None = Depends(key_header)) -> None:
+        """Constant-time comparison, so the key cannot be guessed byte by byte from timing."""
+        expected = settings.api_key
+        if expected is None:
+            return
+        if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
+            raise ApiError(401, "missing or wrong API key: send it in the X-API-Key header")
+
+    errors = {s: {"model": ErrorOut} for s in (401, 413, 415, 422)}
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses=errors,
+        openapi_extra={"requestBody": PREDICT_BODY},
+        dependencies=[Depends(require_key)],
+    )
+    async def predict(
+        request: Request,
+        top_k: int = Query(settings.default_top_k, ge=1, le=1000, description="Classes per image"),
+    ) -> PredictResponse:
+        """Classify one or several images (multipart `files`, or a raw image/* body)."""
+        start = time.perf_counter()
+        uploads = await read_uploads(request, settings.max_files)
+        tensors = await asyncio.gather(*(_prepare(predictor, n, data) for n, data in uploads))
+        probs = await batcher.predict(torch.stack(tensors))
+        metrics.record_images(len(uploads))
+        names = [name for name, _ in uploads]
+        out = [
+            PredictionOut(filename=p.path, labels=p.classes, probabilities=p.probabilities)
+            for p in predictor.top_k(names, probs, top_k)
+        ]
+        return PredictResponse(
+            predictions=out, latency_ms=round((time.perf_counter() - start) * 1000, 2)
+        )
+
+    @app.get("/v1/model", dependencies=[Depends(require_key)], responses={401: errors[401]})
+    async def model_info() -> dict:
+        """The model's classes, backbone, preprocessing and validation metrics."""
+        return {**predictor.describe(), "max_upload_bytes": settings.max_upload_bytes}
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        """Liveness for load balancers; needs no API key."""
+        return {"status": "ok", "classes": len(predictor.classes)}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus text format: requests, latency histogram, errors, images, batch sizes."""
+        return PlainTextResponse(
+            metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    return app
+
+
+async def _prepare(predictor: Predictor, filename: str, data: bytes) -> torch.Tensor:
+    try:
+        return await asyncio.to_thread(predictor.prepare, data)
+    except UnreadableImage as exc:
+        raise ApiError(422, f"{filename} is not a usable image: {exc}", filename) from None
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is `{"error": ..., "filename": ...}` JSON, including FastAPI's own."""
+
+    def reply(status: int, message: str, filename: str | None = None) -> JSONResponse:
+        return JSONResponse({"error": message, "filename": filename}, status_code=status)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return reply(exc.status, exc.message, exc.filename)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return reply(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [
+            f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+            for e in exc.errors()
+        ]
+        return reply(422, "; ".join(parts) or "invalid request")

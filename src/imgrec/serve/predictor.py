@@ -1,0 +1,72 @@
+"""The loaded model, split into the two halves that serving schedules separately.
+
+`prepare` (bytes -> tensor) runs in many threads, one per upload; `forward` (batch ->
+probabilities) runs on the batcher's single thread. Both are the very functions
+`imgrec predict` uses, so the server's answers equal the CLI's.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgrec.api import ImageClassifier, Prediction
+from imgrec.data.cache import prepare_for_inference
+from imgrec.data.transforms import eval_transform
+from imgrec.models.inference import forward_probabilities
+from imgrec.runtime import configure_cpu_runtime
+
+
+class Predictor:
+    """A model file loaded for serving (raises ImgrecError, one sentence, if it cannot be)."""
+
+    def __init__(self, model_path: str | Path) -> None:
+        configure_cpu_runtime()  # torch threads = cores; batches use them all
+        self.path = Path(model_path)
+        self.classifier = ImageClassifier.load(self.path)
+        self.network = self.classifier.network
+        self.preprocessing = self.classifier.preprocessing
+        self._transform = eval_transform(self.preprocessing)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.classifier.classes
+
+    def prepare(self, data: bytes) -> torch.Tensor:
+        """Decode one upload into model input; raises UnreadableImage with a short reason."""
+        return prepare_for_inference(data, self.preprocessing, self._transform)
+
+    def forward(self, batch: torch.Tensor) -> np.ndarray:
+        return forward_probabilities(self.network, batch)
+
+    def top_k(self, filenames: list[str], probs: np.ndarray, k: int) -> list[Prediction]:
+        return self.classifier.predictions(filenames, probs, k)  # type: ignore[arg-type]
+
+    def describe(self) -> dict:
+        """What GET /v1/model shows: enough to know which model answers and how it scored."""
+        meta = self.classifier.metadata
+        return {
+            "name": f"{self.path.parent.name}/{self.path.name}".lstrip("/"),
+            "backbone": meta.get("model"),
+            "timm_name": meta.get("timm_name"),
+            "classes": self.classes,
+            "preprocessing": self.preprocessing.to_dict(),
+            "metrics": _json_safe(meta.get("metrics", {})),
+            "best_epoch": _json_safe(meta.get("best_epoch")),
+            "created": meta.get("created"),
+            "versions": meta.get("versions", {}),
+        }
+
+
+def _json_safe(value):
+    """Metrics may hold NaN (an undefined AUC); JSON has no NaN, so it becomes null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,17 @@
+"""Settings of one server, gathered in one place so the CLI and tests build apps the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What `imgrec serve` can be told; the defaults suit a laptop behind nothing."""
+
+    api_key: str | None = None  # when set, /v1/* needs header X-API-Key with this value
+    max_upload_bytes: int = 20 * 1024 * 1024  # whole request body; larger -> 413
+    max_files: int = 64  # per multipart request
+    max_batch: int = 32  # images per forward pass when requests are batched together
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    default_top_k: int = 3
