@@ -70,7 +70,7 @@ def onnx_feature_extractor(
             buffer.getvalue(), options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # noqa: BLE001 - any export problem means "use PyTorch instead"
-        log.info("ONNX feature export failed (%s); using PyTorch", exc)
+        log.warning("ONNX feature export failed (%s); phase 1 runs on PyTorch, ~2x slower", exc)
         return None
     finally:
         model.train(was_training)
