@@ -7,21 +7,16 @@ gigabyte. Decoding runs in threads: PIL and torch release the GIL while they wor
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import torch
-from rich.progress import Progress
 
 from imgrec.data.audit.scan import ImageFacts, decode_with_facts
 from imgrec.data.dataset import Skipped
 from imgrec.data.decode import UnreadableImage, open_image
+from imgrec.data.threads import run_threaded
 from imgrec.data.transforms import Preprocessing, eval_transform, resize_for_cache
-
-T = TypeVar("T")
 
 
 class DecodedCache:
@@ -77,7 +72,7 @@ class DecodedCache:
             return resize_for_cache(image, p)
 
         failed: dict[int, str] = {}
-        for i, result in _run_threaded(load, range(len(self.paths)), self.workers, self.progress):
+        for i, result in run_threaded(load, len(self.paths), self.workers, self.progress):
             if isinstance(result, UnreadableImage):
                 failed[i] = str(result)
             else:
@@ -146,7 +141,7 @@ def decode_batch_for_inference(
 
     tensors: dict[int, torch.Tensor] = {}
     failed: dict[int, str] = {}
-    for i, result in _run_threaded(load, range(len(paths)), workers or os.cpu_count() or 1):
+    for i, result in run_threaded(load, len(paths), workers):
         if isinstance(result, UnreadableImage):
             failed[i] = str(result)
         else:
@@ -169,32 +164,3 @@ def prepare_for_inference(
     """
     transform = transform or eval_transform(p)
     return transform(resize_for_cache(open_image(source, draft=p.resize_size), p))
-
-
-def _run_threaded(
-    fn: Callable[[int], T], items: range, workers: int, progress: bool = False
-) -> Iterator[tuple[int, T | UnreadableImage]]:
-    """Yield (index, result or UnreadableImage) as threads finish; Ctrl-C cancels the rest."""
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
-    try:
-        futures: dict[Future[T], int] = {pool.submit(fn, i): i for i in items}
-        with _progress_bar(progress, len(futures)) as advance:
-            for future in as_completed(futures):
-                try:
-                    result: T | UnreadableImage = future.result()
-                except UnreadableImage as exc:
-                    result = exc
-                advance()
-                yield futures[future], result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    if not enabled:
-        yield lambda: None
-        return
-    with Progress(transient=True) as bar:
-        task = bar.add_task("Decoding images", total=total)
-        yield lambda: bar.advance(task)

@@ -182,7 +182,12 @@ class _Phase1Features:
         indices = cache.valid_indices
         if self.store is None:
             return self._compute(cache, indices, name)
-        hashes = hash_files([cache.paths[i] for i in indices])
+        facts = [cache.facts[i] for i in indices]  # hashed already when decoded with facts
+        hashes = (
+            [f.sha256 for f in facts]
+            if all(facts)
+            else hash_files([cache.paths[i] for i in indices])
+        )
         found = self.store.get_many(self.key, [h for h in hashes if h])
         found = {h: v for h, v in found.items() if v.shape == (self.width,)}
         missing = [j for j, h in enumerate(hashes) if h not in found]

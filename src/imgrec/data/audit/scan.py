@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import imagehash
 import numpy as np
 from PIL import Image
-from rich.progress import Progress
 
 from imgrec.data.dataset import Skipped
 from imgrec.data.decode import (
@@ -35,6 +30,7 @@ from imgrec.data.decode import (
     _reason,
     _to_rgb,
 )
+from imgrec.data.threads import run_threaded
 
 THUMB_SIZE = 128  # short side of the thumbnail every pixel statistic is measured on
 _MAX_ASPECT = 8  # thumbnails of panoramas keep at most 8:1 so they stay small
@@ -48,8 +44,6 @@ _GRAY_PIXEL_SHARE = 0.01
 _SINGLE_CHANNEL = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _ORIENTATION_TAG = 0x0112
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,7 +81,9 @@ def scan_images(
     paths = [Path(p) for p in paths]
     facts: list[ImageFacts | None] = [None] * len(paths)
     failed: dict[int, str] = {}
-    runs = _run_threaded(lambda i: scan_image(paths[i]), len(paths), workers, progress)
+    runs = run_threaded(
+        lambda i: scan_image(paths[i]), len(paths), workers, progress, "Scanning images"
+    )
     for i, result in runs:
         if isinstance(result, UnreadableImage):
             failed[i] = str(result)
@@ -228,35 +224,3 @@ def _laplacian_variance(luma: np.ndarray) -> float:
         return 0.0
     lap = luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4 * luma[1:-1, 1:-1]
     return float(lap.var())
-
-
-def _run_threaded(
-    fn: Callable[[int], T], n: int, workers: int | None, progress: bool
-) -> Iterator[tuple[int, T | UnreadableImage]]:
-    """Yield (index, result or UnreadableImage) as threads finish; Ctrl-C cancels the rest.
-
-    PIL and hashlib release the GIL, so threads scale on decoding without process overhead.
-    """
-    pool = ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1))
-    try:
-        futures: dict[Future[T], int] = {pool.submit(fn, i): i for i in range(n)}
-        with _progress_bar(progress, n) as advance:
-            for future in as_completed(futures):
-                try:
-                    result: T | UnreadableImage = future.result()
-                except UnreadableImage as exc:
-                    result = exc
-                advance()
-                yield futures[future], result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    if not enabled:
-        yield lambda: None
-        return
-    with Progress(transient=True) as bar:
-        task = bar.add_task("Scanning images", total=total)
-        yield lambda: bar.advance(task)
