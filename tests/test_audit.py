@@ -181,6 +181,7 @@ def test_train_audits_first_and_can_skip_it(tmp_path):
     assert "Duplicates with different labels" in result.stderr
     audit = json.loads((run / "audit.json").read_text())
     assert audit["counts"]["label_conflict"] == 2
+    assert audit["cross_split_duplicates"] == 0  # the fresh split kept the copies together
 
     quiet = run_imgrec(
         "train", data, "--out", tmp_path / "run2", "--epochs", "0", "-q", "--no-audit"

@@ -87,6 +87,12 @@ def _groups(dataset: Dataset, audit: AuditResult | None) -> list | None:
     return group_keys(dataset, audit)
 
 
+def _crossing(audit: AuditResult, *parts: Dataset) -> int:
+    """Duplicate groups whose members ended up in different splits (0 when imgrec split)."""
+    where = {s.path: n for n, part in enumerate(parts) for s in part.samples}
+    return sum(len({where.get(p) for p in g.paths} - {None}) > 1 for g in audit.duplicates)
+
+
 def quick_audit(dataset: Dataset, decoded: DecodedCache) -> AuditResult:
     """The audit `imgrec train` runs first, on the facts its own decode gathered: file checks,
     balance, hashes and duplicates; embeddings (label errors, outliers, cropped copies) only
@@ -140,7 +146,9 @@ def train_run(
     if not resume:
         prepare_folder(folder, resume, exist_ok)  # only now: bad data leaves no empty folder
     if checked is not None:
-        (folder / "audit.json").write_text(json.dumps(checked.to_json(), indent=2) + "\n")
+        crossing = _crossing(checked, train, val, test)
+        report = {**checked.to_json(), "cross_split_duplicates": crossing}
+        (folder / "audit.json").write_text(json.dumps(report, indent=2) + "\n")
     (folder / "config.json").write_text(
         json.dumps({**config.to_dict(), "source": str(Path(source).resolve())}, indent=2)
     )
