@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from transfer import OUT, SHARED, run_child  # noqa: E402
+from transfer import OUT, SHARED, run_child, tutorial_eval_transform  # noqa: E402
 
 PLACEHOLDER = "imageNotFound.gif"  # hymenoptera_data's "image not found" picture
 
@@ -35,7 +35,6 @@ def baseline(root: Path) -> dict:
     from PIL import Image
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
-    from torchvision import transforms
 
     from imgrec.data.dataset import load_dataset
     from imgrec.models.efficientnet_lite import imagenet_model
@@ -43,14 +42,7 @@ def baseline(root: Path) -> dict:
     start = time.perf_counter()
     dataset = load_dataset(root)
     model = imagenet_model().eval()
-    tf = transforms.Compose(
-        [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize([0.5] * 3, [0.5] * 3),
-        ]
-    )
+    tf = tutorial_eval_transform()
     hashes, features, batch = [], [], []
 
     def flush() -> None:

@@ -54,18 +54,11 @@ def run_child(args: list[str], ok_codes: tuple[int, ...] = (0,)) -> tuple[float,
         return wall, usage.ru_maxrss / 1024, out.read()
 
 
-def baseline_b(root: Path, train_dir: str, val_dir: str) -> dict:
-    import numpy as np
-    import torch
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
-    from torchvision import datasets, transforms
+def tutorial_eval_transform():
+    """The tutorials' evaluation preprocessing for this backbone: Resize 256, CenterCrop 224."""
+    from torchvision import transforms
 
-    from imgrec.models.efficientnet_lite import imagenet_model
-
-    start = time.perf_counter()
-    model = imagenet_model().eval()
-    tf = transforms.Compose(
+    return transforms.Compose(
         [
             transforms.Resize(256),
             transforms.CenterCrop(224),
@@ -73,6 +66,20 @@ def baseline_b(root: Path, train_dir: str, val_dir: str) -> dict:
             transforms.Normalize([0.5] * 3, [0.5] * 3),
         ]
     )
+
+
+def baseline_b(root: Path, train_dir: str, val_dir: str) -> dict:
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from torchvision import datasets
+
+    from imgrec.models.efficientnet_lite import imagenet_model
+
+    start = time.perf_counter()
+    model = imagenet_model().eval()
+    tf = tutorial_eval_transform()
 
     def features(folder: Path):
         data = datasets.ImageFolder(folder, tf)
