@@ -8,8 +8,6 @@ import os
 import time
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from imgrec.errors import ImgrecError
 
 
@@ -77,6 +75,8 @@ class RunState:
 
     def save_best(self, state_dict: dict, row: dict) -> None:
         """Weights first, then the JSON that marks them valid; both replaced atomically."""
+        from safetensors.torch import save_file  # torch: not at import, so `imgrec --help` is quick
+
         tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         tmp = self.best_weights.with_suffix(".tmp")
         save_file(tensors, tmp)
