@@ -64,7 +64,7 @@ class ImageClassifier:
     """
 
     def __init__(self, model: str = "efficientnet_lite0", **settings):
-        self.config = TrainConfig(model=model, **settings)
+        self.config = TrainConfig.for_model(model, **settings)
         self.spec = get_spec(model)
         self.preprocessing = Preprocessing(
             input_size=self.spec.input_size,

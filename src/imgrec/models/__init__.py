@@ -1,16 +1,7 @@
-"""Model kinds: timm backbones with offline-first ImageNet weights."""
+"""Model kinds: the families (classic learners, MLP, scratch CNN) and timm backbones.
 
-from imgrec.models.registry import (
-    DEFAULT_MODEL,
-    ModelSpec,
-    backbone_parameters,
-    create_model,
-    forward_features,
-    get_spec,
-    head_parameters,
-    list_models,
-    num_features,
-)
+Attributes load lazily, so `imgrec.models.families` (no torch) stays instant for the CLI.
+"""
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -23,3 +14,11 @@ __all__ = [
     "list_models",
     "num_features",
 ]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from imgrec.models import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'imgrec.models' has no attribute {name!r}")

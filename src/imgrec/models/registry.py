@@ -7,6 +7,7 @@ mean, std, resize) so it can travel with a trained model into model.imgrec.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from dataclasses import dataclass
 
@@ -16,6 +17,9 @@ from torch import nn
 
 from imgrec.errors import ImgrecError
 from imgrec.models import efficientnet_lite
+from imgrec.models.classic import HOG_SIZE, ClassicNetwork, EmbedFeatures, HogFeatures
+from imgrec.models.families import EMBED_BACKBONE, Family, get_family
+from imgrec.models.mlp_head import MLPHead
 
 DEFAULT_MODEL = "efficientnet_lite0"
 WEIGHTS = ("imagenet", "none")
@@ -43,6 +47,7 @@ class ModelSpec:
     std: tuple[float, float, float]
     resize_size: int
     offline_weights: bool
+    family: str = "transfer"  # see imgrec.models.families
 
 
 # EfficientNet-Lite0 was trained at 224 px, but runs at 256 (crop of a 292 short side): the
@@ -91,8 +96,26 @@ def _spec_from_timm(name: str) -> ModelSpec:
     )
 
 
+def _family_spec(family: Family) -> ModelSpec:
+    if family.features == "hog":
+        return ModelSpec(
+            name=family.name,
+            timm_name="",
+            input_size=HOG_SIZE,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            resize_size=HOG_SIZE,
+            offline_weights=True,
+            family=family.kind,
+        )
+    return dataclasses.replace(_OFFLINE[EMBED_BACKBONE], name=family.name, family=family.kind)
+
+
 def get_spec(name: str) -> ModelSpec:
-    """Resolve a user-facing model name (offline default or any timm name) to a ModelSpec."""
+    """Resolve a user-facing model name (a family, the offline default or any timm name)."""
+    family = get_family(name)
+    if family.kind in ("classic", "mlp"):
+        return _family_spec(family)
     if name in _OFFLINE:
         return _OFFLINE[name]
     if not timm.is_model(name):
@@ -126,9 +149,12 @@ def _has_hub_weights(spec: ModelSpec) -> bool:
 def create_model(
     spec: ModelSpec, num_classes: int, weights: str = "imagenet", drop_rate: float = 0.2
 ) -> nn.Module:
-    """A timm model with a fresh `num_classes` head, in channels_last for fast CPU training."""
+    """A timm model with a fresh `num_classes` head, in channels_last for fast CPU training;
+    for the classic and MLP families, their network around the embedding backbone."""
     if weights not in WEIGHTS:
         raise ImgrecError(f"unknown weights '{weights}'; use one of: {', '.join(WEIGHTS)}.")
+    if spec.family in ("classic", "mlp"):
+        return _create_family_model(spec, num_classes, weights, drop_rate)
     pretrained = weights == "imagenet" and not spec.offline_weights
     if pretrained and not _has_hub_weights(spec):
         raise ImgrecError(
@@ -147,6 +173,26 @@ def create_model(
     if weights == "imagenet" and spec.offline_weights:
         efficientnet_lite.load_imagenet_backbone(model)
     return model.to(memory_format=torch.channels_last)
+
+
+def _create_family_model(
+    spec: ModelSpec, num_classes: int, weights: str, drop_rate: float
+) -> nn.Module:
+    family = get_family(spec.name)
+    if family.features == "hog":
+        return ClassicNetwork(HogFeatures(spec.mean, spec.std), num_classes)
+    backbone = create_model(
+        dataclasses.replace(spec, name=EMBED_BACKBONE, family="transfer"),
+        num_classes,
+        weights,
+        drop_rate,
+    )
+    if family.kind == "mlp":
+        backbone.classifier = MLPHead(num_features(backbone), num_classes, drop_rate)
+        return backbone
+    backbone.reset_classifier(0)  # only the pooled features are used
+    backbone.eval()
+    return ClassicNetwork(EmbedFeatures(backbone), num_classes)
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:

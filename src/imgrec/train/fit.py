@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,14 +12,13 @@ from safetensors.torch import load_file
 
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, Skipped
-from imgrec.data.embedding_store import EmbeddingStore
-from imgrec.data.transforms import Preprocessing, eval_transform
+from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
-from imgrec.models.embed import embedding_key, hash_files
-from imgrec.models.fast_features import onnx_feature_extractor
-from imgrec.models.registry import get_spec, num_features
+from imgrec.models.classic import ClassicNetwork
+from imgrec.models.mlp_head import MLPHead
 from imgrec.train.config import TrainConfig
-from imgrec.train.head import class_weights, extract_features, fit_head
+from imgrec.train.features import backbone_features, job_features
+from imgrec.train.head import class_weights, fit_head, fit_mlp_head
 from imgrec.train.state import RunState
 
 log = logging.getLogger(__name__)
@@ -104,6 +101,12 @@ def fit_model(
         started,
         progress,
     )
+    if isinstance(model, ClassicNetwork):
+        if state.best() is None:
+            from imgrec.train.classic import fit_classic  # loads scikit-learn
+
+            fit_classic(job)
+        return _outcome(model, state, skipped)
     from_scratch = config.weights == "none"
     if state.best() is None and not from_scratch and config.head:
         _fit_head_phase(job)
@@ -114,6 +117,11 @@ def fit_model(
 
         fine_tune(job, resume, from_scratch)
 
+    return _outcome(model, state, skipped)
+
+
+def _outcome(model: torch.nn.Module, state: RunState, skipped: list[Skipped]) -> FitOutcome:
+    """Load the best weights so far into `model` and describe the run."""
     best = state.best()
     if best is None:
         raise ImgrecError("training produced no validated epoch; check the data and settings.")
@@ -140,94 +148,29 @@ def _forget_unfinished(state: RunState) -> None:
 def _fit_head_phase(job: Fitting) -> None:
     model = job.model
     model.eval()  # as extract_features always left it, even when every feature is cached
-    with _Phase1Features(job) as features:
-        train_x = features(job.train_cache, "features (train)")
-        val_x = features(job.val_cache, "features (val)")
-    train_y = torch.tensor([job.train_targets[i] for i in job.train_cache.valid_indices])
-    val_y = torch.tensor([job.val_targets[i] for i in job.val_cache.valid_indices])
+    train_x, train_y, val_x, val_y = job_features(
+        job,
+        backbone_features(
+            model, job.config.model, job.config.weights, job.preprocessing, job.progress
+        ),
+    )
     head = model.get_classifier()
     # both balance modes weight the head fit: a full-batch fit has no sampling to balance
     weight = class_weights(train_y, head.out_features) if job.config.balance != "none" else None
-    best = fit_head(
-        head, train_x, train_y, val_x, val_y, job.state.append_history, job.started, weight
-    )
+    if isinstance(head, MLPHead):
+        best = fit_mlp_head(
+            head,
+            train_x,
+            train_y,
+            val_x,
+            val_y,
+            job.config,
+            job.state.append_history,
+            job.started,
+            weight,
+        )
+    else:
+        best = fit_head(
+            head, train_x, train_y, val_x, val_y, job.state.append_history, job.started, weight
+        )
     job.state.save_best(model.state_dict(), best)
-
-
-class _Phase1Features:
-    """Frozen-backbone features of a decoded cache for the head fit, reusing the EmbeddingStore.
-
-    Rows are looked up by file SHA-256 (hashing 400 photos takes ~0.05 s); only the missing ones
-    are computed from the cached pixels, as before, and written back, so a second run on the
-    same photos, or a run after `imgrec audit`, skips the backbone. The ONNX export (~1 s) happens
-    only when something is missing. Any problem with the store means computing everything.
-    """
-
-    def __init__(self, job: Fitting) -> None:
-        self.job = job
-        self.transform = eval_transform(job.preprocessing)
-        self.width = num_features(job.model)
-        self.store, self.key = _open_feature_store(job)
-        self._engine: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self._engine_made = False
-
-    def __enter__(self) -> _Phase1Features:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.store is not None:
-            self.store.close()
-
-    def __call__(self, cache: DecodedCache, name: str) -> torch.Tensor:
-        indices = cache.valid_indices
-        if self.store is None:
-            return self._compute(cache, indices, name)
-        facts = [cache.facts[i] for i in indices]  # hashed already when decoded with facts
-        hashes = (
-            [f.sha256 for f in facts]
-            if all(facts)
-            else hash_files([cache.paths[i] for i in indices])
-        )
-        found = self.store.get_many(self.key, [h for h in hashes if h])
-        found = {h: v for h, v in found.items() if v.shape == (self.width,)}
-        missing = [j for j, h in enumerate(hashes) if h not in found]
-        out = torch.empty(len(indices), self.width)
-        for j, h in enumerate(hashes):
-            if h in found:
-                out[j] = torch.from_numpy(found[h])
-        if missing:
-            new = self._compute(cache, [indices[j] for j in missing], name)
-            out[missing] = new
-            rows = {hashes[j]: new[k].numpy() for k, j in enumerate(missing) if hashes[j]}
-            self.store.put_many(self.key, rows)
-        return out
-
-    def _compute(self, cache: DecodedCache, indices: list[int], name: str) -> torch.Tensor:
-        if not self._engine_made:
-            self._engine = onnx_feature_extractor(self.job.model, self.job.preprocessing.input_size)
-            self._engine_made = True
-        images = [cache[i] for i in indices]
-        return extract_features(
-            self.job.model, images, self.transform, 32, name, self.job.progress, self._engine
-        )
-
-
-def _open_feature_store(job: Fitting) -> tuple[EmbeddingStore | None, str]:
-    """The store and key for this job's backbone + preprocessing, or (None, "") if unusable."""
-    p = job.preprocessing
-    try:
-        spec = dataclasses.replace(
-            get_spec(job.config.model),
-            input_size=p.input_size,
-            mean=tuple(p.mean),
-            std=tuple(p.std),
-            resize_size=p.resize_size,
-        )
-        key = embedding_key(spec, job.config.weights)
-        store = EmbeddingStore()
-    except Exception as exc:  # noqa: BLE001 - a cache problem must never cost the run
-        log.warning("not caching phase-1 features (%s); computing them all.", exc)
-        return None, ""
-    if not store.available:
-        return None, ""
-    return store, key

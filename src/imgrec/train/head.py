@@ -172,3 +172,75 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
             params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
         )
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def fit_mlp_head(
+    head: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    config,
+    on_epoch: Callable[[dict], None] | None = None,
+    started: float | None = None,
+    class_weight: torch.Tensor | None = None,
+    max_epochs: int = 200,
+    patience: int = 20,
+) -> dict:
+    """Train a deep head (MLPHead) on frozen features with mini-batches, keeping the best epoch.
+
+    Unlike the linear head this is not convex, so it is trained the deep-learning way: the
+    configured optimizer, learning rate, weight decay, label smoothing and dropout, and
+    early stopping once `patience` epochs pass without a better validation score. Epochs over
+    a few thousand cached vectors take milliseconds, so the search is generous.
+    """
+    started = time.perf_counter() if started is None else started
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = make_optimizer(config.optimizer, head.parameters(), config.lr, config.weight_decay)
+    batch = 64
+    best: dict = {"val_score": -math.inf}
+    best_state = copy.deepcopy(head.state_dict())
+    waited = 0
+    for epoch in range(1, max_epochs + 1):
+        head.train()
+        order = torch.randperm(len(train_x), generator=generator)
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
+            if len(idx) < 2:  # BatchNorm needs two rows
+                continue
+            loss = nn.functional.cross_entropy(
+                head(train_x[idx]),
+                train_y[idx],
+                weight=class_weight,
+                label_smoothing=config.label_smoothing,
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        head.eval()
+        with torch.no_grad():
+            train_acc, train_loss = evaluate_logits(head(train_x), train_y)
+            val_acc, val_loss = evaluate_logits(head(val_x), val_y)
+        row = {
+            "phase": "head",
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "val_score": score(val_acc, val_loss),
+            "lr": config.lr,
+            "seconds": time.perf_counter() - started,
+        }
+        if on_epoch:
+            on_epoch(row)
+        if row["val_score"] > best["val_score"]:
+            best, waited = row, 0
+            best_state = copy.deepcopy(head.state_dict())
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    head.load_state_dict(best_state)
+    head.eval()
+    return best

@@ -26,7 +26,9 @@ HISTORY_FIELDS = (
     "lr",
     "seconds",
     "time",
+    "params",
 )
+TEXT_FIELDS = ("phase", "params")  # the rest are numbers
 
 
 class RunState:
@@ -45,7 +47,11 @@ class RunState:
         with self.history_path.open(newline="") as f:
             rows = list(csv.DictReader(f))
         return [
-            {k: (v if k == "phase" else _number(v)) for k, v in row.items() if v != ""}
+            {
+                k: (v if k in TEXT_FIELDS else _number(v))
+                for k, v in row.items()
+                if k and v not in ("", None)
+            }
             for row in rows
         ]
 

@@ -1,0 +1,144 @@
+"""Classic learners (scikit-learn) as networks: features, then an estimator's probabilities.
+
+A ClassicNetwork takes the same normalised image batch as every imgrec model and returns
+log-probabilities, which softmax maps back to the estimator's probabilities exactly. So
+predict, evaluate and serve treat an SVM like a CNN. Its fitted estimator travels inside the
+model file as skops bytes (a uint8 tensor), and loading accepts only scikit-learn's own types
+plus the few listed in TRUSTED: opening a model file never runs code, unlike a pickle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.transforms.v2 import functional as F
+
+from imgrec.errors import ImgrecError
+
+# HOG settings: 128 px grayscale, 16 px cells, 2x2-cell blocks, 9 orientations (1764 values).
+# On cats_and_dogs_filtered this beat 8 px cells (8100 values) with an RBF SVM, 75.1% vs
+# 73.5%, at a quarter of the fitting time.
+HOG_SIZE = 128
+HOG_CELL = 16
+HOG_BLOCK = 2
+HOG_ORIENTATIONS = 9
+
+# Types skops does not trust by default but that scikit-learn's calibrated SVM and trees need;
+# plain data holders, none of them runs code when loaded.
+TRUSTED = [
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.tree._tree.Tree",
+]
+
+
+class HogFeatures(nn.Module):
+    """HOG descriptors (scikit-image) of a normalised batch, computed on the CPU in NumPy."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def key(self) -> str:
+        """Names everything that shapes a descriptor, for the feature store."""
+        return (
+            f"imgrec-hog-v1|size={HOG_SIZE}|cell={HOG_CELL}|block={HOG_BLOCK}"
+            f"|orientations={HOG_ORIENTATIONS}"
+        )
+
+    @property
+    def width(self) -> int:
+        cells = HOG_SIZE // HOG_CELL
+        return (cells - HOG_BLOCK + 1) ** 2 * HOG_BLOCK**2 * HOG_ORIENTATIONS
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from skimage.feature import hog
+
+        pixels = (x.float() * self.std + self.mean).clamp(0, 1)
+        gray = F.rgb_to_grayscale(pixels)[:, 0]
+        if gray.shape[-1] != HOG_SIZE or gray.shape[-2] != HOG_SIZE:
+            gray = nn.functional.interpolate(
+                gray[:, None], size=(HOG_SIZE, HOG_SIZE), mode="bilinear", antialias=True
+            )[:, 0]
+        rows = [
+            hog(
+                image.numpy(),
+                orientations=HOG_ORIENTATIONS,
+                pixels_per_cell=(HOG_CELL, HOG_CELL),
+                cells_per_block=(HOG_BLOCK, HOG_BLOCK),
+                block_norm="L2-Hys",
+            )
+            for image in gray
+        ]
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+
+class EmbedFeatures(nn.Module):
+    """A frozen backbone's pooled features (the timm model's pre-logits)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from imgrec.models.registry import forward_features
+
+        return forward_features(self.backbone, x).float()
+
+
+class ClassicNetwork(nn.Module):
+    """Features + a fitted scikit-learn classifier, returning log-probabilities."""
+
+    def __init__(self, features: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.features = features
+        self.num_classes = num_classes
+        self.estimator = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_proba(self.features(x).numpy())
+
+    def log_proba(self, features: np.ndarray) -> torch.Tensor:
+        """Log-probabilities (N, num_classes) for feature rows; a class the estimator never
+        saw in training gets probability 0 (a large negative log)."""
+        if self.estimator is None:
+            raise ImgrecError("this classic model has no fitted estimator.")
+        probs = np.zeros((len(features), self.num_classes), dtype=np.float64)
+        probs[:, np.asarray(self.estimator.classes_, dtype=int)] = self.estimator.predict_proba(
+            features
+        )
+        return torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0)).astype(np.float32))
+
+    # ---- the estimator as model-file bytes --------------------------------------------
+    def state_dict(self, *args, **kwargs) -> dict:
+        state = super().state_dict(*args, **kwargs)
+        if self.estimator is not None:
+            import skops.io as sio
+
+            data = bytearray(sio.dumps(self.estimator))
+            state["estimator"] = torch.frombuffer(data, dtype=torch.uint8).clone()
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        state = dict(state_dict)
+        data = state.pop("estimator", None)
+        if data is None:
+            raise ImgrecError("the model file holds no fitted estimator: damaged file.")
+        self.estimator = load_estimator(data.numpy().tobytes())
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
+
+def load_estimator(data: bytes):
+    """A scikit-learn estimator from skops bytes, refusing any type not known to be safe."""
+    import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        return sio.loads(data, trusted=TRUSTED)
+    except UntrustedTypesFoundException as exc:
+        raise ImgrecError(f"the model file's estimator holds untrusted types ({exc}).") from exc
+    except Exception as exc:  # noqa: BLE001 - skops raises many kinds on damaged bytes
+        raise ImgrecError(f"the model file's estimator cannot be read ({exc}).") from exc
