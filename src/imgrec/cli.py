@@ -66,6 +66,10 @@ class Format(StrEnum):
     json = "json"
 
 
+def _value(choice: StrEnum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
 def parse_ratios(text: str) -> tuple[float, float, float]:
     try:
         parts = [float(p) for p in text.replace(",", "/").split("/")]
@@ -91,59 +95,82 @@ def train(
         Path | None, typer.Option("--out", help="Run folder (default runs/train-N).")
     ] = None,
     model: Annotated[
-        str, typer.Option(help="efficientnet_lite0 (offline) or any timm name.")
+        str,
+        typer.Option(
+            help="A family (svm-hog, rf-hog, tree-hog, svm-embed, logreg-embed, mlp-embed, "
+            "cnn-scratch; `imgrec models` lists them) or a backbone: efficientnet_lite0 "
+            "(offline) or any timm name. Each family starts from its own settings; the "
+            "options below override them."
+        ),
     ] = "efficientnet_lite0",
     weights: Annotated[
-        Weights, typer.Option(help="Start from ImageNet weights or from scratch.")
-    ] = Weights.imagenet,
+        Weights | None, typer.Option(help="Start from ImageNet weights or from scratch.")
+    ] = None,
     epochs: Annotated[
-        int, typer.Option(help="Max fine-tuning epochs (phase 2); 0 = head only.")
-    ] = TrainConfig.epochs,
+        int | None,
+        typer.Option(
+            help=f"Max fine-tuning epochs (phase 2); 0 = head only. [default: {TrainConfig.epochs}]"
+        ),
+    ] = None,
     head: Annotated[
-        bool, typer.Option(help="Phase 1: fit the head on frozen features first.")
-    ] = TrainConfig.head,
-    lr: Annotated[float, typer.Option(help="Head learning rate in fine-tuning.")] = TrainConfig.lr,
+        bool | None,
+        typer.Option(help="Phase 1: fit the head on frozen features first. [default: head]"),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help=f"Head learning rate in fine-tuning. [default: {TrainConfig.lr}]"),
+    ] = None,
     backbone_lr_mult: Annotated[
-        float, typer.Option(help="Backbone LR = lr x this.")
-    ] = TrainConfig.backbone_lr_mult,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = TrainConfig.batch_size,
+        float | None,
+        typer.Option(help=f"Backbone LR = lr x this. [default: {TrainConfig.backbone_lr_mult}]"),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=f"Images per step. [default: {TrainConfig.batch_size}]")
+    ] = None,
     augment: Annotated[
-        Augment, typer.Option(help="Training augmentation preset.")
-    ] = Augment.default,
+        Augment | None, typer.Option(help="Training augmentation preset. [default: default]")
+    ] = None,
     mix: Annotated[
-        Mix,
+        Mix | None,
         typer.Option(
             help="MixUp/CutMix on fine-tuning batches; off by default: on small datasets it "
             "slows convergence within a short schedule."
         ),
-    ] = Mix.none,
+    ] = None,
     balance: Annotated[
-        Balance,
+        Balance | None,
         typer.Option(
             help="For imbalanced classes: inverse-frequency loss weights, or class-balanced "
             "batches (sampler)."
         ),
-    ] = Balance.none,
+    ] = None,
     optimizer: Annotated[
-        Optimizer, typer.Option(help="AdamW or SGD with momentum.")
-    ] = Optimizer.adamw,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = TrainConfig.weight_decay,
+        Optimizer | None, typer.Option(help="AdamW or SGD with momentum. [default: adamw]")
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help=f"Weight decay. [default: {TrainConfig.weight_decay}]")
+    ] = None,
     dropout: Annotated[
-        float, typer.Option(help="Dropout before the classifier.")
-    ] = TrainConfig.dropout,
+        float | None,
+        typer.Option(help=f"Dropout before the classifier. [default: {TrainConfig.dropout}]"),
+    ] = None,
     label_smoothing: Annotated[
-        float, typer.Option(help="Label smoothing.")
-    ] = TrainConfig.label_smoothing,
+        float | None,
+        typer.Option(help=f"Label smoothing. [default: {TrainConfig.label_smoothing}]"),
+    ] = None,
     patience: Annotated[
-        int, typer.Option(help="Early-stopping patience in epochs.")
-    ] = TrainConfig.patience,
+        int | None,
+        typer.Option(help=f"Early-stopping patience in epochs. [default: {TrainConfig.patience}]"),
+    ] = None,
     split: Annotated[
         str, typer.Option(help="Train/val/test percentages when the data has no splits.")
     ] = "70/15/15",
     split_file: Annotated[
         Path | None, typer.Option(help="Reuse a split.csv from an earlier run.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (split, init, order).")] = TrainConfig.seed,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (split, init, order). [default: 0]")
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="DataLoader workers (default: cores - 1).")
     ] = None,
@@ -168,13 +195,13 @@ def train(
     from imgrec.workflow import next_run_folder, train_run
 
     folder = resume or out_dir or next_run_folder()
-    config = TrainConfig(
-        model=model,
-        weights=weights.value,
-        augment=augment.value,
-        mix=mix.value,
-        balance=balance.value,
-        optimizer=optimizer.value,
+    config = TrainConfig.for_model(
+        model,
+        weights=_value(weights),
+        augment=_value(augment),
+        mix=_value(mix),
+        balance=_value(balance),
+        optimizer=_value(optimizer),
         lr=lr,
         backbone_lr_mult=backbone_lr_mult,
         head=head,
@@ -352,10 +379,16 @@ def models(
         str | None, typer.Argument(help="timm name pattern, e.g. 'resnet*'.")
     ] = None,
 ) -> None:
-    """List backbones; the ones with weights shipped offline are marked."""
+    """List the model families, then backbones for transfer learning (offline ones marked)."""
+    from imgrec.models.families import families
     from imgrec.models.registry import list_models
 
-    table = Table("model", "input", "offline weights")
+    if pattern is None:
+        table = Table("family", "what it is", title="model families (imgrec train --model NAME)")
+        for family in families():
+            table.add_row(family.name, family.summary)
+        out.print(table)
+    table = Table("backbone", "input", "offline weights", title="transfer-learning backbones")
     for spec in list_models(pattern):
         table.add_row(
             spec.name, str(spec.input_size), "yes" if spec.offline_weights else "download"

@@ -66,6 +66,7 @@ def export_model(
     format, or an export that strays beyond tolerance.
     """
     from imgrec.api import ImageClassifier
+    from imgrec.models.classic import ClassicNetwork
     from imgrec.runtime import configure_cpu_runtime
 
     if fmt not in FORMATS:
@@ -74,6 +75,11 @@ def export_model(
         raise ImgrecError("--int8 is available for --format onnx only.")
     model_path = Path(model_path)
     clf = ImageClassifier.load(model_path)
+    if isinstance(clf.network, ClassicNetwork):
+        raise ImgrecError(
+            f"{model_path} is a scikit-learn model ({clf.spec.name}); export covers neural "
+            "networks. Serve it with `imgrec serve` or load it with ImageClassifier.load."
+        )
     out = Path(out) if out is not None else default_output(model_path, fmt, int8)
     _check_writable(out)
     configure_cpu_runtime()

@@ -29,6 +29,7 @@ HOG_ORIENTATIONS = 9
 TRUSTED = [
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
+    "sklearn.calibration._TemperatureScaling",
     "sklearn.tree._tree.Tree",
 ]
 

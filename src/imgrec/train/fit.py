@@ -16,6 +16,7 @@ from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.classic import ClassicNetwork
 from imgrec.models.mlp_head import MLPHead
+from imgrec.runtime import torch_threads
 from imgrec.train.config import TrainConfig
 from imgrec.train.features import backbone_features, job_features
 from imgrec.train.head import class_weights, fit_head, fit_mlp_head
@@ -158,17 +159,18 @@ def _fit_head_phase(job: Fitting) -> None:
     # both balance modes weight the head fit: a full-batch fit has no sampling to balance
     weight = class_weights(train_y, head.out_features) if job.config.balance != "none" else None
     if isinstance(head, MLPHead):
-        best = fit_mlp_head(
-            head,
-            train_x,
-            train_y,
-            val_x,
-            val_y,
-            job.config,
-            job.state.append_history,
-            job.started,
-            weight,
-        )
+        with torch_threads(1):  # small tensors: threads only wait on each other
+            best = fit_mlp_head(
+                head,
+                train_x,
+                train_y,
+                val_x,
+                val_y,
+                job.config,
+                job.state.append_history,
+                job.started,
+                weight,
+            )
     else:
         best = fit_head(
             head, train_x, train_y, val_x, val_y, job.state.append_history, job.started, weight
