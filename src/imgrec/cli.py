@@ -241,6 +241,79 @@ def train(
     out.print(f"model:  {run.model_path}\nreport: {run.report_path}")
 
 
+@app.command(epilog="Example: imgrec compare photos/ --budget 20m --out runs/compare")
+def compare(
+    data: Annotated[Path, typer.Argument(help="Labelled photos: class folders, splits or CSV.")],
+    budget: Annotated[
+        str, typer.Option(help="Time for the whole comparison, e.g. 20m, 1h, 90s.")
+    ] = "20m",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder (default runs/compare-N).")
+    ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated families to compare (default: the leaderboard set)."),
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="Train/val/test percentages when the data has no splits.")
+    ] = "70/15/15",
+    split_file: Annotated[
+        Path | None, typer.Option(help="Reuse a split.csv from an earlier run.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="Replace an existing folder.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train every model family on the same split within a time budget and rank them.
+
+    Writes leaderboard.csv/.json/.png/.html and keeps the winner as best.imgrec.
+    """
+    from imgrec.compare import compare as run_compare
+    from imgrec.compare import parse_duration
+    from imgrec.models.families import LEADERBOARD
+    from imgrec.workflow import next_run_folder
+
+    seconds = parse_duration(budget)
+    names = [n.strip() for n in models.split(",") if n.strip()] if models else list(LEADERBOARD)
+    folder = out_dir or next_run_folder(name="compare")
+    board = run_compare(
+        data,
+        folder,
+        names,
+        seconds,
+        parse_ratios(split),
+        split_file,
+        seed,
+        exist_ok=exist_ok,
+        progress=not quiet,
+        say=lambda text: err.print(text, markup=False),
+    )
+    table = Table("#", "family", "accuracy", "macro-F1", "train s", "ms/img", "MB", "note")
+    for i, e in enumerate(board.entries, 1):
+        if e.status == "ok":
+            table.add_row(
+                str(i),
+                e.family,
+                f"{e.accuracy:.2%}",
+                f"{e.macro_f1:.3f}",
+                f"{e.train_seconds:.0f}",
+                f"{e.ms_per_image:.1f}",
+                f"{e.size_mb:.1f}",
+                e.note,
+            )
+        else:
+            table.add_row("", e.family, e.status, "", "", "", "", e.note)
+    out.print(table)
+    where = f"scored on the {board.evaluated_on} split ({board.eval_images} images)"
+    out.print(f"{where}; took {board.wall_seconds / 60:.1f} min")
+    out.print(f"leaderboard: {folder / 'leaderboard.html'}")
+    if board.best is None:
+        raise ImgrecError("no family finished; see the notes above.")
+    out.print(f"best model: {board.best}")
+
+
 @app.command(epilog="Example: imgrec evaluate runs/train/model.imgrec photos/test --out runs/eval")
 def evaluate(
     model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],

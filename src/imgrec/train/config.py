@@ -52,6 +52,7 @@ class TrainConfig:
     freeze_stride: int = 8
     seed: int = 0
     workers: int | None = None
+    time_limit: float | None = None  # seconds of fine-tuning; the best epoch so far is kept
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -78,6 +79,7 @@ class TrainConfig:
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "batch_size": self.batch_size >= 1,
             "freeze_stride": self.freeze_stride >= 0,
+            "time_limit": self.time_limit is None or self.time_limit > 0,
         }
         for name, ok in checks.items():
             if not ok:

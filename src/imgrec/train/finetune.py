@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import signal
+import time
 import warnings
 
 import lightning as L
@@ -45,6 +46,13 @@ def balanced_sampler(
     per_class = class_weights(targets, num_classes)
     weights = per_class[torch.as_tensor(targets, dtype=torch.long)].double()
     return WeightedRandomSampler(weights, len(targets), replacement=True, generator=generator)
+
+
+def _time_left(config: TrainConfig, started: float) -> dict | None:
+    """Lightning's max_time: what `time_limit` leaves after the run so far (phase 1 included)."""
+    if config.time_limit is None:
+        return None
+    return {"seconds": max(1.0, config.time_limit - (time.perf_counter() - started))}
 
 
 def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
@@ -100,6 +108,7 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
     ]
     trainer = L.Trainer(
         max_epochs=config.epochs,
+        max_time=_time_left(config, job.started),
         accelerator="gpu" if target.type == "cuda" else "cpu",
         devices=1,
         precision=precision,

@@ -1,0 +1,287 @@
+"""`imgrec compare`: every model family on the same split, within a time budget, ranked.
+
+The families train cheapest first, so a short budget still yields a leaderboard; the deep ones
+get the time that is left as their training limit, and a family that cannot fit is skipped
+and the table says so. Each family is scored on the same held-out images, end to end from the
+files (decoding included), so its milliseconds per image are what a user would see.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from imgrec.api import ImageClassifier
+from imgrec.data.cache import DecodedCache
+from imgrec.data.dataset import Dataset, load_dataset
+from imgrec.data.split import write_split_file
+from imgrec.data.transforms import Preprocessing
+from imgrec.errors import ImgrecError
+from imgrec.models.families import LEADERBOARD, get_family
+from imgrec.workflow import MODEL_FILE, prepare_folder, quick_audit, split_data
+
+log = logging.getLogger(__name__)
+
+BEST_FILE = "best.imgrec"
+
+# Rough training cost on this project's 2-core reference CPU, in seconds per training image,
+# plus a fixed part: enough to decide what cannot fit, not to promise a finish time.
+_COST = {"classic": (0.02, 10.0), "mlp": (0.02, 10.0), "transfer": (0.06, 30.0)}
+_SCRATCH_MIN = 120.0  # below two minutes a CNN from scratch learns little worth ranking
+_EVAL_PER_IMAGE = {"classic": 0.01, "mlp": 0.01, "transfer": 0.015, "scratch": 0.005}
+
+
+@dataclass
+class Entry:
+    """One leaderboard row."""
+
+    family: str
+    kind: str
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+    accuracy: float | None = None
+    balanced_accuracy: float | None = None
+    macro_f1: float | None = None
+    train_seconds: float | None = None
+    ms_per_image: float | None = None
+    size_mb: float | None = None
+    model: str | None = None
+
+
+@dataclass
+class Leaderboard:
+    folder: Path
+    entries: list[Entry]
+    evaluated_on: str
+    eval_images: int
+    selection_split: bool  # True when the scored split also chose epochs and settings
+    budget_seconds: float
+    wall_seconds: float
+    best: Path | None = None
+    source: str = ""
+    classes: list[str] = field(default_factory=list)
+
+    def ranked(self) -> list[Entry]:
+        return [e for e in self.entries if e.status == "ok"]
+
+
+def parse_duration(text: str) -> float:
+    """'20m', '1h', '90s', '1h30m' or plain seconds -> seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+        if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+            raise ImgrecError(f"cannot read the duration '{text}'; use e.g. 20m, 1h, 90s.")
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise ImgrecError("the budget must be positive.")
+    return seconds
+
+
+def estimate_seconds(kind: str, n_train: int) -> float:
+    """The least time a family of `kind` needs on `n_train` images (see _COST)."""
+    if kind == "scratch":
+        return _SCRATCH_MIN
+    per_image, fixed = _COST.get(kind, _COST["transfer"])
+    return fixed + per_image * n_train
+
+
+def compare(
+    source: str | Path,
+    folder: Path,
+    names: Sequence[str] = LEADERBOARD,
+    budget: float = 1200.0,
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    split_file: Path | None = None,
+    seed: int = 0,
+    exist_ok: bool = False,
+    progress: bool = True,
+    say: Callable[[str], None] = lambda _: None,
+) -> Leaderboard:
+    """Train each family in `names` on one split of `source` within `budget` seconds."""
+    started = time.perf_counter()
+    folder = Path(folder)
+    names = list(dict.fromkeys(names))
+    for name in names:
+        ImageClassifier(name)  # an unknown name fails now, not after minutes of work
+    dataset = load_dataset(source)
+    first = ImageClassifier(names[0])
+    caches = {
+        first.preprocessing: DecodedCache(
+            dataset.paths, first.preprocessing, progress=progress, with_facts=True
+        )
+    }
+    caches[first.preprocessing].build()
+    audit = quick_audit(dataset, caches[first.preprocessing])
+    train, val, test = split_data(dataset, ratios, split_file, seed, audit)
+    prepare_folder(folder, resume=False, exist_ok=exist_ok)
+    write_split_file(folder / "split.csv", {"train": train, "val": val, "test": test})
+    target, evaluated_on = (test, "test") if len(test) else (val, "val")
+    say(
+        f"{len(train)} training, {len(val)} validation images; scoring on the {evaluated_on} "
+        f"split ({len(target)} images)"
+    )
+
+    entries: list[Entry] = []
+    for position, name in enumerate(names):
+        kind = get_family(name).kind
+        elapsed = time.perf_counter() - started
+        later = sum(estimate_seconds(get_family(n).kind, len(train)) for n in names[position + 1 :])
+        evaluation = _EVAL_PER_IMAGE.get(kind, 0.015) * len(target) + 5.0
+        left = budget - elapsed - evaluation
+        need = estimate_seconds(kind, len(train))
+        if need > left:
+            entries.append(
+                Entry(name, kind, "skipped", f"needs ~{need:.0f} s, {max(0.0, left):.0f} s left")
+            )
+            say(f"{name}: skipped, needs ~{need:.0f} s and {max(0.0, left):.0f} s are left")
+            continue
+        limit = max(need, left - later) if kind in ("transfer", "scratch") else None
+        say(f"{name}: training" + (f" (at most {limit:.0f} s)" if limit else ""))
+        entries.append(
+            _run_family(
+                name, kind, train, val, target, caches, folder / name, seed, limit, progress
+            )
+        )
+        e = entries[-1]
+        say(
+            f"{name}: {e.status}"
+            + (
+                f", accuracy {e.accuracy:.2%} in {e.train_seconds:.0f} s"
+                if e.status == "ok"
+                else f" ({e.note})"
+            )
+        )
+
+    entries.sort(key=_rank_key)
+    board = Leaderboard(
+        folder=folder,
+        entries=entries,
+        evaluated_on=evaluated_on,
+        eval_images=len(target),
+        selection_split=evaluated_on == "val",
+        budget_seconds=budget,
+        wall_seconds=time.perf_counter() - started,
+        source=str(Path(source).resolve()),
+        classes=list(dataset.classes),
+    )
+    ranked = board.ranked()
+    if ranked:
+        board.best = folder / BEST_FILE
+        shutil.copyfile(ranked[0].model, board.best)
+    from imgrec.leaderboard import save_leaderboard
+
+    save_leaderboard(board)
+    return board
+
+
+def _rank_key(e: Entry) -> tuple:
+    """Finished rows first, best accuracy, then macro-F1, then the faster model."""
+    if e.status != "ok":
+        return (1, 0.0, 0.0, 0.0)
+    return (0, -e.accuracy, -(e.macro_f1 or 0.0), e.ms_per_image or 0.0)
+
+
+def _run_family(
+    name: str,
+    kind: str,
+    train: Dataset,
+    val: Dataset,
+    target: Dataset,
+    caches: dict[Preprocessing, DecodedCache],
+    folder: Path,
+    seed: int,
+    limit: float | None,
+    progress: bool,
+) -> Entry:
+    settings = {"seed": seed} | ({"time_limit": limit} if limit else {})
+    try:
+        clf = ImageClassifier(name, **settings)
+        decoded = _cache_for(clf.preprocessing, caches, train, val, progress)
+        folder.mkdir(parents=True, exist_ok=True)
+        tic = time.perf_counter()
+        clf.fit(train, val, work_dir=folder / "checkpoints", progress=progress, decoded=decoded)
+        trained = time.perf_counter() - tic
+        tic = time.perf_counter()
+        result = clf.evaluate(target)
+        scored = time.perf_counter() - tic
+    except ImgrecError as exc:
+        return Entry(name, kind, "failed", str(exc))
+    except Exception as exc:  # noqa: BLE001 - one family's failure must not cost the others
+        log.exception("%s failed", name)
+        return Entry(name, kind, "failed", f"{type(exc).__name__}: {exc}".splitlines()[0])
+    m = result.metrics
+    result.title = f"imgrec compare — {name}"
+    result.save_report(folder / "report.html")
+    result.save_metrics(folder / "metrics.json")
+    path = clf.save(folder / MODEL_FILE, metrics={k: m[k] for k in ("n", "accuracy", "macro_f1")})
+    return Entry(
+        family=name,
+        kind=kind,
+        accuracy=float(m["accuracy"]),
+        balanced_accuracy=float(m.get("balanced_accuracy", m["accuracy"])),
+        macro_f1=float(m["macro_f1"]),
+        train_seconds=round(trained, 1),
+        ms_per_image=round(1000 * scored / max(1, m["n"]), 2),
+        size_mb=round(path.stat().st_size / 1e6, 2),
+        model=str(path),
+        note=_describe_best(clf.metadata.get("best_epoch", {})),
+    )
+
+
+def _describe_best(best: dict) -> str:
+    if not best:
+        return ""
+    return f"best: {best.get('phase')} {best.get('epoch')}"
+
+
+def _cache_for(
+    p: Preprocessing,
+    caches: dict[Preprocessing, DecodedCache],
+    train: Dataset,
+    val: Dataset,
+    progress: bool,
+) -> DecodedCache:
+    """One decode per preprocessing for all the families that share it."""
+    if p not in caches:
+        caches[p] = DecodedCache(train.paths + val.paths, p, progress=progress)
+        caches[p].build()
+    return caches[p]
+
+
+def entries_as_rows(board: Leaderboard) -> list[dict]:
+    return [
+        {"rank": i if e.status == "ok" else "", **asdict(e)} for i, e in enumerate(board.entries, 1)
+    ]
+
+
+def write_csv(board: Leaderboard, path: Path) -> None:
+    rows = entries_as_rows(board)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["family"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_json(board: Leaderboard, path: Path) -> None:
+    document = {
+        "source": board.source,
+        "classes": board.classes,
+        "evaluated_on": board.evaluated_on,
+        "eval_images": board.eval_images,
+        "selection_split": board.selection_split,
+        "budget_seconds": board.budget_seconds,
+        "wall_seconds": round(board.wall_seconds, 1),
+        "best": str(board.best) if board.best else None,
+        "entries": entries_as_rows(board),
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
