@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,11 +67,13 @@ class ImageClassifier:
     def __init__(self, model: str = "efficientnet_lite0", **settings):
         self.config = TrainConfig.for_model(model, **settings)
         self.spec = get_spec(model)
+        size = self.config.image_size or self.spec.input_size
         self.preprocessing = Preprocessing(
-            input_size=self.spec.input_size,
+            input_size=size,
             mean=tuple(self.spec.mean),
             std=tuple(self.spec.std),
-            resize_size=self.spec.resize_size,
+            # the backbone's own crop ratio, at any size
+            resize_size=round(size * self.spec.resize_size / self.spec.input_size),
         )
         self.classes: list[str] = []
         self.network: torch.nn.Module | None = None
@@ -88,12 +91,14 @@ class ImageClassifier:
         resume: bool = False,
         progress: bool = True,
         decoded: DecodedCache | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
     ) -> ImageClassifier:
         """Two-phase transfer learning; without `val`, 15% of `train` is held out (stratified).
 
         `work_dir` keeps checkpoints so an interrupted fit continues with `resume=True`.
         `decoded` is a DecodedCache (this classifier's `preprocessing`) that already holds the
         images, so they are not decoded twice; `imgrec train` decodes once for audit and fit.
+        `on_epoch` sees every history row as it is written (a search prunes trials with it).
         """
         from imgrec.train.fit import fit_model  # Lightning loads only when training
 
@@ -117,6 +122,7 @@ class ImageClassifier:
                     resume=False,
                     progress=progress,
                     decoded=decoded,
+                    on_epoch=on_epoch,
                 )
         else:
             outcome = fit_model(
@@ -129,6 +135,7 @@ class ImageClassifier:
                 resume=resume,
                 progress=progress,
                 decoded=decoded,
+                on_epoch=on_epoch,
             )
         self.history = outcome.history
         self.skipped = outcome.skipped

@@ -70,6 +70,15 @@ def _value(choice: StrEnum | None) -> str | None:
     return None if choice is None else choice.value
 
 
+def _float(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes a number or 'auto'.") from None
+
+
 def parse_ratios(text: str) -> tuple[float, float, float]:
     try:
         parts = [float(p) for p in text.replace(",", "/").split("/")]
@@ -117,8 +126,14 @@ def train(
         typer.Option(help="Phase 1: fit the head on frozen features first. [default: head]"),
     ] = None,
     lr: Annotated[
-        float | None,
-        typer.Option(help=f"Head learning rate in fine-tuning. [default: {TrainConfig.lr}]"),
+        str | None,
+        typer.Option(
+            help="Head learning rate in fine-tuning, or 'auto' for a range test first "
+            f"(see imgrec lr-find). [default: {TrainConfig.lr}]"
+        ),
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input size in pixels (default: the backbone's own).")
     ] = None,
     backbone_lr_mult: Annotated[
         float | None,
@@ -202,7 +217,8 @@ def train(
         mix=_value(mix),
         balance=_value(balance),
         optimizer=_value(optimizer),
-        lr=lr,
+        lr=None if lr == "auto" else _float(lr, "--lr"),
+        image_size=image_size,
         backbone_lr_mult=backbone_lr_mult,
         head=head,
         epochs=epochs,
@@ -226,6 +242,8 @@ def train(
             progress=not quiet,
             audit=audit,
             on_audit=print_audit_summary,
+            lr_auto=lr == "auto",
+            on_lr=lambda value: err.print(f"learning rate from the range test: {value:.3g}"),
         )
     except (TrainingInterrupted, KeyboardInterrupt):
         err.print(
@@ -312,6 +330,97 @@ def compare(
     if board.best is None:
         raise ImgrecError("no family finished; see the notes above.")
     out.print(f"best model: {board.best}")
+
+
+@app.command(epilog="Example: imgrec tune photos/ --trials 20 --budget 30m --out runs/tune")
+def tune(
+    data: Annotated[
+        Path | None, typer.Argument(help="Labelled photos (optional when continuing --out).")
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Trials in all, counting earlier ones.")] = 30,
+    budget: Annotated[
+        str | None, typer.Option(help="Stop starting trials after this long, e.g. 1h.")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Search folder.")] = Path("runs/tune"),
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage URL (default sqlite:///OUT/study.db); resumable."),
+    ] = None,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated backbones to search over.")
+    ] = "efficientnet_lite0",
+    epochs: Annotated[
+        int | None, typer.Option(help="Max fine-tuning epochs per trial (default: as train).")
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="Train/val/test percentages when the data has no splits.")
+    ] = "70/15/15",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Search learning rate, weight decay, dropout, label smoothing, augmentation, image size
+    and backbone with Optuna (TPE + median pruning); run it again to continue a search.
+
+    Writes best.imgrec, report.html, trials.csv, history.png and importance.png.
+    """
+    if trials < 1:
+        raise typer.BadParameter("--trials must be at least 1.")
+    from imgrec.compare import parse_duration
+    from imgrec.tune import tune as run_tune
+
+    result = run_tune(
+        data,
+        out_dir,
+        trials=trials,
+        budget=parse_duration(budget) if budget else None,
+        storage=storage,
+        backbones=[m.strip() for m in models.split(",") if m.strip()],
+        epochs=epochs,
+        ratios=parse_ratios(split),
+        seed=seed,
+        progress=not quiet,
+        say=lambda text: err.print(text, markup=False),
+    )
+    out.print(
+        f"[bold green]done[/] {result.finished} trials finished, {result.pruned} pruned, "
+        f"{result.failed} failed"
+    )
+    if result.default_value is not None:
+        out.print(f"defaults scored {result.default_value:.4f}; best {result.best_value:.4f}")
+    params = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in result.best_params.items()
+    )
+    out.print(f"best settings: {params}")
+    out.print(
+        f"best model: {result.best_model} ({result.evaluated_on} accuracy "
+        f"{result.test_accuracy:.2%})"
+    )
+
+
+@app.command("lr-find", epilog="Example: imgrec lr-find photos/ --out lr_find.png")
+def lr_find(
+    data: Annotated[Path, typer.Argument(help="Labelled photos.")],
+    model: Annotated[str, typer.Option(help="Backbone or deep family.")] = "efficientnet_lite0",
+    out_file: Annotated[Path, typer.Option("--out", help="Plot to write.")] = Path("lr_find.png"),
+    batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps in the test.")] = 100,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Learning-rate range test: plot loss against learning rate and suggest one.
+
+    Use the suggestion with `imgrec train --lr VALUE`, or let `--lr auto` run the test.
+    """
+    from imgrec.api import ImageClassifier, load_dataset
+    from imgrec.train.lr_find import find_lr, plot_lr
+    from imgrec.workflow import split_data
+
+    clf = ImageClassifier(model, batch_size=batch_size)
+    train, val, _ = split_data(load_dataset(data), (0.85, 0.15, 0.0), None, clf.config.seed)
+    finding = find_lr(clf, train, val, steps=steps, progress=not quiet)
+    plot_lr(finding, out_file)
+    out.print(f"suggested learning rate: {finding.suggestion:.3g}")
+    out.print(f"plot: {out_file}")
 
 
 @app.command(epilog="Example: imgrec evaluate runs/train/model.imgrec photos/test --out runs/eval")

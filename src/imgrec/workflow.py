@@ -113,12 +113,15 @@ def train_run(
     progress: bool = True,
     audit: bool = True,
     on_audit: Callable[[AuditResult], None] | None = None,
+    lr_auto: bool = False,
+    on_lr: Callable[[float], None] | None = None,
 ) -> RunResult:
     """Train on `source` into `folder`; the test split (else validation) is what gets reported.
 
     With `resume`, the settings, data source and split come from the folder itself. With
     `audit`, a quick audit runs first (`on_audit` sees it before training starts) and a fresh
-    split keeps duplicate groups inside one split.
+    split keeps duplicate groups inside one split. With `lr_auto`, a learning-rate range test
+    on the training split picks `lr` (plot: lr_find.png; `on_lr` sees the choice).
     """
     folder = Path(folder)
     if resume:
@@ -154,6 +157,20 @@ def train_run(
     )
     write_split_file(folder / "split.csv", {"train": train, "val": val, "test": test})
 
+    if lr_auto and not resume:
+        from imgrec.train.lr_find import find_lr, plot_lr
+
+        finding = find_lr(
+            ImageClassifier(**clf.config.to_dict()), train, val, decoded, progress=progress
+        )
+        plot_lr(finding, folder / "lr_find.png")
+        config = TrainConfig.from_dict({**config.to_dict(), "lr": finding.suggestion})
+        clf.config = config
+        (folder / "config.json").write_text(
+            json.dumps({**config.to_dict(), "source": str(Path(source).resolve())}, indent=2)
+        )
+        if on_lr is not None:
+            on_lr(finding.suggestion)
     clf.fit(
         train,
         val,

@@ -52,6 +52,7 @@ class TrainConfig:
     freeze_stride: int = 8
     seed: int = 0
     workers: int | None = None
+    image_size: int | None = None  # input size; None = the backbone's own
     time_limit: float | None = None  # seconds of fine-tuning; the best epoch so far is kept
 
     def __post_init__(self) -> None:
@@ -80,6 +81,7 @@ class TrainConfig:
             "batch_size": self.batch_size >= 1,
             "freeze_stride": self.freeze_stride >= 0,
             "time_limit": self.time_limit is None or self.time_limit > 0,
+            "image_size": self.image_size is None or 32 <= self.image_size <= 1024,
         }
         for name, ok in checks.items():
             if not ok:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def fit_model(
     resume: bool = False,
     progress: bool = True,
     decoded: DecodedCache | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FitOutcome:
     """Train `model` in place and leave the best validation weights loaded in it.
 
@@ -65,7 +67,7 @@ def fit_model(
     Lightning's last.ckpt. With `resume`, finished phases and epochs are not repeated.
     """
     torch.manual_seed(config.seed)
-    state = RunState(work_dir)
+    state = RunState(work_dir, on_epoch)
     if not resume:
         for stale in (
             state.history_path,

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from imgrec.errors import ImgrecError
@@ -34,8 +35,9 @@ TEXT_FIELDS = ("phase", "params")  # the rest are numbers
 class RunState:
     """Files in the run's work folder: history.csv, best.safetensors + best.json."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, on_row: Callable[[dict], None] | None = None):
         self.folder = Path(folder)
+        self.on_row = on_row  # sees each new epoch row, e.g. to prune a search trial
         self.folder.mkdir(parents=True, exist_ok=True)
         self.history_path = self.folder / "history.csv"
         self.best_weights = self.folder / "best.safetensors"
@@ -58,6 +60,8 @@ class RunState:
     def append_history(self, row: dict) -> None:
         """Append one epoch; `time` (Unix seconds) lets benchmarks time from process start."""
         self._write({**row, "time": round(time.time(), 3)})
+        if self.on_row is not None:
+            self.on_row(row)
 
     def _write(self, row: dict) -> None:
         new = not self.history_path.exists()

@@ -1,0 +1,284 @@
+"""`imgrec tune`: hyper-parameter search with Optuna, resumable from its SQLite study.
+
+TPE proposes settings; every epoch row (phase 1's regularisation path, then fine-tuning
+epochs) is reported to Optuna, and the median pruner stops a trial that falls below the
+median of earlier trials at the same step. The defaults run first, so the search can only
+match or beat them on validation. Each finished trial that beats the best so far is saved as
+best.imgrec at once, so an interruption loses at most the running trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgrec.api import ImageClassifier
+from imgrec.data.cache import DecodedCache
+from imgrec.data.dataset import Dataset, load_dataset
+from imgrec.data.split import write_split_file
+from imgrec.data.transforms import Preprocessing
+from imgrec.errors import ImgrecError
+from imgrec.models.families import get_family
+from imgrec.train.config import TrainConfig
+from imgrec.workflow import quick_audit, split_data
+
+log = logging.getLogger(__name__)
+
+STUDY = "imgrec-tune"
+BEST_FILE = "best.imgrec"
+AUGMENTS = ("light", "default", "strong")
+IMAGE_SIZES = (224, 256)
+# Phase 1 writes one row per step of its regularisation path; pruning starts after it, on
+# fine-tuning epochs, where the searched settings (lr, decay, dropout, ...) have acted.
+_HEAD_STEPS = 6
+
+
+@dataclass
+class TuneResult:
+    folder: Path
+    best_value: float
+    best_params: dict
+    best_model: Path
+    default_value: float | None
+    finished: int
+    pruned: int
+    failed: int
+    evaluated_on: str
+    test_accuracy: float
+
+
+def suggest(trial, backbones: Sequence[str]) -> dict:
+    """The search space: optimisation, regularisation, augmentation, image size, backbone."""
+    return {
+        "model": trial.suggest_categorical("model", list(backbones)),
+        "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-4, 0.1, log=True),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
+        "augment": trial.suggest_categorical("augment", list(AUGMENTS)),
+        "image_size": trial.suggest_categorical("image_size", list(IMAGE_SIZES)),
+    }
+
+
+def default_params(backbone: str) -> dict:
+    d = TrainConfig.for_model(backbone)
+    return {
+        "model": backbone,
+        "lr": d.lr,
+        "weight_decay": d.weight_decay,
+        "dropout": d.dropout,
+        "label_smoothing": d.label_smoothing,
+        "augment": d.augment,
+        "image_size": 256 if backbone == "efficientnet_lite0" else 224,
+    }
+
+
+def tune(
+    source: str | Path | None,
+    folder: Path,
+    trials: int = 30,
+    budget: float | None = None,
+    storage: str | None = None,
+    backbones: Sequence[str] = ("efficientnet_lite0",),
+    epochs: int | None = None,
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    progress: bool = True,
+    say: Callable[[str], None] = lambda _: None,
+) -> TuneResult:
+    """Run (or continue) a search of `trials` trials within `budget` seconds."""
+    import optuna
+
+    for name in backbones:
+        if get_family(name).kind != "transfer":
+            raise ImgrecError(f"tune searches transfer-learning backbones; '{name}' is not one.")
+        ImageClassifier(name)  # unknown names fail now
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    settings_file = folder / "tune.json"
+    if settings_file.exists():  # a search continues on its own data and split
+        saved = json.loads(settings_file.read_text())
+        source = source or saved["source"]
+        if Path(source).resolve() != Path(saved["source"]):
+            raise ImgrecError(f"{folder} holds a search on {saved['source']}; use another --out.")
+    if source is None:
+        raise ImgrecError("give the DATA to tune on.")
+    storage = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    settings_file.write_text(json.dumps({"source": str(Path(source).resolve())}, indent=2))
+
+    dataset = load_dataset(source)
+    split_file = folder / "split.csv"
+    first = ImageClassifier(backbones[0])
+    caches: dict[Preprocessing, DecodedCache] = {}
+    if split_file.exists():
+        train, val, test = split_data(dataset, ratios, split_file, seed)
+    else:
+        cache = DecodedCache(dataset.paths, first.preprocessing, progress=progress, with_facts=True)
+        cache.build()
+        caches[first.preprocessing] = cache
+        train, val, test = split_data(dataset, ratios, None, seed, quick_audit(dataset, cache))
+        write_split_file(split_file, {"train": train, "val": val, "test": test})
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=STUDY,
+        storage=storage,
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=_HEAD_STEPS),
+    )
+    if not study.trials:
+        study.enqueue_trial(default_params(backbones[0]))
+    done = [t for t in study.trials if t.state.is_finished()]
+    todo = max(0, trials - len(done))
+    say(f"{len(done)} trials done before, {todo} to run; study in {storage}")
+    objective = _Objective(folder, train, val, caches, backbones, epochs, seed, progress, say)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        study.optimize(objective, n_trials=todo, timeout=budget, catch=(ImgrecError,))
+    say(f"searched for {time.perf_counter() - started:.0f} s")
+    return _finish(study, folder, train, val, test, caches, epochs, seed, progress, say)
+
+
+class _Objective:
+    """One trial: train with the suggested settings, reporting each epoch for pruning."""
+
+    def __init__(self, folder, train, val, caches, backbones, epochs, seed, progress, say):
+        self.folder, self.train, self.val, self.caches = folder, train, val, caches
+        self.backbones, self.epochs, self.seed = backbones, epochs, seed
+        self.progress, self.say = progress, say
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        params = suggest(trial, self.backbones)
+        clf = _classifier(params, self.epochs, self.seed)
+        step = [0]
+
+        def report(row: dict) -> None:
+            step[0] += 1
+            trial.report(float(row["val_score"]), step[0])
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step[0]}")
+
+        decoded = _cache_for(clf.preprocessing, self.caches, self.train, self.val, self.progress)
+        work = self.folder / "trials" / f"{trial.number:03d}"
+        try:
+            clf.fit(
+                self.train,
+                self.val,
+                work_dir=work,
+                progress=self.progress,
+                decoded=decoded,
+                on_epoch=report,
+            )
+        except optuna.TrialPruned:
+            self.say(f"trial {trial.number}: pruned after {step[0]} steps")
+            raise
+        best = clf.metadata["best_epoch"]
+        value = float(best["val_acc"]) - 1e-3 * float(best["val_loss"])
+        trial.set_user_attr("val_acc", float(best["val_acc"]))
+        self.say(f"trial {trial.number}: val accuracy {best['val_acc']:.2%} ({_short(params)})")
+        study = trial.study
+        try:
+            leader = study.best_value
+        except ValueError:  # no finished trial yet
+            leader = float("-inf")
+        if value > leader or not (self.folder / BEST_FILE).exists():
+            clf.metadata["tune"] = {"trial": trial.number, "params": params, "value": value}
+            clf.save(self.folder / BEST_FILE)
+        return value
+
+
+def _classifier(params: dict, epochs: int | None, seed: int) -> ImageClassifier:
+    settings = {k: v for k, v in params.items() if k != "model"}
+    if epochs is not None:
+        settings["epochs"] = epochs
+    return ImageClassifier(params["model"], seed=seed, **settings)
+
+
+def _short(params: dict) -> str:
+    return ", ".join(
+        f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
+def _cache_for(p, caches, train: Dataset, val: Dataset, progress: bool) -> DecodedCache:
+    if p not in caches:
+        caches[p] = DecodedCache(train.paths + val.paths, p, progress=progress)
+        caches[p].build()
+    return caches[p]
+
+
+def _finish(study, folder, train, val, test, caches, epochs, seed, progress, say) -> TuneResult:
+    import optuna
+
+    states = [t.state for t in study.trials]
+    finished = states.count(optuna.trial.TrialState.COMPLETE)
+    if finished == 0:
+        raise ImgrecError("no trial finished; give the search more time or trials.")
+    best = study.best_trial
+    best_path = folder / BEST_FILE
+    saved = ImageClassifier.load(best_path).metadata.get("tune", {}) if best_path.exists() else {}
+    if saved.get("trial") != best.number:  # e.g. the file was lost: retrain the best trial
+        say(f"retraining the best trial ({best.number})")
+        clf = _classifier(best.params, epochs, seed)
+        decoded = _cache_for(clf.preprocessing, caches, train, val, progress)
+        clf.fit(train, val, progress=progress, decoded=decoded)
+        clf.metadata["tune"] = {"trial": best.number, "params": best.params, "value": best.value}
+        clf.save(best_path)
+    clf = ImageClassifier.load(best_path)
+    target, evaluated_on = (test, "test") if len(test) else (val, "val")
+    result = clf.evaluate(target)
+    result.title = f"imgrec tune — best trial {best.number} ({evaluated_on} split)"
+    result.save_report(folder / "report.html")
+    clf.save(best_path, metrics={"split": evaluated_on, "accuracy": result.metrics["accuracy"]})
+    _save_tables_and_plots(study, folder)
+    first = study.trials[0] if study.trials else None
+    default_value = (
+        first.value
+        if first is not None and first.state == optuna.trial.TrialState.COMPLETE
+        else None
+    )
+    return TuneResult(
+        folder=folder,
+        best_value=best.value,
+        best_params=best.params,
+        best_model=best_path,
+        default_value=default_value,
+        finished=finished,
+        pruned=states.count(optuna.trial.TrialState.PRUNED),
+        failed=states.count(optuna.trial.TrialState.FAIL),
+        evaluated_on=evaluated_on,
+        test_accuracy=float(result.metrics["accuracy"]),
+    )
+
+
+def _save_tables_and_plots(study, folder: Path) -> None:
+    """trials.csv, and Optuna's history and importance plots (importance needs variety)."""
+    import optuna.visualization.matplotlib as ovm
+
+    study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, plot in (
+            ("history", ovm.plot_optimization_history),
+            ("importance", ovm.plot_param_importances),
+        ):
+            try:
+                axes = plot(study)
+                axes.figure.set_size_inches(9, 5)
+                axes.figure.tight_layout()
+                axes.figure.savefig(folder / f"{name}.png", dpi=110)
+                import matplotlib.pyplot as plt
+
+                plt.close(axes.figure)
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                log.info("no %s plot: %s", name, exc)

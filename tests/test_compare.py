@@ -1,0 +1,77 @@
+"""`imgrec compare`: one split for all, honest skips, a readable leaderboard, the best kept."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from runhelpers import assert_user_error, make_split_dataset, run_imgrec
+
+from imgrec.api import ImageClassifier
+from imgrec.compare import compare, estimate_seconds, parse_duration
+from imgrec.errors import ImgrecError
+
+
+def test_parse_duration():
+    assert parse_duration("20m") == 1200
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("90") == 90
+    assert parse_duration("45s") == 45
+    for bad in ("soon", "0", "5x", "-3m"):
+        with pytest.raises(ImgrecError):
+            parse_duration(bad)
+
+
+def test_leaderboard_ranks_families_on_one_split_and_keeps_the_best(tmp_path):
+    data = make_split_dataset(tmp_path / "data", n_train=8, n_val=5)
+    names = ["tree-hog", "logreg-embed", "svm-hog"]
+    board = compare(data, tmp_path / "cmp", names, budget=600, progress=False)
+    ok = board.ranked()
+    assert [e.family for e in ok] == sorted(
+        [e.family for e in ok], key=lambda n: -next(e.accuracy for e in ok if e.family == n)
+    )
+    assert {e.family for e in board.entries} == set(names)
+    assert all(e.status == "ok" for e in board.entries)
+    assert all(e.ms_per_image > 0 and e.size_mb > 0 and e.train_seconds >= 0 for e in ok)
+    assert board.evaluated_on == "val" and board.selection_split
+    # one split for every family
+    split_rows = list(csv.DictReader((tmp_path / "cmp" / "split.csv").open()))
+    assert len(split_rows) == 26
+    # the best model is the first row's and works like any model file
+    best = ImageClassifier.load(board.best)
+    assert best.metadata["model"] == ok[0].family
+    rows = list(csv.DictReader((tmp_path / "cmp" / "leaderboard.csv").open()))
+    assert rows[0]["family"] == ok[0].family and rows[0]["rank"] == "1"
+    document = json.loads((tmp_path / "cmp" / "leaderboard.json").read_text())
+    assert document["entries"][0]["family"] == ok[0].family
+    html = (tmp_path / "cmp" / "leaderboard.html").read_text()
+    assert "validation split" in html and "data:image/png;base64," in html
+    for name in names:
+        assert f">{name}</a>" in html
+        assert (tmp_path / "cmp" / name / "report.html").exists()
+
+
+def test_families_that_cannot_fit_are_skipped_and_said_so(tmp_path):
+    data = make_split_dataset(tmp_path / "data", n_train=6, n_val=3)
+    budget = estimate_seconds("classic", 12) + 8  # room for one classic family, not more
+    board = compare(
+        data, tmp_path / "cmp", ["tree-hog", "efficientnet_lite0"], budget=budget, progress=False
+    )
+    by_name = {e.family: e for e in board.entries}
+    assert by_name["tree-hog"].status == "ok"
+    assert by_name["efficientnet_lite0"].status == "skipped"
+    assert "left" in by_name["efficientnet_lite0"].note
+    assert board.entries[0].family == "tree-hog"  # finished rows first
+
+
+def test_cli_compare_errors_are_one_line(tmp_path):
+    data = make_split_dataset(tmp_path / "data", n_train=4, n_val=2)
+    assert_user_error(
+        run_imgrec("compare", data, "--models", "tree-hog,no-such-model", "--out", tmp_path / "c"),
+        "unknown model",
+    )
+    assert_user_error(run_imgrec("compare", data, "--budget", "soon"), "duration")
+    assert_user_error(
+        run_imgrec("compare", tmp_path / "missing", "--models", "tree-hog"), "missing"
+    )

@@ -1,0 +1,69 @@
+"""Hyper-parameter search (resumable from SQLite) and the learning-rate range test."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+
+import pytest
+from runhelpers import assert_user_error, make_split_dataset, run_imgrec
+
+from imgrec.api import ImageClassifier, load_dataset
+from imgrec.errors import ImgrecError
+from imgrec.train.lr_find import find_lr, plot_lr
+from imgrec.tune import default_params, tune
+
+
+def _trials_in(db) -> int:
+    with sqlite3.connect(db) as con:
+        return con.execute("select count(*) from trials").fetchone()[0]
+
+
+def test_search_runs_defaults_first_saves_the_best_and_resumes(tmp_path):
+    data = make_split_dataset(tmp_path / "data", n_train=6, n_val=3)
+    folder = tmp_path / "tune"
+    result = tune(data, folder, trials=2, epochs=1, progress=False)
+    assert result.finished + result.pruned + result.failed == 2
+    assert _trials_in(folder / "study.db") == 2
+    rows = list(csv.DictReader((folder / "trials.csv").open()))
+    first = {k.removeprefix("params_"): v for k, v in rows[0].items() if k.startswith("params_")}
+    assert first["augment"] == default_params("efficientnet_lite0")["augment"]
+    assert float(first["lr"]) == pytest.approx(default_params("efficientnet_lite0")["lr"])
+    best = ImageClassifier.load(result.best_model)
+    assert best.metadata["tune"]["params"] == result.best_params
+    assert result.best_value >= result.default_value
+    assert (folder / "report.html").exists() and (folder / "history.png").exists()
+    # a second call continues the same study: one more trial, not three
+    again = tune(None, folder, trials=3, epochs=1, progress=False)
+    assert _trials_in(folder / "study.db") == 3
+    assert again.best_value >= result.best_value
+
+
+def test_search_refuses_families_it_cannot_search(tmp_path):
+    data = make_split_dataset(tmp_path / "data", n_train=4, n_val=2)
+    with pytest.raises(ImgrecError, match="transfer-learning"):
+        tune(data, tmp_path / "t", trials=1, backbones=["svm-hog"], progress=False)
+
+
+def test_lr_range_test_suggests_a_rate_within_its_range(tmp_path):
+    data = load_dataset(make_split_dataset(tmp_path / "data", n_train=8, n_val=2))
+    clf = ImageClassifier("efficientnet_lite0", image_size=64, batch_size=4)
+    finding = find_lr(
+        clf,
+        data.subset("train"),
+        data.subset("val"),
+        steps=16,
+        min_lr=1e-5,
+        max_lr=1e-3,
+        progress=False,
+    )
+    assert 1e-5 <= finding.suggestion <= 1e-3
+    assert len(finding.lrs) == len(finding.losses) > 3
+    assert finding.lrs == sorted(finding.lrs)
+    assert plot_lr(finding, tmp_path / "lr.png").stat().st_size > 1000
+
+
+def test_cli_tune_and_lr_find_errors(tmp_path):
+    data = make_split_dataset(tmp_path / "data", n_train=4, n_val=2)
+    assert_user_error(run_imgrec("lr-find", data, "--model", "svm-hog"), "no learning rate")
+    assert_user_error(run_imgrec("tune", "--out", tmp_path / "empty"), "DATA")
