@@ -21,6 +21,7 @@ from imgrec.data.transforms import Preprocessing, eval_transform
 from imgrec.models.embed import embedding_key, hash_files
 from imgrec.models.fast_features import onnx_feature_extractor
 from imgrec.models.registry import get_spec, num_features
+from imgrec.runtime import torch_threads
 from imgrec.train.head import extract_features
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,10 @@ def module_features(
 
     @torch.inference_mode()
     def compute(cache: DecodedCache, indices: list[int], name: str) -> torch.Tensor:
+        with torch_threads(1):  # per-image crops and casts: threads only wait on each other
+            return _extract(cache, indices, name)
+
+    def _extract(cache: DecodedCache, indices: list[int], name: str) -> torch.Tensor:
         chunks = []
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(name, total=len(indices))
