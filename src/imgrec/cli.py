@@ -353,13 +353,14 @@ def models(
     ] = None,
 ) -> None:
     """List backbones; the ones with weights shipped offline are marked."""
-    from imgrec.models.registry import list_models
+    from imgrec.models.registry import SCRATCH_MODEL, list_models
 
     table = Table("model", "input", "offline weights")
     for spec in list_models(pattern):
-        table.add_row(
-            spec.name, str(spec.input_size), "yes" if spec.offline_weights else "download"
-        )
+        weights = "yes" if spec.offline_weights else "download"
+        if spec.name == SCRATCH_MODEL:
+            weights = "none (--weights none)"
+        table.add_row(spec.name, str(spec.input_size), weights)
     out.print(table)
 
 

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from imgrec.errors import ImgrecError
-from imgrec.models import efficientnet_lite
+from imgrec.models import efficientnet_lite, scratch_cnn
 
 DEFAULT_MODEL = "efficientnet_lite0"
+SCRATCH_MODEL = "cnn-scratch"
 WEIGHTS = ("imagenet", "none")
 
 # Popular, well-tested timm backbones shown by `imgrec models` (need the network once).
@@ -43,6 +44,7 @@ class ModelSpec:
     std: tuple[float, float, float]
     resize_size: int
     offline_weights: bool
+    description: str = ""
 
 
 # EfficientNet-Lite0 was trained at 224 px, but runs at 256 (crop of a 292 short side): the
@@ -58,7 +60,19 @@ _OFFLINE = {
         std=(0.5, 0.5, 0.5),
         resize_size=292,
         offline_weights=True,
-    )
+        description="EfficientNet-Lite0, ImageNet weights shipped offline (default)",
+    ),
+    # imgrec's own small residual CNN: no pretrained weights, trained from scratch on a CPU.
+    SCRATCH_MODEL: ModelSpec(
+        name=SCRATCH_MODEL,
+        timm_name=scratch_cnn.TIMM_NAME,
+        input_size=scratch_cnn.INPUT_SIZE,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        resize_size=round(scratch_cnn.INPUT_SIZE / 0.875),
+        offline_weights=False,
+        description="small residual CNN, no pretrained weights: train with --weights none",
+    ),
 }
 
 
@@ -129,6 +143,11 @@ def create_model(
     """A timm model with a fresh `num_classes` head, in channels_last for fast CPU training."""
     if weights not in WEIGHTS:
         raise ImgrecError(f"unknown weights '{weights}'; use one of: {', '.join(WEIGHTS)}.")
+    if weights == "imagenet" and spec.name == SCRATCH_MODEL:
+        raise ImgrecError(
+            f"'{SCRATCH_MODEL}' has no pretrained weights; train it from scratch with "
+            f"--weights none, or use the offline default {DEFAULT_MODEL}."
+        )
     pretrained = weights == "imagenet" and not spec.offline_weights
     if pretrained and not _has_hub_weights(spec):
         raise ImgrecError(
