@@ -13,6 +13,7 @@ from imgrec.errors import ImgrecError
 from imgrec.export.onnx_export import export_onnx_bytes
 from imgrec.models import registry
 from imgrec.models.scratch_cnn import RECIPE, TIMM_NAME
+from imgrec.train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,8 @@ def test_spec_is_a_scratch_model():
     assert spec.mean == spec.std == (0.5, 0.5, 0.5)
     assert spec.resize_size > spec.input_size
     assert "cnn-scratch" in [s.name for s in registry.list_models()]
-    assert RECIPE["weights"] == "none"
+    config = TrainConfig(model="cnn-scratch", **RECIPE)  # every key is a valid setting
+    assert config.weights == "none" and not config.head
 
 
 def test_timm_builds_it_by_name():
