@@ -153,8 +153,8 @@ def imgrec_cnn_scratch(pretrained: bool = False, **kwargs) -> ScratchCNN:
 RECIPE = {
     "weights": "none",
     "head": False,
-    "epochs": 24,
-    "patience": 24,
+    "epochs": 28,
+    "patience": 28,
     "optimizer": "adamw",
     "lr": 3e-3,
     "batch_size": 32,
