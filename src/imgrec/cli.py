@@ -563,7 +563,7 @@ def models(
 ) -> None:
     """List the model families, then backbones for transfer learning (offline ones marked)."""
     from imgrec.models.families import families
-    from imgrec.models.registry import list_models
+    from imgrec.models.registry import SCRATCH_MODEL, list_models
 
     if pattern is None:
         table = Table("family", "what it is", title="model families (imgrec train --model NAME)")
@@ -572,9 +572,10 @@ def models(
         out.print(table)
     table = Table("backbone", "input", "offline weights", title="transfer-learning backbones")
     for spec in list_models(pattern):
-        table.add_row(
-            spec.name, str(spec.input_size), "yes" if spec.offline_weights else "download"
-        )
+        weights = "yes" if spec.offline_weights else "download"
+        if spec.name == SCRATCH_MODEL:
+            weights = "none (--weights none)"
+        table.add_row(spec.name, str(spec.input_size), weights)
     out.print(table)
 
 

@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from imgrec.errors import ImgrecError
-from imgrec.models import efficientnet_lite
+from imgrec.models import efficientnet_lite, scratch_cnn
 from imgrec.models.classic import HOG_SIZE, ClassicNetwork, EmbedFeatures, HogFeatures
 from imgrec.models.families import EMBED_BACKBONE, Family, get_family
 from imgrec.models.mlp_head import MLPHead
 
 DEFAULT_MODEL = "efficientnet_lite0"
+SCRATCH_MODEL = "cnn-scratch"
 WEIGHTS = ("imagenet", "none")
 
 # Popular, well-tested timm backbones shown by `imgrec models` (need the network once).
@@ -48,6 +49,7 @@ class ModelSpec:
     resize_size: int
     offline_weights: bool
     family: str = "transfer"  # see imgrec.models.families
+    description: str = ""
 
 
 # EfficientNet-Lite0 was trained at 224 px, but runs at 256 (crop of a 292 short side): the
@@ -63,7 +65,20 @@ _OFFLINE = {
         std=(0.5, 0.5, 0.5),
         resize_size=292,
         offline_weights=True,
-    )
+        description="EfficientNet-Lite0, ImageNet weights shipped offline (default)",
+    ),
+    # imgrec's own small residual CNN: no pretrained weights, trained from scratch on a CPU.
+    SCRATCH_MODEL: ModelSpec(
+        name=SCRATCH_MODEL,
+        timm_name=scratch_cnn.TIMM_NAME,
+        input_size=scratch_cnn.INPUT_SIZE,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        resize_size=round(scratch_cnn.INPUT_SIZE / 0.875),
+        offline_weights=False,
+        family="scratch",
+        description="small residual CNN, no pretrained weights: train with --weights none",
+    ),
 }
 
 
@@ -153,6 +168,11 @@ def create_model(
     for the classic and MLP families, their network around the embedding backbone."""
     if weights not in WEIGHTS:
         raise ImgrecError(f"unknown weights '{weights}'; use one of: {', '.join(WEIGHTS)}.")
+    if weights == "imagenet" and spec.name == SCRATCH_MODEL:
+        raise ImgrecError(
+            f"'{SCRATCH_MODEL}' has no pretrained weights; train it from scratch with "
+            f"--weights none, or use the offline default {DEFAULT_MODEL}."
+        )
     if spec.family in ("classic", "mlp"):
         return _create_family_model(spec, num_classes, weights, drop_rate)
     pretrained = weights == "imagenet" and not spec.offline_weights

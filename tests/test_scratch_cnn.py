@@ -1,0 +1,79 @@
+"""The from-scratch CNN family (`cnn-scratch`): built through the registry like any timm model,
+with the interface the rest of imgrec relies on, and exportable to ONNX. Tiny inputs, no data."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import timm
+import torch
+
+from imgrec.errors import ImgrecError
+from imgrec.export.onnx_export import export_onnx_bytes
+from imgrec.models import registry
+from imgrec.models.scratch_cnn import TIMM_NAME
+from imgrec.train.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def model():
+    spec = registry.get_spec("cnn-scratch")
+    torch.manual_seed(0)
+    return registry.create_model(spec, 3, weights="none", drop_rate=0.2).eval()
+
+
+def test_spec_is_a_scratch_model():
+    spec = registry.get_spec("cnn-scratch")
+    assert spec.timm_name == TIMM_NAME and not spec.offline_weights
+    assert spec.mean == spec.std == (0.5, 0.5, 0.5)
+    assert spec.resize_size > spec.input_size
+    assert "cnn-scratch" in [s.name for s in registry.list_models()]
+    config = TrainConfig.for_model("cnn-scratch")  # the family's recipe is valid settings
+    assert config.weights == "none" and not config.head and config.family == "scratch"
+
+
+def test_timm_builds_it_by_name():
+    net = timm.create_model(TIMM_NAME, pretrained=False, num_classes=5, drop_rate=0.1)
+    assert net.get_classifier().out_features == 5
+    assert net.pretrained_cfg["mean"] == (0.5, 0.5, 0.5)
+
+
+def test_forward_and_features(model):
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        logits = model(x)
+        features = registry.forward_features(model, x)
+    assert logits.shape == (2, 3)
+    assert features.shape == (2, registry.num_features(model))
+    assert model.get_classifier().in_features == registry.num_features(model)
+    assert torch.allclose(model.forward_head(model.forward_features(x)), logits, atol=1e-5)
+
+
+def test_feature_info_names_real_modules(model):
+    names = dict(model.named_modules())
+    reductions = [f["reduction"] for f in model.feature_info]
+    assert all(f["module"] in names for f in model.feature_info)
+    assert reductions == sorted(reductions) and model.feature_info[-1]["reduction"] == 32
+    assert model.feature_info[-1]["num_chs"] == model.num_features
+
+
+def test_reset_classifier(model):
+    net = registry.create_model(registry.get_spec("cnn-scratch"), 2, weights="none")
+    net.reset_classifier(7)
+    assert net.get_classifier().out_features == 7
+
+
+def test_imagenet_weights_are_refused():
+    with pytest.raises(ImgrecError, match="--weights none"):
+        registry.create_model(registry.get_spec("cnn-scratch"), 2, weights="imagenet")
+
+
+def test_onnx_export_matches_torch(model):
+    data = export_onnx_bytes(model, 64)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = torch.softmax(model(x), 1).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
