@@ -365,22 +365,16 @@ def tune(
     """
     if trials < 1:
         raise typer.BadParameter("--trials must be at least 1.")
-    from imgrec.compare import parse_duration
-    from imgrec.tune import tune as run_tune
-
-    result = run_tune(
-        data,
-        out_dir,
-        trials=trials,
-        budget=parse_duration(budget) if budget else None,
-        storage=storage,
-        backbones=[m.strip() for m in models.split(",") if m.strip()],
-        epochs=epochs,
-        ratios=parse_ratios(split),
-        seed=seed,
-        progress=not quiet,
-        say=lambda text: err.print(text, markup=False),
-    )
+    try:
+        result = _run_tune(
+            data, out_dir, trials, budget, storage, models, epochs, split, seed, quiet
+        )
+    except KeyboardInterrupt:
+        err.print(
+            f"[yellow]interrupted[/]; finished trials are kept in {out_dir}. Continue with the "
+            "same command."
+        )
+        raise typer.Exit(130) from None
     out.print(
         f"[bold green]done[/] {result.finished} trials finished, {result.pruned} pruned, "
         f"{result.failed} failed"
@@ -395,6 +389,25 @@ def tune(
     out.print(
         f"best model: {result.best_model} ({result.evaluated_on} accuracy "
         f"{result.test_accuracy:.2%})"
+    )
+
+
+def _run_tune(data, out_dir, trials, budget, storage, models, epochs, split, seed, quiet):
+    from imgrec.compare import parse_duration
+    from imgrec.tune import tune as run_tune
+
+    return run_tune(
+        data,
+        out_dir,
+        trials=trials,
+        budget=parse_duration(budget) if budget else None,
+        storage=storage,
+        backbones=[m.strip() for m in models.split(",") if m.strip()],
+        epochs=epochs,
+        ratios=parse_ratios(split),
+        seed=seed,
+        progress=not quiet,
+        say=lambda text: err.print(text, markup=False),
     )
 
 

@@ -25,6 +25,7 @@ from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.families import get_family
 from imgrec.train.config import TrainConfig
+from imgrec.train.state import TrainingInterrupted
 from imgrec.workflow import quick_audit, split_data
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ def tune(
     )
     if not study.trials:
         study.enqueue_trial(default_params(backbones[0]))
-    done = [t for t in study.trials if t.state.is_finished()]
+    kept = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = [t for t in study.trials if t.state in kept]  # an interrupted trial runs again
     todo = max(0, trials - len(done))
     say(f"{len(done)} trials done before, {todo} to run; study in {storage}")
     objective = _Objective(folder, train, val, caches, backbones, epochs, seed, progress, say)
@@ -182,6 +184,8 @@ class _Objective:
         except optuna.TrialPruned:
             self.say(f"trial {trial.number}: pruned after {step[0]} steps")
             raise
+        except TrainingInterrupted as stop:  # Ctrl-C in fine-tuning ends the search, not a trial
+            raise KeyboardInterrupt from stop
         best = clf.metadata["best_epoch"]
         value = float(best["val_acc"]) - 1e-3 * float(best["val_loss"])
         trial.set_user_attr("val_acc", float(best["val_acc"]))
