@@ -571,6 +571,10 @@ def serve(
     max_upload_mb: Annotated[
         float, typer.Option(help="Largest request body in MB; larger ones get HTTP 413.", min=0.01)
     ] = 20.0,
+    engine: Annotated[
+        EngineChoice,
+        typer.Option(help="Forward pass: onnx (ONNX Runtime), torch, or auto (onnx if installed)."),
+    ] = EngineChoice.auto,
 ) -> None:
     """Serve a model over HTTP: JSON API (/v1/predict), web page (/), docs, /metrics."""
     import os
@@ -584,7 +588,11 @@ def serve(
             raise ImgrecError(
                 f"--api-key-env {api_key_env}: that environment variable is not set or empty."
             )
-    settings = ServeSettings(api_key=api_key, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    settings = ServeSettings(
+        api_key=api_key,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        engine=engine.value,
+    )
     web_app = create_app(model_file, settings)
     import uvicorn
 
