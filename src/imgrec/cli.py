@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from imgrec.errors import ImgrecError
@@ -304,15 +305,21 @@ def predict(
         err.print(f"skipped {s.path}: {s.reason}", style="yellow", markup=False)
 
     if streaming:
-        summary = predictor.predict_to_file(
-            paths,
-            output or sys.stdout,
-            fmt.value,
-            top_k,
-            resume=resume,
-            progress=not quiet and err.is_terminal,
-            on_skip=report,
-        )
+        try:
+            summary = predictor.predict_to_file(
+                paths,
+                output or sys.stdout,
+                fmt.value,
+                top_k,
+                resume=resume,
+                progress=not quiet and err.is_terminal,
+                on_skip=report,
+            )
+        except KeyboardInterrupt:
+            if output:
+                err.print(f"[yellow]interrupted[/]; finished rows are in {escape(str(output))}: add --resume")
+                raise typer.Exit(130) from None
+            raise
         if output:
             note = f", {summary.already_done} already there" if summary.already_done else ""
             out.print(
