@@ -317,7 +317,8 @@ def predict(
             )
         except KeyboardInterrupt:
             if output:
-                err.print(f"[yellow]interrupted[/]; finished rows are in {escape(str(output))}: add --resume")
+                where = escape(str(output))
+                err.print(f"[yellow]interrupted[/]; the rows so far are in {where}: add --resume")
                 raise typer.Exit(130) from None
             raise
         if output:
