@@ -81,6 +81,9 @@ class OnnxEngine:
             options.log_severity_level = 3
             options.intra_op_num_threads = threads
             options.add_free_dimension_override_by_name("batch", size)
+            # no busy-waiting between ops: the decode threads (predict) and the event loop
+            # (serve) need those cycles; measured here, it also sped up the model itself
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions[size] = ort.InferenceSession(
                 source, options, providers=["CPUExecutionProvider"]
             )
