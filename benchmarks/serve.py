@@ -237,6 +237,11 @@ def bad_requests(good: bytes) -> list[tuple[str, dict]]:
     ]
 
 
+async def _chunks(data: bytes, size: int = 1 << 20):
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
 async def bad_clients(url: str, kinds: list[tuple[str, dict]], total: int, clients: int) -> dict:
     results: list[tuple[str, int, bool]] = []  # (kind, status, JSON body with "error")
     counter = iter(range(total))
@@ -245,9 +250,7 @@ async def bad_clients(url: str, kinds: list[tuple[str, dict]], total: int, clien
         for i in counter:
             name, kwargs = kinds[i % len(kinds)]
             if "chunked" in kwargs:  # no Content-Length: the body streams in 1 MB pieces
-                big = kwargs["chunked"]
-                chunks = (big[j : j + (1 << 20)] for j in range(0, len(big), 1 << 20))
-                kwargs = {"content": chunks, "headers": kwargs["headers"]}
+                kwargs = {"content": _chunks(kwargs["chunked"]), "headers": kwargs["headers"]}
             try:
                 response = await client.post("/v1/predict", **kwargs)
                 try:
