@@ -3,7 +3,8 @@
 Starts `imgrec serve MODEL` on 127.0.0.1 as a real process and drives it with an asyncio +
 httpx load generator (one image per request, raw image/jpeg body, photos from --data cycled).
 Load run: --clients (16) for --seconds (60); prints img/s, p50/p95/p99 latency, errors, and the
-ratio to `imgrec predict --engine onnx`'s img/s measured on the same folder in the same run.
+ratio to `imgrec predict --engine onnx`'s img/s measured on the same folder in the same run
+(the mean of one run before the server starts and one after it stops, so drift cancels).
 Fault run (--fault): --bad (200) bad requests — malformed multipart, wrong content types,
 truncated images, zero bytes, a 50 MB upload (declared and chunked), pixel bombs, missing and
 wrong API keys — sent concurrently with good traffic, against a server started with
