@@ -5,8 +5,9 @@ network (constant 'SAME' padding, softmax inside) to ONNX in memory and runs ONN
 the batch axis pinned by a free-dimension override: with every shape known, ONNX Runtime plans
 its blocked layouts ahead (see fast_features.py; ~2-3x eager PyTorch on this project's 2-core
 CPU). A pinned session only takes its own batch size, so an engine holds one session per size
-in `batch_sizes` and pads a short batch up to the next one; `imgrec predict` uses one size (the
-last batch is padded), the server several (1, 2, 4, ..., 32) so one image never pays for 32.
+in `batch_sizes`, splits a batch into the largest sizes that fit and pads only below the
+smallest: `imgrec predict` uses one size (the last batch is padded), the server 1, 2, 4, ...,
+32, so a micro-batch of 13 runs as 8 + 4 + 1 and one image never pays for 32.
 """
 
 from __future__ import annotations
@@ -111,17 +112,22 @@ class OnnxEngine:
         if isinstance(images, torch.Tensor):
             images = images.detach().cpu().numpy()
         images = np.ascontiguousarray(images, dtype=np.float32)
-        largest = self.batch_sizes[-1]
         outputs = []
-        for start in range(0, len(images), largest):
-            chunk = images[start : start + largest]
+        start = 0
+        while start < len(images):
+            # the largest session that the rest fills; padding only below the smallest one,
+            # so with sizes 1, 2, 4, ... a batch of 13 runs as 8 + 4 + 1, never as 16
+            remaining = len(images) - start
+            fitting = [b for b in self.batch_sizes if b <= remaining]
+            size = fitting[-1] if fitting else self.batch_sizes[0]
+            chunk = images[start : start + size]
             n = len(chunk)
-            size = next(b for b in self.batch_sizes if b >= n)
             if n < size:
                 padded = np.zeros((size, *chunk.shape[1:]), dtype=np.float32)
                 padded[:n] = chunk
                 chunk = padded
             outputs.append(self._sessions[size].run([OUTPUT], {INPUT: chunk})[0][:n])
+            start += n
         if not outputs:
             return np.zeros((0, 0), dtype=np.float32)
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
