@@ -323,6 +323,10 @@ def main() -> None:
         try:
             headers = {"X-API-Key": KEY} if args.fault else {}
             warm = asyncio.run(good_clients(server.url, images, args.clients, 5, headers))
+            if args.fault:  # the baseline: after good traffic shaped like the fault run's
+                clients = args.clients // 2
+                asyncio.run(good_clients(server.url, images, clients, 20, headers))
+                time.sleep(5)
             baseline = server.rss()
             if args.fault:
                 run = asyncio.run(fault_run(server, images, args.bad, args.clients // 2))
