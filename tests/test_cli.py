@@ -248,7 +248,7 @@ def test_predict_csv_to_a_file(trained, inputs, tmp_path):
     assert out.is_file()
     assert "wrote 5 predictions" in result.stdout
     lines = out.read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "path,class1,prob1,class2,prob2"
+    assert lines[0] == "path,class1,prob1,class2,prob2,skipped"  # skipped: empty when predicted
     rows = read_csv(out)
     assert _same_files([r["path"] for r in rows], inputs.good)
     for r in rows:

@@ -20,13 +20,15 @@ from imgrec.data.inputs import expand_inputs
 from imgrec.data.split import check_split
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
-from imgrec.models.inference import predict_probabilities
 from imgrec.models.registry import create_model, get_spec
 from imgrec.runtime import configure_cpu_runtime
 from imgrec.train.config import TrainConfig
 
 if TYPE_CHECKING:  # scikit-learn and matplotlib load only when evaluating
+    from collections.abc import Callable
+
     from imgrec.evaluate import EvaluationResult
+    from imgrec.predicting import BatchPredictor
 
 __all__ = ["ImageClassifier", "Prediction", "load_dataset"]
 
@@ -157,34 +159,53 @@ class ImageClassifier:
         return self.network
 
     # ---- inference ------------------------------------------------------------------------
-    def predict_proba(
-        self, inputs, batch_size: int = 32
-    ) -> tuple[list[Path], np.ndarray, list[Skipped]]:
-        """Probabilities for every readable image in `inputs` (files, folders, globs)."""
+    def batch_predictor(
+        self,
+        engine: str = "auto",
+        batch_size: int = 32,
+        on_fallback: Callable[[str], None] | None = None,
+    ) -> BatchPredictor:
+        """A BatchPredictor of this model: `engine` "onnx" (ONNX Runtime, exported in memory,
+        batch axis pinned to `batch_size`), "torch", or "auto" (onnx when onnxruntime is
+        installed, else torch with one line to `on_fallback`). It streams files to CSV / JSON
+        Lines with `predict_to_file`; the ONNX session is built once and reused."""
+        from imgrec.models.engine import make_engine
+        from imgrec.predicting import BatchPredictor
+
         network = self._require_fitted()
         configure_cpu_runtime()
-        paths = _as_paths(inputs)
-        done, chunks, skipped = [], [], []
-        for ok, probs, bad in predict_probabilities(network, paths, self.preprocessing, batch_size):
-            done += ok
-            skipped += bad
-            if len(ok):
-                chunks.append(probs)
-        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)))
-        return done, probs, skipped
+        key = (engine, batch_size)
+        cached = getattr(self, "_engine_cache", None)  # (network, key, engine)
+        if cached is None or cached[0] is not network or cached[1] != key:
+            size = self.preprocessing.input_size
+            made = make_engine(network, size, engine, (batch_size,), on_fallback)
+            self._engine_cache = cached = (network, key, made)
+        return BatchPredictor(
+            self.classes, self.preprocessing, cached[2], batch_size, source=self.spec.name
+        )
 
-    def predict(self, inputs, top_k: int = 1, batch_size: int = 32) -> list[Prediction]:
+    def predict_proba(
+        self, inputs, batch_size: int = 32, engine: str = "torch"
+    ) -> tuple[list[Path], np.ndarray, list[Skipped]]:
+        """Probabilities for every readable image in `inputs` (files, folders, globs).
+
+        `engine="onnx"` (or "auto") runs ONNX Runtime, several times faster on a CPU; the
+        default stays eager PyTorch, the reference the other engines are checked against.
+        """
+        return self.batch_predictor(engine, batch_size).predict_proba(_as_paths(inputs))
+
+    def predict(
+        self, inputs, top_k: int = 1, batch_size: int = 32, engine: str = "torch"
+    ) -> list[Prediction]:
         """Top-k predictions, one per readable image; see `predict_proba` for skipped files."""
-        paths, probs, _ = self.predict_proba(inputs, batch_size)
+        paths, probs, _ = self.predict_proba(inputs, batch_size, engine)
         return self.predictions(paths, probs, top_k)
 
     def predictions(self, paths: list[Path], probs: np.ndarray, top_k: int = 1) -> list[Prediction]:
-        k = max(1, min(top_k, len(self.classes)))
-        order = np.argsort(-probs, axis=1)[:, :k]
-        return [
-            Prediction(str(p), [self.classes[j] for j in row], [float(probs[i, j]) for j in row])
-            for i, (p, row) in enumerate(zip(paths, order, strict=True))
-        ]
+        from imgrec.predicting import top_k_rows
+
+        rows = top_k_rows(self.classes, probs, top_k)
+        return [Prediction(str(p), c, q) for p, (c, q) in zip(paths, rows, strict=True)]
 
     def evaluate(self, data: Dataset | str | Path, batch_size: int = 32) -> EvaluationResult:
         """Metrics, plots and a report on any labelled data (a Dataset, folder or CSV)."""

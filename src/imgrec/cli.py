@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import sys
@@ -12,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from imgrec.errors import ImgrecError
@@ -64,6 +64,13 @@ class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
+    jsonl = "jsonl"
+
+
+class EngineChoice(StrEnum):
+    auto = "auto"
+    onnx = "onnx"
+    torch = "torch"
 
 
 def _value(choice: StrEnum | None) -> str | None:
@@ -469,26 +476,89 @@ def evaluate(
 
 
 @app.command(
-    epilog='Example: imgrec predict runs/train/model.imgrec a.jpg photos/ "more/*.png" -k 3 -f csv'
+    epilog="Example: imgrec predict runs/train/model.imgrec photos/ -f csv -o preds.csv --resume"
 )
 def predict(
-    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    model_file: Annotated[
+        Path, typer.Argument(help="A model.imgrec file, or an .onnx file from `imgrec export`.")
+    ],
     inputs: Annotated[
         list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")
     ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes to show per image.")] = 1,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    fmt: Annotated[
+        Format,
+        typer.Option(
+            "--format", "-f", help="Output format; csv and jsonl are written batch by batch."
+        ),
+    ] = Format.table,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="With -o and csv/jsonl: skip the images already in the file and append.",
+        ),
+    ] = False,
+    engine: Annotated[
+        EngineChoice,
+        typer.Option(
+            help="onnx: ONNX Runtime (fast on CPU); torch: PyTorch; auto: onnx when installed."
+        ),
+    ] = EngineChoice.auto,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Predict the class of images; unreadable files are reported and the rest still predicted."""
-    from imgrec.api import ImageClassifier
+    from imgrec.data.inputs import expand_inputs
+    from imgrec.predicting import BatchPredictor
 
-    clf = ImageClassifier.load(model_file)
-    paths, probs, skipped = clf.predict_proba(inputs, batch_size=batch_size)
-    predictions = clf.predictions(paths, probs, top_k)
+    streaming = fmt in (Format.csv, Format.jsonl)
+    if resume and not (streaming and output):
+        raise ImgrecError("--resume needs --output FILE with --format csv or jsonl.")
+    paths = expand_inputs(inputs)
+    predictor = BatchPredictor.load(
+        model_file, engine.value, batch_size, on_fallback=lambda m: err.print(f"warning: {m}")
+    )
+
+    def report(s) -> None:
+        err.print(f"skipped {s.path}: {s.reason}", style="yellow", markup=False)
+
+    if streaming:
+        try:
+            summary = predictor.predict_to_file(
+                paths,
+                output or sys.stdout,
+                fmt.value,
+                top_k,
+                resume=resume,
+                progress=not quiet and err.is_terminal,
+                on_skip=report,
+            )
+        except KeyboardInterrupt:
+            if output:
+                where = escape(str(output))
+                err.print(f"[yellow]interrupted[/]; the rows so far are in {where}: add --resume")
+                raise typer.Exit(130) from None
+            raise
+        if output:
+            note = f", {summary.already_done} already there" if summary.already_done else ""
+            out.print(
+                f"wrote {summary.predicted} predictions to {output} ({summary.skipped} skipped"
+                f"{note}; {summary.images_per_second:.0f} img/s, {summary.engine})",
+                highlight=False,
+            )
+        if summary.predicted == 0 and summary.already_done == 0:
+            raise ImgrecError("none of the inputs could be read as an image.")
+        return
+    done, probs, skipped = predictor.predict_proba(paths)
+    from imgrec.api import Prediction
+    from imgrec.predicting import top_k_rows
+
+    rows = top_k_rows(predictor.classes, probs, top_k)
+    predictions = [Prediction(str(p), c, q) for p, (c, q) in zip(done, rows, strict=True)]
     if output:
         with output.open("w", newline="", encoding="utf-8") as stream:
             _write_predictions(predictions, skipped, fmt, stream)
@@ -496,12 +566,13 @@ def predict(
     else:
         _write_predictions(predictions, skipped, fmt, sys.stdout)
     for s in skipped:
-        err.print(f"skipped {s.path}: {s.reason}", style="yellow", markup=False)
+        report(s)
     if not predictions:
         raise ImgrecError("none of the inputs could be read as an image.")
 
 
 def _write_predictions(predictions, skipped, fmt: Format, stream) -> None:
+    """The whole-document formats: a JSON document or a Rich table."""
     k = max((len(p.classes) for p in predictions), default=1)
     if fmt is Format.json:
         document = {
@@ -510,12 +581,6 @@ def _write_predictions(predictions, skipped, fmt: Format, stream) -> None:
         }
         json.dump(document, stream, indent=2, ensure_ascii=False)
         stream.write("\n")
-    elif fmt is Format.csv:
-        writer = csv.writer(stream)
-        writer.writerow(["path"] + [f"{x}{i}" for i in range(1, k + 1) for x in ("class", "prob")])
-        for p in predictions:
-            pairs = zip(p.classes, p.probabilities, strict=True)
-            writer.writerow([p.path] + [v for c, q in pairs for v in (c, f"{q:.6f}")])
     else:
         table = Table(Column("image", overflow="fold"), *[f"top {i}" for i in range(1, k + 1)])
         for p in predictions:
@@ -743,6 +808,10 @@ def serve(
     max_upload_mb: Annotated[
         float, typer.Option(help="Largest request body in MB; larger ones get HTTP 413.", min=0.01)
     ] = 20.0,
+    engine: Annotated[
+        EngineChoice,
+        typer.Option(help="Forward pass: onnx (ONNX Runtime), torch, or auto (onnx if installed)."),
+    ] = EngineChoice.auto,
 ) -> None:
     """Serve a model over HTTP: JSON API (/v1/predict), web page (/), docs, /metrics."""
     import os
@@ -756,7 +825,11 @@ def serve(
             raise ImgrecError(
                 f"--api-key-env {api_key_env}: that environment variable is not set or empty."
             )
-    settings = ServeSettings(api_key=api_key, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    settings = ServeSettings(
+        api_key=api_key,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        engine=engine.value,
+    )
     web_app = create_app(model_file, settings)
     import uvicorn
 

@@ -44,6 +44,24 @@ def _tune_glibc_malloc() -> dict[str, int]:
     return applied
 
 
+def release_free_memory() -> bool:
+    """Hand freed heap memory back to the OS now (glibc malloc_trim); False where unsupported.
+
+    configure_cpu_runtime keeps freed memory in the heap for speed, so a long-lived process
+    (the server) calls this after work that allocated a lot once, such as a large upload.
+    """
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
+
+
 def _cpu_count() -> int:
     """CPUs this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
     if hasattr(os, "sched_getaffinity"):

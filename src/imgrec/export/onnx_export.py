@@ -8,31 +8,15 @@ into the model's metadata_props as JSON strings; onnxruntime exposes them throug
 
 from __future__ import annotations
 
-import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from imgrec.data.transforms import Preprocessing
-from imgrec.errors import ImgrecError
+from imgrec.models.onnx_graph import INPUT, OPSET, OUTPUT, WithSoftmax, export_onnx_bytes
 
-OPSET = 18  # >= 17 as the issue asks; the opset fast_features.py already exports with
-INPUT, OUTPUT = "images", "probabilities"
-
-
-class WithSoftmax(nn.Module):
-    """The classifier plus softmax, so exported files output probabilities like `predict`."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(images).float(), dim=1)
+__all__ = ["INPUT", "OPSET", "OUTPUT", "WithSoftmax", "export_onnx_bytes", "onnx_metadata"]
 
 
 def onnx_metadata(
@@ -59,29 +43,6 @@ def onnx_metadata(
         "quantization": json.dumps(quantization),
         "imgrec_version": json.dumps(__version__),
     }
-
-
-def export_onnx_bytes(model: nn.Module, input_size: int) -> bytes:
-    """Trace `model` + softmax with the legacy (TorchScript-based) exporter into ONNX bytes."""
-    wrapped = WithSoftmax(model).eval()
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapped,
-                (torch.zeros(1, 3, input_size, input_size),),
-                buffer,
-                input_names=[INPUT],
-                output_names=[OUTPUT],
-                opset_version=OPSET,
-                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-                dynamo=False,
-            )
-    except Exception as exc:  # noqa: BLE001 - any tracing failure is one sentence for the user
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImgrecError(f"this model could not be exported to ONNX ({first}).") from exc
-    return buffer.getvalue()
 
 
 def save_with_metadata(onnx_bytes: bytes, path: Path, metadata: dict[str, str]) -> None:

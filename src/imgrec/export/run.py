@@ -107,7 +107,7 @@ def export_model(
 
 def _onnx(clf, tmp: Path, staged: Path, metadata, data, reference, int8, measure_speed) -> dict:
     from imgrec.export.quantize import quantize_int8
-    from imgrec.export.static_pad import with_static_padding
+    from imgrec.models.static_pad import with_static_padding
 
     size = clf.preprocessing.input_size
     fp32_path = tmp / "fp32.onnx" if int8 else staged

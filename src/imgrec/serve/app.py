@@ -68,7 +68,7 @@ class ErrorOut(BaseModel):
 def create_app(model_path: str | Path, settings: ServeSettings | None = None) -> FastAPI:
     """An app serving `model_path`; the model loads now, so a bad file fails before binding."""
     settings = settings or ServeSettings()
-    predictor = Predictor(model_path)
+    predictor = Predictor(model_path, settings.engine, settings.max_batch)
     metrics = Metrics()
     batcher = MicroBatcher(
         predictor.forward,

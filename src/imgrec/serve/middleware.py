@@ -7,12 +7,18 @@ as it streams in (chunked uploads have no Content-Length) and can answer 413 bef
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from imgrec.runtime import release_free_memory
 from imgrec.serve.metrics import Metrics
+
+# After a request body this large, freed memory goes back to the OS (the process keeps freed
+# heap otherwise, see runtime.py), so a burst of big or oversized uploads does not leave RSS up.
+TRIM_AFTER_BYTES = 4 * 1024 * 1024
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -78,6 +84,9 @@ class BodySizeLimit:
             if started:
                 raise
             await send_json(send, 413, self._error())
+        finally:
+            if received > TRIM_AFTER_BYTES:
+                await asyncio.to_thread(release_free_memory)
 
 
 class RequestMetrics:

@@ -2,7 +2,9 @@
 
 `prepare` (bytes -> tensor) runs in many threads, one per upload; `forward` (batch ->
 probabilities) runs on the batcher's single thread. Both are the very functions
-`imgrec predict` uses, so the server's answers equal the CLI's.
+`imgrec predict` uses, so the server's answers equal the CLI's: the forward pass is the same
+engine (ONNX Runtime when installed, see models/engine.py), here with one pinned session per
+power-of-two batch size up to the largest micro-batch, so a lone request runs a batch of 1.
 """
 
 from __future__ import annotations
@@ -16,20 +18,24 @@ import torch
 from imgrec.api import ImageClassifier, Prediction
 from imgrec.data.cache import prepare_for_inference
 from imgrec.data.transforms import eval_transform
-from imgrec.models.inference import forward_probabilities
+from imgrec.models.engine import make_engine
 from imgrec.runtime import configure_cpu_runtime
 
 
 class Predictor:
     """A model file loaded for serving (raises ImgrecError, one sentence, if it cannot be)."""
 
-    def __init__(self, model_path: str | Path) -> None:
+    def __init__(self, model_path: str | Path, engine: str = "auto", max_batch: int = 32) -> None:
         configure_cpu_runtime()  # torch threads = cores; batches use them all
         self.path = Path(model_path)
         self.classifier = ImageClassifier.load(self.path)
         self.network = self.classifier.network
         self.preprocessing = self.classifier.preprocessing
         self._transform = eval_transform(self.preprocessing)
+        sizes = [1 << i for i in range(max(1, max_batch).bit_length()) if 1 << i < max_batch]
+        self.engine = make_engine(
+            self.network, self.preprocessing.input_size, engine, [*sizes, max(1, max_batch)]
+        )
 
     @property
     def classes(self) -> list[str]:
@@ -40,7 +46,7 @@ class Predictor:
         return prepare_for_inference(data, self.preprocessing, self._transform)
 
     def forward(self, batch: torch.Tensor) -> np.ndarray:
-        return forward_probabilities(self.network, batch)
+        return self.engine(batch)
 
     def top_k(self, filenames: list[str], probs: np.ndarray, k: int) -> list[Prediction]:
         return self.classifier.predictions(filenames, probs, k)  # type: ignore[arg-type]
@@ -58,6 +64,7 @@ class Predictor:
             "best_epoch": _json_safe(meta.get("best_epoch")),
             "created": meta.get("created"),
             "versions": meta.get("versions", {}),
+            "engine": self.engine.name,
         }
 
 

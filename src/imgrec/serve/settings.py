@@ -15,3 +15,4 @@ class ServeSettings:
     max_batch: int = 32  # images per forward pass when requests are batched together
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
     default_top_k: int = 3
+    engine: str = "auto"  # forward pass: onnx (ONNX Runtime), torch, or auto (onnx if installed)

@@ -1,0 +1,384 @@
+"""`imgrec serve` under load: throughput and latency with 16 concurrent clients, and a fault run.
+
+Starts `imgrec serve MODEL` on 127.0.0.1 as a real process and drives it with an asyncio +
+httpx load generator (one image per request, raw image/jpeg body, photos from --data cycled).
+Load run: --clients (16) for --seconds (60); prints img/s, p50/p95/p99 latency, errors, and the
+ratio to `imgrec predict --engine onnx`'s img/s measured on the same folder in the same run
+(the mean of one run before the server starts and one after it stops, so drift cancels).
+Fault run (--fault): --bad (200) bad requests — malformed multipart, wrong content types,
+truncated images, zero bytes, a 50 MB upload (declared and chunked), pixel bombs, missing and
+wrong API keys — sent concurrently with good traffic, against a server started with
+--api-key-env. Every bad request must get a 4xx with a JSON body, every good one a 200, the
+process must survive, and its RSS must come back near the baseline afterwards.
+Prints one JSON line per run.
+
+    python benchmarks/serve.py [MODEL.imgrec] [--data DIR] [--seconds 60] [--fault]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from predict import DEFAULT_DATA, DEFAULT_MODEL, cli_predict, ensure_model  # noqa: E402
+
+KEY = "bench-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Server:
+    def __init__(self, model: Path, log: Path, api_key: bool) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "imgrec", "serve", str(model), "--port", str(self.port)]
+        env = dict(os.environ)
+        if api_key:
+            args += ["--api-key-env", "IMGREC_BENCH_KEY"]
+            env["IMGREC_BENCH_KEY"] = KEY
+        self.log = log
+        with open(log, "w") as sink:
+            self.process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"the server exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        raise SystemExit("the server did not answer /healthz within 180 s")
+
+    def rss(self) -> float:
+        return rss_mb(self.process.pid)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def photos(data: Path) -> list[bytes]:
+    files = sorted(f for f in data.rglob("*.jpg"))
+    return [f.read_bytes() for f in files]
+
+
+async def good_clients(
+    url: str, images: list[bytes], clients: int, seconds: float, headers: dict, stop=None
+) -> dict:
+    """`clients` loops of one-image POSTs until `seconds` pass (or `stop` is set)."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    failures: list[str] = []
+    end = time.perf_counter() + seconds
+    counter = iter(range(10**9))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def one(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < end and not (stop and stop.is_set()):
+            body = images[next(counter) % len(images)]
+            start = time.perf_counter()
+            try:
+                response = await client.post(
+                    "/v1/predict",
+                    content=body,
+                    headers={"Content-Type": "image/jpeg", **headers},
+                )
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - start)
+                elif len(failures) < 5:
+                    failures.append(f"{response.status_code}: {response.text[:200]}")
+            except httpx.HTTPError as exc:
+                statuses[-1] = statuses.get(-1, 0) + 1
+                failures.append(repr(exc)[:200])
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        await asyncio.gather(*(one(client) for _ in range(clients)))
+    wall = time.perf_counter() - started
+    ok = statuses.get(200, 0)
+    return {
+        "requests": sum(statuses.values()),
+        "ok": ok,
+        "errors": sum(statuses.values()) - ok,
+        "img_per_s": ok / wall,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p95_ms": percentile(latencies, 95) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "failures": failures,
+    }
+
+
+# ---- bad requests ---------------------------------------------------------------------------
+def png_bomb_header(width: int = 30000, height: int = 30000) -> bytes:
+    """A tiny valid PNG whose header declares width x height."""
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.new("1", (8, 8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def png_bomb_real() -> bytes:
+    """A real 1-bit 20000 x 20000 PNG (50 MB of pixels, ~60 KB on disk)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, "PNG", optimize=False)
+    return buf.getvalue()
+
+
+def bad_requests(good: bytes) -> list[tuple[str, dict]]:
+    """(name, httpx request kwargs) of every kind of bad request, with a correct key unless
+    the key is what is wrong."""
+    key = {"X-API-Key": KEY}
+    big = os.urandom(50 * 1024 * 1024)
+    bomb, real_bomb = png_bomb_header(), png_bomb_real()
+    boundary = "xYzZy"
+    return [
+        (
+            "malformed multipart",
+            {
+                "content": b'--xYzZy\r\nContent-Disposition: form-data; name="files"\r\n\r\nab',
+                "headers": {"Content-Type": f"multipart/form-data; boundary={boundary}", **key},
+            },
+        ),
+        (
+            "multipart without boundary",
+            {"content": b"garbage", "headers": {"Content-Type": "multipart/form-data", **key}},
+        ),
+        (
+            "multipart, bad header line",
+            {
+                "content": f"--{boundary}\r\nnot a header\r\n\r\nx\r\n--{boundary}--\r\n".encode(),
+                "headers": {"Content-Type": f"multipart/form-data; boundary={boundary}", **key},
+            },
+        ),
+        ("text/plain", {"content": b"hello", "headers": {"Content-Type": "text/plain", **key}}),
+        (
+            "application/json",
+            {"content": b'{"image": 1}', "headers": {"Content-Type": "application/json", **key}},
+        ),
+        ("no content type", {"content": b"\x00\x01", "headers": {**key}}),
+        (
+            "truncated jpeg",
+            {"content": good[: len(good) // 3], "headers": {"Content-Type": "image/jpeg", **key}},
+        ),
+        (
+            "truncated jpeg multipart",
+            {"files": [("files", ("t.jpg", good[: len(good) // 3], "image/jpeg"))], "headers": key},
+        ),
+        ("zero bytes", {"content": b"", "headers": {"Content-Type": "image/jpeg", **key}}),
+        ("50 MB declared", {"content": big, "headers": {"Content-Type": "image/jpeg", **key}}),
+        (
+            "50 MB chunked",
+            {"chunked": big, "headers": {"Content-Type": "image/jpeg", **key}},
+        ),
+        ("pixel bomb (header)", {"content": bomb, "headers": {"Content-Type": "image/png", **key}}),
+        (
+            "pixel bomb (real)",
+            {"content": real_bomb, "headers": {"Content-Type": "image/png", **key}},
+        ),
+        ("missing API key", {"content": good, "headers": {"Content-Type": "image/jpeg"}}),
+        (
+            "wrong API key",
+            {"content": good, "headers": {"Content-Type": "image/jpeg", "X-API-Key": "nope"}},
+        ),
+        (
+            "top_k out of range",
+            {
+                "content": good,
+                "params": {"top_k": 0},
+                "headers": {"Content-Type": "image/jpeg", **key},
+            },
+        ),
+    ]
+
+
+async def _chunks(data: bytes, size: int = 1 << 20):
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def bad_clients(url: str, kinds: list[tuple[str, dict]], total: int, clients: int) -> dict:
+    results: list[tuple[str, int, bool]] = []  # (kind, status, JSON body with "error")
+    counter = iter(range(total))
+
+    async def one(client: httpx.AsyncClient) -> None:
+        for i in counter:
+            name, kwargs = kinds[i % len(kinds)]
+            if "chunked" in kwargs:  # no Content-Length: the body streams in 1 MB pieces
+                kwargs = {"content": _chunks(kwargs["chunked"]), "headers": kwargs["headers"]}
+            try:
+                response = await client.post("/v1/predict", **kwargs)
+                try:
+                    body_ok = "error" in response.json()
+                except ValueError:
+                    body_ok = False
+                results.append((name, response.status_code, body_ok))
+            except httpx.HTTPError as exc:
+                results.append((f"{name} ({type(exc).__name__})", -1, False))
+
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        await asyncio.gather(*(one(client) for _ in range(clients)))
+    wrong = [
+        f"{name}: {status}{'' if body_ok else ', no JSON error'}"
+        for name, status, body_ok in results
+        if not (400 <= status < 500 and body_ok)
+    ]
+    by_kind: dict[str, dict[int, int]] = {}
+    for name, status, _ in results:
+        by_kind.setdefault(name, {}).setdefault(status, 0)
+        by_kind[name][status] += 1
+    return {
+        "sent": len(results),
+        "not_4xx_json": len(wrong),
+        "wrong": wrong[:10],
+        "by_kind": by_kind,
+    }
+
+
+async def fault_run(server: Server, images: list[bytes], bad: int, clients: int) -> dict:
+    kinds = bad_requests(images[0])
+    stop = asyncio.Event()
+    good_task = asyncio.create_task(
+        good_clients(server.url, images, clients, 600, {"X-API-Key": KEY}, stop)
+    )
+    peak = server.rss()
+
+    async def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, server.rss())
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
+    bad_result = await bad_clients(server.url, kinds, bad, clients)
+    await asyncio.sleep(2)  # good traffic continues a little after the last bad request
+    stop.set()
+    good = await good_task
+    await watcher
+    return {"bad": bad_result, "good": good, "peak_rss_mb": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--fault", action="store_true", help="the fault run instead")
+    parser.add_argument("--bad", type=int, default=200)
+    args = parser.parse_args()
+    model = ensure_model(args.model)
+    images = photos(args.data)
+    with tempfile.TemporaryDirectory(prefix="imgrec-bench-serve-") as tmp:
+        tmp = Path(tmp)
+        if not args.fault:
+            earlier = cli_predict(model, args.data, tmp / "out.csv")["rate"]
+        server = Server(model, tmp / "server.log", api_key=args.fault)
+        try:
+            headers = {"X-API-Key": KEY} if args.fault else {}
+            warm = asyncio.run(good_clients(server.url, images, args.clients, 5, headers))
+            if args.fault:  # the baseline: after good traffic shaped like the fault run's
+                clients = args.clients // 2
+                asyncio.run(good_clients(server.url, images, clients, 20, headers))
+                time.sleep(5)
+            baseline = server.rss()
+            if args.fault:
+                run = asyncio.run(fault_run(server, images, args.bad, args.clients // 2))
+                time.sleep(5)
+                after = server.rss()
+                log = server.log.read_text(errors="replace")
+                result = {
+                    "benchmark": "serve-fault",
+                    "bad_requests": run["bad"]["sent"],
+                    "bad_not_4xx_json": run["bad"]["not_4xx_json"],
+                    "bad_wrong_examples": run["bad"]["wrong"],
+                    "bad_by_kind": run["bad"]["by_kind"],
+                    "good_requests": run["good"]["requests"],
+                    "good_not_200": run["good"]["errors"],
+                    "good_failures": run["good"]["failures"],
+                    "alive": server.alive(),
+                    "tracebacks_in_log": log.count("Traceback"),
+                    "rss_mb_baseline": round(baseline, 1),
+                    "rss_mb_peak": round(run["peak_rss_mb"], 1),
+                    "rss_mb_after": round(after, 1),
+                    "rss_after_vs_baseline": round(after / baseline, 3),
+                }
+            else:
+                load = asyncio.run(
+                    good_clients(server.url, images, args.clients, args.seconds, headers)
+                )
+                after = server.rss()
+                server.stop()  # predict gets the machine to itself, as the server had
+                later = cli_predict(model, args.data, tmp / "out.csv")["rate"]
+                predict_rate = (earlier + later) / 2  # before and after: drift cancels
+                result = {
+                    "benchmark": "serve",
+                    "clients": args.clients,
+                    "seconds": args.seconds,
+                    "requests": load["requests"],
+                    "errors": load["errors"],
+                    "serve_img_per_s": round(load["img_per_s"], 1),
+                    "p50_ms": round(load["p50_ms"], 1),
+                    "p95_ms": round(load["p95_ms"], 1),
+                    "p99_ms": round(load["p99_ms"], 1),
+                    "predict_img_per_s": round(predict_rate, 1),
+                    "predict_img_per_s_before_after": [round(earlier, 1), round(later, 1)],
+                    "serve_vs_predict": round(load["img_per_s"] / predict_rate, 3),
+                    "warmup_img_per_s": round(warm["img_per_s"], 1),
+                    "rss_mb_after_warmup": round(baseline, 1),
+                    "rss_mb_after_load": round(after, 1),
+                    "failures": load["failures"],
+                }
+        finally:
+            server.stop()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Inference engines: one function (N, 3, S, S) float32 images -> (N, C) probabilities.
+
+`torch` runs the network eagerly (channels-last, inference mode). `onnx` exports the same
+network (constant 'SAME' padding, softmax inside) to ONNX in memory and runs ONNX Runtime with
+the batch axis pinned by a free-dimension override: with every shape known, ONNX Runtime plans
+its blocked layouts ahead (see fast_features.py; ~2-3x eager PyTorch on this project's 2-core
+CPU). A pinned session only takes its own batch size, so an engine holds one session per size
+in `batch_sizes`, splits a batch into the largest sizes that fit and pads only below the
+smallest: `imgrec predict` uses one size (the last batch is padded), the server 1, 2, 4, ...,
+32, so a micro-batch of 13 runs as 8 + 4 + 1 and one image never pays for 32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from imgrec.data.transforms import Preprocessing
+from imgrec.errors import ImgrecError
+from imgrec.models.onnx_graph import INPUT, OUTPUT
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "onnx", "torch")
+
+
+class Engine(Protocol):
+    name: str
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray: ...
+
+
+def onnx_available() -> bool:
+    """Whether onnxruntime can be imported (without importing it)."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+class TorchEngine:
+    """Eager PyTorch: the reference the ONNX engine is checked against."""
+
+    name = "torch"
+
+    def __init__(self, network: torch.nn.Module, temperature: float = 1.0) -> None:
+        self.network = network.eval()
+        self.temperature = temperature
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        from imgrec.models.inference import forward_probabilities
+
+        x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+        return forward_probabilities(self.network, x, self.temperature)
+
+
+class OnnxEngine:
+    """ONNX Runtime sessions of one model, each with its batch axis pinned to one size."""
+
+    name = "onnx"
+
+    def __init__(
+        self,
+        model: bytes | Path,
+        batch_sizes: Sequence[int] = (32,),
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        from imgrec.runtime import configure_cpu_runtime
+
+        self.batch_sizes = sorted({max(1, int(b)) for b in batch_sizes})
+        threads = threads or configure_cpu_runtime()["num_threads"]
+        source = str(model) if isinstance(model, Path) else model
+        self._sessions = {}
+        for size in self.batch_sizes:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            options.intra_op_num_threads = threads
+            options.add_free_dimension_override_by_name("batch", size)
+            # no busy-waiting between ops: the decode threads (predict) and the event loop
+            # (serve) need those cycles; measured here, it also sped up the model itself
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._sessions[size] = ort.InferenceSession(
+                source, options, providers=["CPUExecutionProvider"]
+            )
+
+    @classmethod
+    def from_network(
+        cls,
+        network: torch.nn.Module,
+        input_size: int,
+        batch_sizes: Sequence[int] = (32,),
+        threads: int | None = None,
+    ) -> OnnxEngine:
+        """Export `network` (+ softmax) to ONNX in memory; raises ImgrecError if it cannot be."""
+        from imgrec.models.onnx_graph import export_onnx_bytes
+        from imgrec.models.static_pad import with_static_padding
+
+        was_training = network.training
+        try:
+            data = export_onnx_bytes(with_static_padding(network, input_size), input_size)
+        finally:
+            network.train(was_training)
+        return cls(data, batch_sizes, threads)
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        if isinstance(images, torch.Tensor):
+            images = images.detach().cpu().numpy()
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        outputs = []
+        start = 0
+        while start < len(images):
+            # the largest session that the rest fills; padding only below the smallest one,
+            # so with sizes 1, 2, 4, ... a batch of 13 runs as 8 + 4 + 1, never as 16
+            remaining = len(images) - start
+            fitting = [b for b in self.batch_sizes if b <= remaining]
+            size = fitting[-1] if fitting else self.batch_sizes[0]
+            chunk = images[start : start + size]
+            n = len(chunk)
+            if n < size:
+                padded = np.zeros((size, *chunk.shape[1:]), dtype=np.float32)
+                padded[:n] = chunk
+                chunk = padded
+            outputs.append(self._sessions[size].run([OUTPUT], {INPUT: chunk})[0][:n])
+            start += n
+        if not outputs:
+            return np.zeros((0, 0), dtype=np.float32)
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+
+def make_engine(
+    network: torch.nn.Module,
+    input_size: int,
+    engine: str = "auto",
+    batch_sizes: Sequence[int] = (32,),
+    on_fallback: Callable[[str], None] | None = None,
+) -> Engine:
+    """The engine called `engine` for `network`: "onnx", "torch", or "auto" (ONNX Runtime when
+    it is installed and the export works, else PyTorch with one line to `on_fallback`)."""
+    if engine not in ENGINES:
+        raise ImgrecError(f"unknown engine '{engine}'; use one of: {', '.join(ENGINES)}.")
+    warn = on_fallback or log.warning
+    if engine == "torch":
+        return TorchEngine(network)
+    if engine == "auto" and torch.cuda.is_available():
+        return TorchEngine(network)  # on a GPU PyTorch is the fast path
+    if not onnx_available():
+        if engine == "onnx":
+            raise ImgrecError("--engine onnx needs onnxruntime: pip install onnxruntime.")
+        warn("onnxruntime is not installed; predicting with PyTorch (slower).")
+        return TorchEngine(network)
+    try:
+        return OnnxEngine.from_network(network, input_size, batch_sizes)
+    except ImgrecError as exc:
+        if engine == "onnx":
+            raise
+        warn(f"{exc} Predicting with PyTorch instead (slower).")
+        return TorchEngine(network)
+
+
+def read_onnx_file(
+    path: Path, batch_sizes: Sequence[int] = (32,)
+) -> tuple[list[str], Preprocessing, OnnxEngine]:
+    """Classes, preprocessing and an engine for an ONNX file written by `imgrec export`."""
+    if not onnx_available():
+        raise ImgrecError(f"{path} is an ONNX model; reading it needs onnxruntime.")
+    try:
+        engine = OnnxEngine(Path(path).read_bytes(), batch_sizes)
+    except OSError as exc:
+        raise ImgrecError(f"cannot read {path} ({exc.strerror or exc}).") from exc
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImgrecError(f"{path} is not a usable ONNX model ({first[:200]}).") from exc
+    first = next(iter(engine._sessions.values()))
+    meta = first.get_modelmeta().custom_metadata_map
+    try:
+        classes = list(json.loads(meta["classes"]))
+        preprocessing = Preprocessing.from_dict(json.loads(meta["preprocessing"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ImgrecError(
+            f"{path} has no imgrec metadata (classes, preprocessing); export it with "
+            "`imgrec export`."
+        ) from exc
+    return classes, preprocessing, engine

@@ -1,0 +1,292 @@
+"""Prediction over many files: an engine, the decoding pipeline, and streaming CSV / JSON Lines.
+
+`BatchPredictor.load(model)` takes a model.imgrec (or an ONNX file from `imgrec export`) and an
+engine choice; `predict_to_file` writes each batch's rows as soon as it is done and flushes, so
+memory stays flat for any number of images and a crash loses at most the batch in flight.
+With `resume=True` the files already in the output are skipped and new rows are appended; a
+half-written last line (the process died mid-write) is cut off first and its image predicted
+again. Complete lines are never rewritten.
+
+Output conventions (also in docs/deploy.md):
+- CSV: header `path,class1,prob1,...,classK,probK,skipped`. A predicted image has an empty
+  `skipped` cell; an unreadable one has empty class/prob cells and the reason in `skipped`.
+- JSON Lines: `{"path": ..., "top": [{"class": ..., "probability": ...}, ...]}` per image, or
+  `{"path": ..., "skipped": reason}` for an unreadable file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from imgrec.data.dataset import Skipped
+from imgrec.data.transforms import Preprocessing
+from imgrec.errors import ImgrecError
+from imgrec.models.engine import Engine, read_onnx_file
+from imgrec.models.inference import stream_probabilities
+
+STREAM_FORMATS = ("csv", "jsonl")
+
+
+def top_k_rows(
+    classes: list[str], probs: np.ndarray, top_k: int
+) -> list[tuple[list[str], list[float]]]:
+    """(class names, probabilities) of the `top_k` most likely classes of each row."""
+    k = max(1, min(top_k, len(classes)))
+    order = np.argsort(-probs, axis=1)[:, :k]
+    return [
+        ([classes[j] for j in row], [float(probs[i, j]) for j in row])
+        for i, row in enumerate(order)
+    ]
+
+
+@dataclass
+class StreamSummary:
+    """What one `predict_to_file` run did."""
+
+    predicted: int = 0
+    skipped: int = 0
+    already_done: int = 0  # inputs found in the output file and not predicted again
+    dropped_partial_line: bool = False
+    seconds: float = 0.0
+    engine: str = ""
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.predicted + self.skipped) / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class BatchPredictor:
+    """Classes + preprocessing + engine: everything needed to predict files."""
+
+    classes: list[str]
+    preprocessing: Preprocessing
+    engine: Engine
+    batch_size: int = 32
+    workers: int | None = None
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str | Path,
+        engine: str = "auto",
+        batch_size: int = 32,
+        on_fallback: Callable[[str], None] | None = None,
+    ) -> BatchPredictor:
+        """A model.imgrec with the chosen engine, or an ONNX file (always the onnx engine)."""
+        path = Path(model_path)
+        if path.suffix.lower() == ".onnx":
+            if engine == "torch":
+                raise ImgrecError(f"{path} is an ONNX file; --engine torch needs a .imgrec model.")
+            if not path.is_file():
+                raise ImgrecError(f"no such model file: {path}")
+            classes, preprocessing, onnx_engine = read_onnx_file(path, (batch_size,))
+            return cls(classes, preprocessing, onnx_engine, batch_size, source=str(path))
+        from imgrec.api import ImageClassifier
+
+        clf = ImageClassifier.load(path)
+        return clf.batch_predictor(engine, batch_size, on_fallback)
+
+    # ---- in memory ----------------------------------------------------------------------
+    def iter_probabilities(
+        self, paths: Sequence[Path]
+    ) -> Iterator[tuple[list[Path], np.ndarray, list[Skipped]]]:
+        """(readable paths, probabilities (n, C), skipped files) per batch, in input order."""
+        yield from stream_probabilities(
+            self.engine, paths, self.preprocessing, self.batch_size, self.workers
+        )
+
+    def predict_proba(self, paths: Sequence[Path]) -> tuple[list[Path], np.ndarray, list[Skipped]]:
+        done: list[Path] = []
+        chunks: list[np.ndarray] = []
+        skipped: list[Skipped] = []
+        for ok, probs, bad in self.iter_probabilities(paths):
+            done += ok
+            skipped += bad
+            if ok:
+                chunks.append(probs)
+        probs = np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)))
+        return done, probs, skipped
+
+    # ---- streaming ----------------------------------------------------------------------
+    def predict_to_file(
+        self,
+        paths: Sequence[Path],
+        output: str | Path | IO[str],
+        fmt: str = "csv",
+        top_k: int = 1,
+        resume: bool = False,
+        progress: bool = False,
+        on_skip: Callable[[Skipped], None] | None = None,
+    ) -> StreamSummary:
+        """Predict `paths` into `output` (a file path, or an open text stream such as stdout)
+        as CSV or JSON Lines, one flushed write per batch. See the module docstring."""
+        if fmt not in STREAM_FORMATS:
+            raise ImgrecError(f"streaming output is {' or '.join(STREAM_FORMATS)}, not '{fmt}'.")
+        k = max(1, min(top_k, len(self.classes)))
+        writer = _RowWriter(fmt, k)
+        summary = StreamSummary(engine=self.engine.name)
+        if isinstance(output, str | Path):
+            path = Path(output)
+            done: set[str] = set()
+            if resume and path.exists():
+                done, summary.dropped_partial_line = writer.read_existing(path)
+            todo = [p for p in paths if str(p) not in done]
+            summary.already_done = len(paths) - len(todo)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                stream = path.open("a" if resume else "w", newline="", encoding="utf-8")
+            except OSError as exc:
+                raise ImgrecError(f"cannot write {path} ({exc.strerror or exc}).") from None
+        else:
+            if resume:
+                raise ImgrecError("--resume needs --output FILE (it reads what is there).")
+            todo, stream = list(paths), output
+        start = time.perf_counter()
+        try:
+            if not stream.seekable() or stream.tell() == 0:
+                writer.header(stream)
+            with _progress(progress, len(todo)) as advance:
+                for ok, probs, bad in self.iter_probabilities(todo):
+                    rows = top_k_rows(self.classes, probs, k) if ok else []
+                    writer.batch(stream, ok, rows, bad)
+                    stream.flush()
+                    summary.predicted += len(ok)
+                    summary.skipped += len(bad)
+                    for s in bad:
+                        if on_skip is not None:
+                            on_skip(s)
+                    advance(len(ok) + len(bad))
+        finally:
+            if stream is not output:
+                stream.close()
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+
+class _RowWriter:
+    """Rows of one format; `read_existing` returns the paths an earlier run wrote."""
+
+    def __init__(self, fmt: str, k: int) -> None:
+        self.fmt = fmt
+        self.columns = ["path", *(f"{x}{i}" for i in range(1, k + 1) for x in ("class", "prob"))]
+        self.columns.append("skipped")
+
+    def header(self, stream: IO[str]) -> None:
+        if self.fmt == "csv":
+            csv.writer(stream).writerow(self.columns)
+
+    def batch(self, stream, ok: list[Path], rows, skipped: list[Skipped]) -> None:
+        buffer = io.StringIO()  # one write per batch: a crash cuts at most the last line
+        if self.fmt == "csv":
+            out = csv.writer(buffer)
+            blank = [""] * (len(self.columns) - 2)
+            for path, (names, probs) in zip(ok, rows, strict=True):
+                pairs = [v for c, q in zip(names, probs, strict=True) for v in (c, f"{q:.6f}")]
+                out.writerow([str(path), *pairs, ""])
+            for s in skipped:
+                out.writerow([str(s.path), *blank, s.reason])
+        else:
+            for path, (names, probs) in zip(ok, rows, strict=True):
+                top = [
+                    {"class": c, "probability": round(q, 6)}
+                    for c, q in zip(names, probs, strict=True)
+                ]
+                buffer.write(json.dumps({"path": str(path), "top": top}, ensure_ascii=False))
+                buffer.write("\n")
+            for s in skipped:
+                record = {"path": str(s.path), "skipped": s.reason}
+                buffer.write(json.dumps(record, ensure_ascii=False) + "\n")
+        stream.write(buffer.getvalue())
+
+    def read_existing(self, path: Path) -> tuple[set[str], bool]:
+        """Paths already in `path`; a last line without its newline is truncated away."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImgrecError(f"cannot read {path} to resume ({exc.strerror or exc}).") from None
+        complete = data[: data.rfind(b"\n") + 1]
+        dropped = len(complete) < len(data)
+        if dropped:
+            os.truncate(path, len(complete))
+        text = complete.decode("utf-8", errors="replace")
+        done: set[str] = set()
+        if self.fmt == "csv":
+            rows = list(csv.reader(io.StringIO(text, newline="")))
+            if rows and rows[0] != self.columns:
+                raise ImgrecError(
+                    f"{path} has the columns {','.join(rows[0])[:120]}, not "
+                    f"{','.join(self.columns)}: resume with the same --top-k and format."
+                )
+            done = {row[0] for row in rows[1:] if row}
+        else:
+            for number, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    done.add(str(json.loads(line)["path"]))
+                except (ValueError, KeyError, TypeError):
+                    raise ImgrecError(
+                        f"{path} line {number} is not a JSON Lines record of imgrec predict; "
+                        "cannot resume from it."
+                    ) from None
+        return done, dropped
+
+
+class _progress:
+    """Context manager yielding advance(n); a Rich bar on stderr when enabled."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.bar = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        class Rate(ProgressColumn):
+            """Images per second over the run so far."""
+
+            def render(self, task) -> Text:
+                elapsed = task.elapsed or 0.0
+                return Text(f"{task.completed / elapsed if elapsed > 0 else 0.0:.0f} img/s")
+
+        self.bar = Progress(
+            "Predicting",
+            BarColumn(),
+            MofNCompleteColumn(),
+            Rate(),
+            TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
+            transient=False,
+        )
+        self.bar.start()
+        task = self.bar.add_task("predict", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
