@@ -95,3 +95,16 @@ def test_cli_trains_predicts_and_explains_export_for_a_classic_model(tmp_path):
     assert info.returncode == 0 and "rf-hog" in info.stdout
     export = run_imgrec("export", run / "model.imgrec", "--out", tmp_path / "m.onnx")
     assert_user_error(export, "scikit-learn model")
+
+
+def test_the_server_predicts_with_a_classic_model(colours, tmp_path):
+    """serve's Predictor (decode one upload, forward a batch) works for scikit-learn models."""
+    from imgrec.serve.predictor import Predictor
+
+    train, val = colours
+    path = ImageClassifier("tree-hog").fit(train, val, progress=False).save(tmp_path / "m.imgrec")
+    predictor = Predictor(path)
+    upload = val.samples[0].path.read_bytes()
+    probs = predictor.forward(torch.stack([predictor.prepare(upload)] * 3))
+    assert probs.shape == (3, 3)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)

@@ -24,6 +24,7 @@ import torch
 
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
+from imgrec.models.classic import ClassicNetwork
 from imgrec.models.onnx_graph import INPUT, OUTPUT
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,12 @@ def make_engine(
     if engine not in ENGINES:
         raise ImgrecError(f"unknown engine '{engine}'; use one of: {', '.join(ENGINES)}.")
     warn = on_fallback or log.warning
+    if isinstance(network, ClassicNetwork):  # scikit-learn inside: its own engine, no graph
+        if engine == "onnx":
+            raise ImgrecError(
+                "this is a scikit-learn model; it predicts with scikit-learn (--engine auto)."
+            )
+        return TorchEngine(network)
     if engine == "torch":
         return TorchEngine(network)
     if engine == "auto" and torch.cuda.is_available():
