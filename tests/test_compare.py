@@ -75,3 +75,17 @@ def test_cli_compare_errors_are_one_line(tmp_path):
     assert_user_error(
         run_imgrec("compare", tmp_path / "missing", "--models", "tree-hog"), "missing"
     )
+
+
+def test_a_time_limited_schedule_decays_with_the_clock():
+    """Cut by its time limit, a run still ends on low learning rates, not at the peak."""
+    from imgrec.train.head import warmup_cosine
+
+    spent = [0.0]
+    factor = warmup_cosine(1000, 0.1, time_used=lambda: spent[0])
+    assert factor(50) == warmup_cosine(1000, 0.1)(50)  # warm-up is by steps
+    assert factor(200) == pytest.approx(warmup_cosine(1000, 0.1)(200))
+    spent[0] = 0.5
+    assert factor(200) == pytest.approx(0.5)  # half the time gone: half-way down the cosine
+    spent[0] = 1.0
+    assert factor(200) == pytest.approx(0.0, abs=1e-9)

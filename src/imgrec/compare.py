@@ -35,6 +35,9 @@ BEST_FILE = "best.imgrec"
 # plus a fixed part: enough to decide what cannot fit, not to promise a finish time.
 _COST = {"classic": (0.02, 10.0), "mlp": (0.02, 10.0), "transfer": (0.06, 30.0)}
 _SCRATCH_MIN = 120.0  # below two minutes a CNN from scratch learns little worth ranking
+# How the deep families split the time the others leave: a CNN from scratch gains from every
+# extra epoch, transfer learning is usually done after phase 1 and a few epochs.
+_SHARE = {"transfer": 1.0, "scratch": 1.5}
 _EVAL_PER_IMAGE = {"classic": 0.01, "mlp": 0.01, "transfer": 0.015, "scratch": 0.005}
 
 
@@ -135,7 +138,8 @@ def compare(
     for position, name in enumerate(names):
         kind = get_family(name).kind
         elapsed = time.perf_counter() - started
-        later = sum(estimate_seconds(get_family(n).kind, len(train)) for n in names[position + 1 :])
+        rest = [get_family(n).kind for n in names[position + 1 :]]
+        later = sum(estimate_seconds(k, len(train)) for k in rest if k not in _SHARE)
         evaluation = _EVAL_PER_IMAGE.get(kind, 0.015) * len(target) + 5.0
         left = budget - elapsed - evaluation
         need = estimate_seconds(kind, len(train))
@@ -145,7 +149,10 @@ def compare(
             )
             say(f"{name}: skipped, needs ~{need:.0f} s and {max(0.0, left):.0f} s are left")
             continue
-        limit = max(need, left - later) if kind in ("transfer", "scratch") else None
+        limit = None
+        if kind in _SHARE:  # deep families split what the others leave, by their shares
+            shares = _SHARE[kind] + sum(_SHARE[k] for k in rest if k in _SHARE)
+            limit = max(need, (left - later) * _SHARE[kind] / shares)
         say(f"{name}: training" + (f" (at most {limit:.0f} s)" if limit else ""))
         entries.append(
             _run_family(

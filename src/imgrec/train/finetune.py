@@ -55,6 +55,14 @@ def _time_left(config: TrainConfig, started: float) -> dict | None:
     return {"seconds": max(1.0, config.time_limit - (time.perf_counter() - started))}
 
 
+def _time_used(config: TrainConfig, started: float):
+    """The fraction of `time_limit` spent so far, as a clock for the LR schedule (or None)."""
+    if config.time_limit is None:
+        return None
+    limit = config.time_limit
+    return lambda: (time.perf_counter() - started) / limit
+
+
 def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
     """Fine-tune `job.model` in place from the best weights so far; on resume, from last.ckpt."""
     model, preprocessing, config, state = job.model, job.preprocessing, job.config, job.state
@@ -86,7 +94,12 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
     total_steps = config.epochs * math.ceil(len(train_data) / config.batch_size)
     weight = class_weights(targets, num_classes) if config.balance == "weights" else None
     module = FineTuneModule(
-        model, config, total_steps, freeze_bn=not from_scratch, class_weight=weight
+        model,
+        config,
+        total_steps,
+        freeze_bn=not from_scratch,
+        class_weight=weight,
+        time_used=_time_used(config, job.started),
     )
     last = state.folder / "last.ckpt"
     callbacks = [

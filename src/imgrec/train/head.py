@@ -153,14 +153,25 @@ def _solve(weight, bias, x, y, l2: float, class_weight: torch.Tensor | None = No
     optimizer.step(closure)
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up, then cosine decay to zero."""
+def warmup_cosine(
+    total_steps: int,
+    warmup_fraction: float,
+    time_used: Callable[[], float] | None = None,
+) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then cosine decay to zero.
+
+    With `time_used` (the fraction of a time limit spent, 0..1) the decay follows whichever
+    is further along, the steps or the clock, so a run cut by its time limit still ends on
+    the low learning rates where most of a schedule's gain is, not at its peak.
+    """
     warmup = max(1, int(total_steps * warmup_fraction))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total_steps - warmup)
+        if time_used is not None:
+            progress = max(progress, time_used())
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor

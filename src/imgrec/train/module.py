@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import torch
 from torch import nn
@@ -29,8 +31,10 @@ class FineTuneModule(L.LightningModule):
         total_steps: int,
         freeze_bn: bool,
         class_weight: torch.Tensor | None = None,
+        time_used: Callable[[], float] | None = None,
     ):
         super().__init__()
+        self.time_used = time_used  # fraction of the time limit spent, for the LR schedule
         self.model = model
         self.config = config
         self.total_steps = total_steps
@@ -89,6 +93,6 @@ class FineTuneModule(L.LightningModule):
             groups.append({"params": backbone, "lr": c.lr * c.backbone_lr_mult})
         optimizer = make_optimizer(c.optimizer, groups, c.lr, c.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(self.total_steps, c.warmup_fraction)
+            optimizer, warmup_cosine(self.total_steps, c.warmup_fraction, self.time_used)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
