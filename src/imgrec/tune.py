@@ -142,6 +142,8 @@ def tune(
     say(f"{len(done)} trials done before, {todo} to run; study in {storage}")
     objective = _Objective(folder, train, val, caches, backbones, epochs, seed, progress, say)
     started = time.perf_counter()
+    # the trial running at the deadline stops there too (its best epoch so far counts)
+    objective.deadline = None if budget is None else started + budget
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         study.optimize(objective, n_trials=todo, timeout=budget, catch=(ImgrecError,))
@@ -156,12 +158,15 @@ class _Objective:
         self.folder, self.train, self.val, self.caches = folder, train, val, caches
         self.backbones, self.epochs, self.seed = backbones, epochs, seed
         self.progress, self.say = progress, say
+        self.deadline: float | None = None
 
     def __call__(self, trial) -> float:
         import optuna
 
         params = suggest(trial, self.backbones)
         clf = _classifier(params, self.epochs, self.seed)
+        if self.deadline is not None:
+            clf.config.time_limit = max(10.0, self.deadline - time.perf_counter())
         step = [0]
 
         def report(row: dict) -> None:
