@@ -213,7 +213,7 @@ def _run_family(
     settings = {"seed": seed} | ({"time_limit": limit} if limit else {})
     try:
         clf = ImageClassifier(name, **settings)
-        decoded = _cache_for(clf.preprocessing, caches, train, val, progress)
+        decoded = decoded_for(clf.preprocessing, caches, train, val, progress)
         folder.mkdir(parents=True, exist_ok=True)
         tic = time.perf_counter()
         clf.fit(train, val, work_dir=folder / "checkpoints", progress=progress, decoded=decoded)
@@ -251,7 +251,7 @@ def _describe_best(best: dict) -> str:
     return f"best: {best.get('phase')} {best.get('epoch')}"
 
 
-def _cache_for(
+def decoded_for(
     p: Preprocessing,
     caches: dict[Preprocessing, DecodedCache],
     train: Dataset,

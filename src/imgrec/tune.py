@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgrec.api import ImageClassifier
+from imgrec.compare import decoded_for
 from imgrec.data.cache import DecodedCache
-from imgrec.data.dataset import Dataset, load_dataset
+from imgrec.data.dataset import load_dataset
 from imgrec.data.split import write_split_file
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
@@ -175,7 +176,7 @@ class _Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step[0]}")
 
-        decoded = _cache_for(clf.preprocessing, self.caches, self.train, self.val, self.progress)
+        decoded = decoded_for(clf.preprocessing, self.caches, self.train, self.val, self.progress)
         work = self.folder / "trials" / f"{trial.number:03d}"
         try:
             clf.fit(
@@ -219,13 +220,6 @@ def _short(params: dict) -> str:
     )
 
 
-def _cache_for(p, caches, train: Dataset, val: Dataset, progress: bool) -> DecodedCache:
-    if p not in caches:
-        caches[p] = DecodedCache(train.paths + val.paths, p, progress=progress)
-        caches[p].build()
-    return caches[p]
-
-
 def _finish(study, folder, train, val, test, caches, epochs, seed, progress, say) -> TuneResult:
     import optuna
 
@@ -239,7 +233,7 @@ def _finish(study, folder, train, val, test, caches, epochs, seed, progress, say
     if saved.get("trial") != best.number:  # e.g. the file was lost: retrain the best trial
         say(f"retraining the best trial ({best.number})")
         clf = _classifier(best.params, epochs, seed)
-        decoded = _cache_for(clf.preprocessing, caches, train, val, progress)
+        decoded = decoded_for(clf.preprocessing, caches, train, val, progress)
         clf.fit(train, val, progress=progress, decoded=decoded)
         clf.metadata["tune"] = {"trial": best.number, "params": best.params, "value": best.value}
         clf.save(best_path)
