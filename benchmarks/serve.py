@@ -23,18 +23,19 @@ import io
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict import DEFAULT_DATA, DEFAULT_MODEL, cli_predict, ensure_model  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from imagegen import png_bomb_bytes  # noqa: E402  (the tests' pixel bomb, one definition)
 
 KEY = "bench-key-0123456789"
 
@@ -150,18 +151,6 @@ async def good_clients(
 
 
 # ---- bad requests ---------------------------------------------------------------------------
-def png_bomb_header(width: int = 30000, height: int = 30000) -> bytes:
-    """A tiny valid PNG whose header declares width x height."""
-    buf = io.BytesIO()
-    from PIL import Image
-
-    Image.new("1", (8, 8)).save(buf, "PNG")
-    data = bytearray(buf.getvalue())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
 def png_bomb_real() -> bytes:
     """A real 1-bit 20000 x 20000 PNG (50 MB of pixels, ~60 KB on disk)."""
     from PIL import Image
@@ -176,7 +165,7 @@ def bad_requests(good: bytes) -> list[tuple[str, dict]]:
     the key is what is wrong."""
     key = {"X-API-Key": KEY}
     big = os.urandom(50 * 1024 * 1024)
-    bomb, real_bomb = png_bomb_header(), png_bomb_real()
+    bomb, real_bomb = png_bomb_bytes(30000, 30000), png_bomb_real()
     boundary = "xYzZy"
     return [
         (

@@ -73,6 +73,13 @@ class EngineChoice(StrEnum):
     torch = "torch"
 
 
+# Options several commands share, declared once.
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+SplitRatios = Annotated[
+    str, typer.Option(help="Train/val/test percentages when the data has no splits.")
+]
+
+
 def _value(choice: StrEnum | None) -> str | None:
     return None if choice is None else choice.value
 
@@ -184,9 +191,7 @@ def train(
         int | None,
         typer.Option(help=f"Early-stopping patience in epochs. [default: {TrainConfig.patience}]"),
     ] = None,
-    split: Annotated[
-        str, typer.Option(help="Train/val/test percentages when the data has no splits.")
-    ] = "70/15/15",
+    split: SplitRatios = "70/15/15",
     split_file: Annotated[
         Path | None, typer.Option(help="Reuse a split.csv from an earlier run.")
     ] = None,
@@ -207,7 +212,7 @@ def train(
             "a fresh split then keeps duplicates in one split."
         ),
     ] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train a classifier: transfer learning from ImageNet, evaluated, saved as model.imgrec."""
     if resume is None and data is None:
@@ -279,9 +284,7 @@ def compare(
         str | None,
         typer.Option(help="Comma-separated families to compare (default: the leaderboard set)."),
     ] = None,
-    split: Annotated[
-        str, typer.Option(help="Train/val/test percentages when the data has no splits.")
-    ] = "70/15/15",
+    split: SplitRatios = "70/15/15",
     split_file: Annotated[
         Path | None, typer.Option(help="Reuse a split.csv from an earlier run.")
     ] = None,
@@ -289,7 +292,7 @@ def compare(
     exist_ok: Annotated[
         bool, typer.Option("--exist-ok", help="Replace an existing folder.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train every model family on the same split within a time budget and rank them.
 
@@ -359,11 +362,9 @@ def tune(
     epochs: Annotated[
         int | None, typer.Option(help="Max fine-tuning epochs per trial (default: as train).")
     ] = None,
-    split: Annotated[
-        str, typer.Option(help="Train/val/test percentages when the data has no splits.")
-    ] = "70/15/15",
+    split: SplitRatios = "70/15/15",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Search learning rate, weight decay, dropout, label smoothing, augmentation, image size
     and backbone with Optuna (TPE + median pruning); run it again to continue a search.
@@ -425,7 +426,7 @@ def lr_find(
     out_file: Annotated[Path, typer.Option("--out", help="Plot to write.")] = Path("lr_find.png"),
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
     steps: Annotated[int, typer.Option(help="Training steps in the test.")] = 100,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Learning-rate range test: plot loss against learning rate and suggest one.
 
@@ -663,7 +664,7 @@ def demo(
         "runs/demo"
     ),
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 4,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train on the bundled ants-vs-bees sample (offline, a few minutes on a laptop CPU)."""
     from imgrec.train import TrainConfig
@@ -731,7 +732,7 @@ def audit(
         typer.Option(help="Backbone embeddings: label errors, outliers, cropped copies."),
     ] = True,
     model: Annotated[str, typer.Option(help="Backbone for the embeddings.")] = "efficientnet_lite0",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Audit labelled photos: broken files, balance, odd images, duplicates and leakage between
     splits, likely label errors and outliers. Exit code 0 when clean, 3 when issues are found."""
@@ -764,7 +765,7 @@ def split_command(
     embeddings: Annotated[
         bool, typer.Option(help="Also group cropped copies found by backbone embeddings.")
     ] = True,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Stratified split that keeps every group of duplicates inside one split, written as a
     split.csv that `imgrec train --split-file` reuses. Existing split folders are ignored."""
