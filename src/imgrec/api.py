@@ -78,6 +78,7 @@ class ImageClassifier:
             resize_size=round(size * self.spec.resize_size / self.spec.input_size),
         )
         self.classes: list[str] = []
+        self.temperature = 1.0  # calibration: probabilities are softmax(logits / temperature)
         self.network: torch.nn.Module | None = None
         self.metadata: dict = {}
         self.history: list[dict] = []
@@ -174,11 +175,11 @@ class ImageClassifier:
 
         network = self._require_fitted()
         configure_cpu_runtime()
-        key = (engine, batch_size)
+        key = (engine, batch_size, self.temperature)
         cached = getattr(self, "_engine_cache", None)  # (network, key, engine)
         if cached is None or cached[0] is not network or cached[1] != key:
             size = self.preprocessing.input_size
-            made = make_engine(network, size, engine, (batch_size,), on_fallback)
+            made = make_engine(network, size, engine, (batch_size,), on_fallback, self.temperature)
             self._engine_cache = cached = (network, key, made)
         return BatchPredictor(
             self.classes, self.preprocessing, cached[2], batch_size, source=self.spec.name
@@ -259,6 +260,10 @@ class ImageClassifier:
             "config": self.config.to_dict(),
             "metrics": metrics if metrics is not None else self.metadata.get("metrics", {}),
             "history": self.history,
+            "calibration": {
+                **self.metadata.get("calibration", {}),
+                "temperature": self.temperature,
+            },
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "versions": _versions(),
         }
@@ -275,6 +280,9 @@ class ImageClassifier:
             clf = cls(metadata["model"], **config)
             clf.preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
             clf.classes = list(metadata["classes"])
+            clf.temperature = float(metadata.get("calibration", {}).get("temperature", 1.0))
+            if not clf.temperature > 0:
+                raise ValueError(f"temperature {clf.temperature} is not positive")
         except (KeyError, TypeError, ValueError) as exc:
             raise ImgrecError(
                 f"{path} is missing model metadata ({exc}); re-train the model."

@@ -63,12 +63,14 @@ def calibration_set(
 
 @torch.inference_mode()
 def torch_probabilities(
-    model: torch.nn.Module, images: torch.Tensor, batch: int = 32
+    model: torch.nn.Module, images: torch.Tensor, temperature: float = 1.0, batch: int = 32
 ) -> np.ndarray:
     """Reference probabilities exactly as `imgrec predict` computes them."""
     model.eval()
     chunks = [
-        torch.softmax(model(x.contiguous(memory_format=torch.channels_last)).float(), dim=1)
+        torch.softmax(
+            model(x.contiguous(memory_format=torch.channels_last)).float() / temperature, dim=1
+        )
         for x in images.split(batch)
     ]
     return torch.cat(chunks).numpy()

@@ -86,7 +86,7 @@ def export_model(
     source = Path(calibration) if calibration is not None else SAMPLE
     say(f"checking on up to {calibration_images} images from {source}")
     data = parity.calibration_set(source, clf.preprocessing, clf.classes, calibration_images)
-    reference = parity.torch_probabilities(clf.network, data.images)
+    reference = parity.torch_probabilities(clf.network, data.images, clf.temperature)
     metadata = onnx_metadata(
         clf.classes, clf.preprocessing, clf.metadata, "int8 static QDQ" if int8 else "none"
     )
@@ -112,7 +112,9 @@ def _onnx(clf, tmp: Path, staged: Path, metadata, data, reference, int8, measure
     size = clf.preprocessing.input_size
     fp32_path = tmp / "fp32.onnx" if int8 else staged
     save_with_metadata(
-        export_onnx_bytes(with_static_padding(clf.network, size), size), fp32_path, metadata
+        export_onnx_bytes(with_static_padding(clf.network, size), size, clf.temperature),
+        fp32_path,
+        metadata,
     )
     fp32 = onnx_session(fp32_path)
     fp32_probs = parity.batched(session_runner(fp32), data.images)
@@ -163,7 +165,7 @@ def _torchscript(clf, staged: Path, metadata: dict, data, reference) -> dict:
     from imgrec.export.torchscript import export_torchscript, load_torchscript
 
     plain = {key: json.loads(value) for key, value in metadata.items()}
-    export_torchscript(clf.network, clf.preprocessing.input_size, staged, plain)
+    export_torchscript(clf.network, clf.preprocessing.input_size, staged, plain, clf.temperature)
     module, _ = load_torchscript(staged)
 
     @torch.inference_mode()

@@ -19,9 +19,11 @@ from imgrec.export.onnx_export import WithSoftmax
 METADATA_FILE = "metadata.json"
 
 
-def export_torchscript(model: nn.Module, input_size: int, path: Path, metadata: dict) -> None:
+def export_torchscript(
+    model: nn.Module, input_size: int, path: Path, metadata: dict, temperature: float = 1.0
+) -> None:
     """Trace in eval mode on one image (the batch axis stays free) and save to `path`."""
-    wrapped = WithSoftmax(model).eval()
+    wrapped = WithSoftmax(model, temperature).eval()
     example = torch.zeros(1, 3, input_size, input_size)
     try:
         with warnings.catch_warnings(), torch.no_grad():

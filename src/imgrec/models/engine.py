@@ -25,7 +25,7 @@ import torch
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.classic import ClassicNetwork
-from imgrec.models.onnx_graph import INPUT, OUTPUT
+from imgrec.models.onnx_graph import INPUT, OUTPUT, SIGNATURE
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,15 @@ ENGINES = ("auto", "onnx", "torch")
 
 
 class Engine(Protocol):
+    """`engine(images)` -> probabilities; `engine.run(images)` -> (probabilities, signatures),
+    the signatures (N, SIGNATURE_DIMS) of models/signature.py, or None where the engine runs
+    a graph without them (an exported ONNX file)."""
+
     name: str
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray: ...
+
+    def run(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 def onnx_available() -> bool:
@@ -49,14 +55,23 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, network: torch.nn.Module, temperature: float = 1.0) -> None:
+        from imgrec.models.signature import WithSignature
+
         self.network = network.eval()
         self.temperature = temperature
+        self._with_signature = WithSignature(self.network, temperature).eval()
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         from imgrec.models.inference import forward_probabilities
 
         x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
         return forward_probabilities(self.network, x, self.temperature)
+
+    @torch.inference_mode()
+    def run(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+        probs, signatures = self._with_signature(x.contiguous(memory_format=torch.channels_last))
+        return probs.numpy(), signatures.numpy()
 
 
 class OnnxEngine:
@@ -97,23 +112,41 @@ class OnnxEngine:
         input_size: int,
         batch_sizes: Sequence[int] = (32,),
         threads: int | None = None,
+        temperature: float = 1.0,
     ) -> OnnxEngine:
-        """Export `network` (+ softmax) to ONNX in memory; raises ImgrecError if it cannot be."""
+        """Export `network` (+ softmax at `temperature`, + the drift signature) to ONNX in
+        memory; raises ImgrecError if it cannot be."""
         from imgrec.models.onnx_graph import export_onnx_bytes
         from imgrec.models.static_pad import with_static_padding
 
         was_training = network.training
         try:
-            data = export_onnx_bytes(with_static_padding(network, input_size), input_size)
+            data = export_onnx_bytes(
+                with_static_padding(network, input_size), input_size, temperature, signature=True
+            )
         finally:
             network.train(was_training)
         return cls(data, batch_sizes, threads)
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        return self._run(images, [OUTPUT])[0]
+
+    def run(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.has_signature:
+            return self(images), None
+        probs, signatures = self._run(images, [OUTPUT, SIGNATURE])
+        return probs, signatures
+
+    @property
+    def has_signature(self) -> bool:
+        first = next(iter(self._sessions.values()))
+        return SIGNATURE in {o.name for o in first.get_outputs()}
+
+    def _run(self, images: np.ndarray | torch.Tensor, names: list[str]) -> list[np.ndarray]:
         if isinstance(images, torch.Tensor):
             images = images.detach().cpu().numpy()
         images = np.ascontiguousarray(images, dtype=np.float32)
-        outputs = []
+        outputs: list[list[np.ndarray]] = []
         start = 0
         while start < len(images):
             # the largest session that the rest fills; padding only below the smallest one,
@@ -127,11 +160,13 @@ class OnnxEngine:
                 padded = np.zeros((size, *chunk.shape[1:]), dtype=np.float32)
                 padded[:n] = chunk
                 chunk = padded
-            outputs.append(self._sessions[size].run([OUTPUT], {INPUT: chunk})[0][:n])
+            outputs.append([o[:n] for o in self._sessions[size].run(names, {INPUT: chunk})])
             start += n
         if not outputs:
-            return np.zeros((0, 0), dtype=np.float32)
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+            return [np.zeros((0, 0), dtype=np.float32) for _ in names]
+        if len(outputs) == 1:
+            return outputs[0]
+        return [np.concatenate(parts) for parts in zip(*outputs, strict=True)]
 
 
 def make_engine(
@@ -140,9 +175,11 @@ def make_engine(
     engine: str = "auto",
     batch_sizes: Sequence[int] = (32,),
     on_fallback: Callable[[str], None] | None = None,
+    temperature: float = 1.0,
 ) -> Engine:
     """The engine called `engine` for `network`: "onnx", "torch", or "auto" (ONNX Runtime when
-    it is installed and the export works, else PyTorch with one line to `on_fallback`)."""
+    it is installed and the export works, else PyTorch with one line to `on_fallback`).
+    Probabilities are softmax(logits / `temperature`), the model's calibration."""
     if engine not in ENGINES:
         raise ImgrecError(f"unknown engine '{engine}'; use one of: {', '.join(ENGINES)}.")
     warn = on_fallback or log.warning
@@ -151,23 +188,23 @@ def make_engine(
             raise ImgrecError(
                 "this is a scikit-learn model; it predicts with scikit-learn (--engine auto)."
             )
-        return TorchEngine(network)
+        return TorchEngine(network, temperature)
     if engine == "torch":
-        return TorchEngine(network)
+        return TorchEngine(network, temperature)
     if engine == "auto" and torch.cuda.is_available():
-        return TorchEngine(network)  # on a GPU PyTorch is the fast path
+        return TorchEngine(network, temperature)  # on a GPU PyTorch is the fast path
     if not onnx_available():
         if engine == "onnx":
             raise ImgrecError("--engine onnx needs onnxruntime: pip install onnxruntime.")
         warn("onnxruntime is not installed; predicting with PyTorch (slower).")
-        return TorchEngine(network)
+        return TorchEngine(network, temperature)
     try:
-        return OnnxEngine.from_network(network, input_size, batch_sizes)
+        return OnnxEngine.from_network(network, input_size, batch_sizes, temperature=temperature)
     except ImgrecError as exc:
         if engine == "onnx":
             raise
         warn(f"{exc} Predicting with PyTorch instead (slower).")
-        return TorchEngine(network)
+        return TorchEngine(network, temperature)
 
 
 def read_onnx_file(

@@ -15,27 +15,39 @@ from torch import nn
 from imgrec.errors import ImgrecError
 
 OPSET = 18  # >= 17 as the export issue asks; the opset fast_features.py already exports with
-INPUT, OUTPUT = "images", "probabilities"
+INPUT, OUTPUT, SIGNATURE = "images", "probabilities", "signature"
 
 
 class WithSoftmax(nn.Module):
-    """The classifier plus softmax, so exported files output probabilities like `predict`."""
+    """The classifier plus softmax, so exported files output probabilities like `predict`;
+    logits are divided by the model's calibration `temperature` first."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, temperature: float = 1.0):
         super().__init__()
         self.model = model
+        self.temperature = float(temperature)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(images).float(), dim=1)
+        return torch.softmax(self.model(images).float() / self.temperature, dim=1)
 
 
-def export_onnx_bytes(model: nn.Module, input_size: int) -> bytes:
+def export_onnx_bytes(
+    model: nn.Module, input_size: int, temperature: float = 1.0, signature: bool = False
+) -> bytes:
     """Trace `model` + softmax with the legacy (TorchScript-based) exporter into ONNX bytes.
 
     The batch axis is dynamic and named "batch", so a session can pin it with a free-dimension
-    override (see models/engine.py).
+    override (see models/engine.py). With `signature`, the graph has a second output, the
+    drift signature of models/signature.py (the engines log it; exported files leave it out).
     """
-    wrapped = WithSoftmax(model).eval()
+    if signature:
+        from imgrec.models.signature import WithSignature
+
+        wrapped: nn.Module = WithSignature(model, temperature).eval()
+        outputs = [OUTPUT, SIGNATURE]
+    else:
+        wrapped = WithSoftmax(model, temperature).eval()
+        outputs = [OUTPUT]
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -45,9 +57,9 @@ def export_onnx_bytes(model: nn.Module, input_size: int) -> bytes:
                 (torch.zeros(1, 3, input_size, input_size),),
                 buffer,
                 input_names=[INPUT],
-                output_names=[OUTPUT],
+                output_names=outputs,
                 opset_version=OPSET,
-                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                dynamic_axes={INPUT: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
                 dynamo=False,
             )
     except Exception as exc:  # noqa: BLE001 - any tracing failure is one sentence for the user

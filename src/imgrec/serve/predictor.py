@@ -34,7 +34,11 @@ class Predictor:
         self._transform = eval_transform(self.preprocessing)
         sizes = [1 << i for i in range(max(1, max_batch).bit_length()) if 1 << i < max_batch]
         self.engine = make_engine(
-            self.network, self.preprocessing.input_size, engine, [*sizes, max(1, max_batch)]
+            self.network,
+            self.preprocessing.input_size,
+            engine,
+            [*sizes, max(1, max_batch)],
+            temperature=self.classifier.temperature,
         )
 
     @property
