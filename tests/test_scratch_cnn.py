@@ -77,3 +77,22 @@ def test_onnx_export_matches_torch(model):
         expected = torch.softmax(model(x), 1).numpy()
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_time_limited_training_with_the_fast_preset(tmp_path):
+    """`--time-limit` stops a long schedule on the clock and keeps the best epoch; the "fast"
+    preset's batch half runs inside real training."""
+    from runhelpers import SAMPLE, read_csv, run_imgrec
+
+    result = run_imgrec(
+        "train", SAMPLE, "--model", "cnn-scratch", "--image-size", "32", "--augment", "fast",
+        "--epochs", "500", "--patience", "500", "--time-limit", "12s", "--no-audit",
+        "--out", tmp_path / "run", "-q",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(tmp_path / "run" / "history.csv")
+    assert 1 <= len(rows) < 500
+    assert float(rows[-1]["seconds"]) < 12 + 10  # the last epoch may finish past the limit
+    assert (tmp_path / "run" / "model.imgrec").exists()
+    bad = run_imgrec("train", SAMPLE, "--time-limit", "soon", "--out", tmp_path / "bad", "-q")
+    assert bad.returncode != 0 and "cannot read the duration 'soon'" in bad.stderr

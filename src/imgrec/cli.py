@@ -35,6 +35,7 @@ class Augment(StrEnum):
     light = "light"
     default = "default"
     strong = "strong"
+    fast = "fast"
 
 
 class Optimizer(StrEnum):
@@ -191,6 +192,14 @@ def train(
         int | None,
         typer.Option(help=f"Early-stopping patience in epochs. [default: {TrainConfig.patience}]"),
     ] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop training after this long (e.g. 10m, 1h; the whole fit, head phase "
+            "included). The learning-rate schedule follows the clock, so it ends on a low "
+            "rate; the best epoch is kept. [default: none, --epochs decides]"
+        ),
+    ] = None,
     split: SplitRatios = "70/15/15",
     split_file: Annotated[
         Path | None, typer.Option(help="Reuse a split.csv from an earlier run.")
@@ -222,6 +231,10 @@ def train(
     from imgrec.workflow import next_run_folder, train_run
 
     folder = resume or out_dir or next_run_folder()
+    if time_limit is not None:
+        from imgrec.compare import parse_duration
+
+        time_limit = parse_duration(time_limit)
     config = TrainConfig.for_model(
         model,
         weights=_value(weights),
@@ -241,6 +254,7 @@ def train(
         batch_size=batch_size,
         seed=seed,
         workers=workers,
+        time_limit=time_limit,
     )
     try:
         run = train_run(

@@ -86,7 +86,7 @@ def parse_duration(text: str) -> float:
             raise ImgrecError(f"cannot read the duration '{text}'; use e.g. 20m, 1h, 90s.")
         seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
     if seconds <= 0:
-        raise ImgrecError("the budget must be positive.")
+        raise ImgrecError(f"the duration '{text}' must be positive.")
     return seconds
 
 
