@@ -444,7 +444,10 @@ def lr_find(
     out.print(f"plot: {out_file}")
 
 
-@app.command(epilog="Example: imgrec evaluate runs/train/model.imgrec photos/test --out runs/eval")
+@app.command(
+    epilog="Example: imgrec evaluate runs/train/model.imgrec photos/test --out runs/eval   or, "
+    "per group: imgrec evaluate runs/train/model.imgrec photos.csv --group-by camera,site"
+)
 def evaluate(
     model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
     data: Annotated[Path, typer.Argument(help="Labelled images: folder per class or CSV.")],
@@ -452,12 +455,20 @@ def evaluate(
         Path | None, typer.Option("--out", help="Folder for metrics.json, plots and report.html.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated extra CSV columns (e.g. camera,site): metrics per group with "
+            "95% bootstrap intervals and the gaps between groups."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a model on labelled data: metrics, confusion matrix, PR curves, HTML report."""
     from imgrec.api import ImageClassifier
 
     clf = ImageClassifier.load(model_file)
-    result = clf.evaluate(data, batch_size=batch_size)
+    columns = None if group_by is None else group_by.split(",")
+    result = clf.evaluate(data, batch_size=batch_size, group_by=columns)
     folder = out_dir or model_file.parent / f"eval-{Path(data).stem}"
     folder.mkdir(parents=True, exist_ok=True)
     result.title = f"imgrec evaluation of {model_file.name} on {data}"
@@ -469,11 +480,24 @@ def evaluate(
     for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "log_loss"):
         table.add_row(key, f"{m[key]:.4f}" if isinstance(m[key], float) else str(m[key]))
     out.print(table)
+    if "groups" in m:
+        _print_groups(m["groups"])
     if result.skipped:
         err.print(
             f"[yellow]{len(result.skipped)} unreadable file(s) skipped[/] (listed in the report)"
         )
     out.print(f"report: {report}")
+
+
+def _print_groups(groups: dict) -> None:
+    """Per-group accuracy with intervals and the gaps on stdout; small-group warnings on stderr."""
+    from imgrec.evaluate.groups import summary_lines
+
+    out.print("per group (accuracy [95% interval]):", highlight=False)
+    for line in summary_lines(groups):
+        out.print(line, markup=False, highlight=False)
+    for warning in groups["warnings"]:
+        err.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
 
 
 @app.command(
