@@ -251,7 +251,9 @@ class ImageClassifier:
         if columns:
             attributes = {s.path: s.attributes for s in dataset.samples}
             values = {c: [attributes[p].get(c, "") for p in paths] for c in columns}
-            source = str(data) if isinstance(data, str | Path) else str(dataset.root)
+            source = (
+                str(Path(data).resolve()) if isinstance(data, str | Path) else str(dataset.root)
+            )
             result.add_groups(values, source, seed=self.config.seed)
         return result
 

@@ -269,6 +269,7 @@ def train(
         f"macro-F1 {m['macro_f1']:.3f} on {m['n']} images"
     )
     out.print(f"model:  {run.model_path}\nreport: {run.report_path}")
+    out.print(f"card:   {run.card_path}")
 
 
 @app.command(epilog="Example: imgrec compare photos/ --budget 20m --out runs/compare")
@@ -618,11 +619,21 @@ def _write_predictions(predictions, skipped, fmt: Format, stream) -> None:
 def info(
     model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print all metadata as JSON.")] = False,
+    card: Annotated[
+        bool, typer.Option("--card", help="Print the model card embedded in the file (Markdown).")
+    ] = False,
 ) -> None:
     """Show a model file's classes, backbone, preprocessing, metrics and data fingerprint."""
     from imgrec.bundle.format import read_metadata
 
     meta = read_metadata(model_file)
+    if card:
+        if not meta.get("model_card"):
+            raise ImgrecError(
+                f"{model_file} holds no model card; write one with imgrec card RUN_FOLDER."
+            )
+        sys.stdout.write(meta["model_card"])
+        return
     if as_json:
         out.print_json(json.dumps({k: v for k, v in meta.items() if k != "history"}))
         return
@@ -656,6 +667,33 @@ def _describe_epoch(row: dict) -> str:
         f"{row.get('phase')} {row.get('epoch')}: val accuracy {row.get('val_acc', 0):.2%}, "
         f"val loss {row.get('val_loss', 0):.4f}"
     )
+
+
+@app.command(
+    epilog='Example: imgrec card runs/train --intended-use "Sorting trail-camera photos of '
+    'ants and bees for the 2025 survey; a person checks every bee."'
+)
+def card(
+    run_folder: Annotated[Path, typer.Argument(help="A run folder from imgrec train.")],
+    intended_use: Annotated[
+        str | None,
+        typer.Option(help="What the model is for, in your words (kept for later regenerations)."),
+    ] = None,
+    out_of_scope: Annotated[
+        str | None,
+        typer.Option(help="What it must not be used for, in your words (kept as well)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for model_card.md/.html (default: the run folder)."),
+    ] = None,
+) -> None:
+    """Write the model card (model_card.md and .html) of a run again, e.g. after evaluate
+    --group-by or with your own intended-use text, and update the copy inside model.imgrec."""
+    from imgrec.monitor.card import write_card
+
+    files = write_card(run_folder, intended_use, out_of_scope, out_dir)
+    out.print(f"card:  {files.markdown}\nhtml:  {files.html}\nmodel: {files.model} (card embedded)")
 
 
 @app.command(epilog="Example: imgrec models")
