@@ -55,6 +55,7 @@ def read_run_folder(folder: str | Path) -> RunFolder:
             f"{folder} is not a finished run folder: it lacks {', '.join(missing)} "
             "(imgrec train writes model.imgrec, metrics.json and config.json)."
         )
+    folder = folder.resolve()  # the card names it, and its reproduce command must work anywhere
     metrics = _json(folder / "metrics.json")
     if not all(key in metrics for key in _METRIC_KEYS):
         raise ImgrecError(
