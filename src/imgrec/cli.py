@@ -736,7 +736,7 @@ def demo(
     m = run.evaluation.metrics
     out.print(
         f"[bold green]demo done[/]: {run.evaluated_on} accuracy {m['accuracy']:.2%} on {m['n']} "
-        f"images\nmodel:  {run.model_path}\nreport: {run.report_path}\n"
+        f"images\nmodel:  {run.model_path}\nreport: {run.report_path}\ncard:   {run.card_path}\n"
         f"try:    imgrec predict {run.model_path} {SAMPLE / 'val' / 'bees'} --top-k 2"
     )
 

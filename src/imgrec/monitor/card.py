@@ -223,7 +223,7 @@ def _summary(f: _Facts) -> str:
         f"This model sorts a photo into one of {len(f.classes)} classes ({f.class_text}). "
         f"imgrec trained it ({f.model}) on {f.n_train} labelled images. On {f.n} {f.split} "
         f"images {unseen}, it was right {f.accuracy:.1%} of the time ({f.correct} of {f.n}); "
-        f"with this few images the true accuracy is likely between {low:.1%} and {high:.1%}. "
+        f"the true accuracy is likely (95%) between {low:.1%} and {high:.1%}. "
         f"Version: created {f.created}."
     )
 
@@ -611,7 +611,7 @@ def _calibration(run: RunFolder, f: _Facts, evaluation: EvaluationResult | None)
                 "p",
                 text=(
                     "No temperature scaling was applied (temperature 1), so the confidence is "
-                    "the network's raw softmax output; do not read it as an exact probability, "
+                    "the model's raw output; do not read it as an exact probability, "
                     "and calibrate the model on held-out data before acting on confidence "
                     "alone."
                 ),
@@ -667,14 +667,14 @@ def _limitations(run: RunFolder, f: _Facts) -> Section:
     few_test = [c for i, c in enumerate(f.classes) if f.cm[i].sum() < FEW_TEST_IMAGES]
     if few_test:
         items.append(
-            f"{_join(few_test)} {'has' if len(few_test) == 1 else 'have'} fewer than "
-            f"{FEW_TEST_IMAGES} test images, so the recall there is a rough guess."
+            f"{_classes_have(few_test)} fewer than {FEW_TEST_IMAGES} {f.split} images, so "
+            "the recall there is a rough guess."
         )
     few_train = [c for c, n in f.train_counts.items() if n < FEW_TRAIN_IMAGES]
     if few_train:
         items.append(
-            f"{_join(few_train)} {'has' if len(few_train) == 1 else 'have'} fewer than "
-            f"{FEW_TRAIN_IMAGES} training images; expect more mistakes on it."
+            f"{_classes_have(few_train)} fewer than {FEW_TRAIN_IMAGES} training images; "
+            f"expect more mistakes on {'it' if len(few_train) == 1 else 'them'}."
         )
     items += [
         f"The model knows only {f.class_text}. Shown anything else, it still picks one of "
@@ -824,6 +824,12 @@ def _value(v) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     return "none" if v is None else str(v)
+
+
+def _classes_have(names: list[str]) -> str:
+    if len(names) == 1:
+        return f"The class {names[0]} has"
+    return f"The classes {_join(names)} have"
 
 
 def _join(names: list[str]) -> str:
