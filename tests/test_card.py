@@ -19,7 +19,7 @@ from runhelpers import (
 )
 
 from imgrec import ImageClassifier, ImgrecError
-from imgrec.bundle.format import read_metadata
+from imgrec.bundle.format import load_bundle, read_metadata, save_bundle
 from imgrec.evaluate.intervals import wilson_interval
 from imgrec.monitor.card import DEFAULT_NOTE, build_card, weights_sha256, write_card
 
@@ -149,13 +149,22 @@ def test_card_and_info_errors(run, tmp_path):
     (broken / "metrics.json").write_text('{"accuracy": 0.9}')
     with pytest.raises(ImgrecError, match=r"metrics.json is damaged \(it lacks"):
         write_card(broken)
+    good = json.loads((run / "metrics.json").read_text())
+    (broken / "metrics.json").write_text(json.dumps({**good, "groups": {"columns": {}}}))
+    with pytest.raises(ImgrecError, match="per-group results are incomplete"):
+        write_card(broken)
     with pytest.raises(ImgrecError, match="is a file; give the run folder"):
         write_card(run / "model.imgrec")
     with pytest.raises(ImgrecError, match="--intended-use is empty"):
         write_card(run, intended_use="   ")
 
 
-def test_info_shows_the_embedded_card(run):
+def test_info_shows_the_embedded_card(run, tmp_path):
     result = run_imgrec("info", run / "model.imgrec", "--card")
     assert result.returncode == 0, result.stderr
     assert result.stdout == read_metadata(run / "model.imgrec")["model_card"]
+    state, metadata = load_bundle(run / "model.imgrec")
+    del metadata["model_card"]
+    save_bundle(tmp_path / "old.imgrec", state, metadata)  # a model from before cards
+    missing = run_imgrec("info", tmp_path / "old.imgrec", "--card")
+    assert_user_error(missing, "holds no model card", "imgrec card RUN_FOLDER")

@@ -57,7 +57,7 @@ def read_run_folder(folder: str | Path) -> RunFolder:
         )
     folder = folder.resolve()  # the card names it, and its reproduce command must work anywhere
     metrics = _json(folder / "metrics.json")
-    if not all(key in metrics for key in _METRIC_KEYS):
+    if not _overall_metrics_ok(metrics):
         raise ImgrecError(
             f"{folder / 'metrics.json'} is damaged (it lacks the overall metrics); "
             "re-run imgrec train to write it again."
@@ -74,6 +74,25 @@ def read_run_folder(folder: str | Path) -> RunFolder:
     run.groups, run.groups_from = _groups(folder, metrics)
     run.extra_columns = _csv_columns(run.config.get("source"))
     return run
+
+
+def _overall_metrics_ok(metrics: dict) -> bool:
+    if not all(key in metrics for key in _METRIC_KEYS):
+        return False
+    classes, cm = metrics["classes"], metrics["confusion_matrix"]
+    return (
+        isinstance(classes, list)
+        and isinstance(cm, list)
+        and len(cm) == len(classes)
+        and all(isinstance(row, list) and len(row) == len(classes) for row in cm)
+        and isinstance(metrics["n"], int)
+        and metrics["n"] > 0
+    )
+
+
+def _groups_ok(groups) -> bool:
+    keys = ("columns", "confidence", "resamples", "min_group_size")
+    return isinstance(groups, dict) and all(k in groups for k in keys)
 
 
 def _json(path: Path) -> dict:
@@ -115,11 +134,15 @@ def _split_counts(path: Path) -> dict[str, dict[str, int]]:
 def _groups(folder: Path, metrics: dict) -> tuple[dict | None, Path | None]:
     """Per-group results: the run's own metrics.json, else the newest `imgrec evaluate
     --group-by` result inside the run folder (eval-*/metrics.json)."""
-    if metrics.get("groups"):
-        return metrics["groups"], folder / "metrics.json"
     found = sorted(folder.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in found:
-        groups = _json(path).get("groups")
+    for path, groups in [(folder / "metrics.json", metrics.get("groups"))] + [
+        (p, _json(p).get("groups")) for p in found
+    ]:
+        if groups and not _groups_ok(groups):
+            raise ImgrecError(
+                f"{path} is damaged (its per-group results are incomplete); run imgrec "
+                "evaluate --group-by again."
+            )
         if groups:
             return groups, path
     return None, None
