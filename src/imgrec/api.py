@@ -208,9 +208,24 @@ class ImageClassifier:
         rows = top_k_rows(self.classes, probs, top_k)
         return [Prediction(str(p), c, q) for p, (c, q) in zip(paths, rows, strict=True)]
 
-    def evaluate(self, data: Dataset | str | Path, batch_size: int = 32) -> EvaluationResult:
-        """Metrics, plots and a report on any labelled data (a Dataset, folder or CSV)."""
+    def evaluate(
+        self,
+        data: Dataset | str | Path,
+        batch_size: int = 32,
+        group_by: list[str] | None = None,
+    ) -> EvaluationResult:
+        """Metrics, plots and a report on any labelled data (a Dataset, folder or CSV).
+
+        `group_by` names extra CSV columns (e.g. ["camera"]): metrics per value of each, with
+        bootstrap intervals and the gaps between groups, land in metrics["groups"].
+        """
         dataset = load_dataset(data) if isinstance(data, str | Path) else data
+        columns: list[str] = []
+        if group_by is not None:
+            from imgrec.evaluate.groups import select_columns
+
+            is_csv = isinstance(data, str | Path) and Path(data).suffix.lower() == ".csv"
+            columns = select_columns(dataset.attribute_names(), group_by, is_csv)
         unknown = sorted(set(dataset.class_counts()) - set(self.classes))
         if unknown:
             raise ImgrecError(
@@ -224,7 +239,7 @@ class ImageClassifier:
             raise ImgrecError("none of the images could be read, so there is nothing to evaluate.")
         from imgrec.evaluate import EvaluationResult
 
-        return EvaluationResult.from_predictions(
+        result = EvaluationResult.from_predictions(
             probs,
             targets,
             self.classes,
@@ -233,6 +248,14 @@ class ImageClassifier:
             info=self.describe(),
             skipped=[(str(s.path), s.reason) for s in dataset.skipped + skipped] or None,
         )
+        if columns:
+            attributes = {s.path: s.attributes for s in dataset.samples}
+            values = {c: [attributes[p].get(c, "") for p in paths] for c in columns}
+            source = (
+                str(Path(data).resolve()) if isinstance(data, str | Path) else str(dataset.root)
+            )
+            result.add_groups(values, source, seed=self.config.seed)
+        return result
 
     # ---- persistence ----------------------------------------------------------------------
     def describe(self) -> dict:

@@ -283,6 +283,7 @@ def train(
         f"macro-F1 {m['macro_f1']:.3f} on {m['n']} images"
     )
     out.print(f"model:  {run.model_path}\nreport: {run.report_path}")
+    out.print(f"card:   {run.card_path}")
 
 
 @app.command(epilog="Example: imgrec compare photos/ --budget 20m --out runs/compare")
@@ -458,7 +459,10 @@ def lr_find(
     out.print(f"plot: {out_file}")
 
 
-@app.command(epilog="Example: imgrec evaluate runs/train/model.imgrec photos/test --out runs/eval")
+@app.command(
+    epilog="Example: imgrec evaluate runs/train/model.imgrec photos/test --out runs/eval   or, "
+    "per group: imgrec evaluate runs/train/model.imgrec photos.csv --group-by camera,site"
+)
 def evaluate(
     model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
     data: Annotated[Path, typer.Argument(help="Labelled images: folder per class or CSV.")],
@@ -466,12 +470,20 @@ def evaluate(
         Path | None, typer.Option("--out", help="Folder for metrics.json, plots and report.html.")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated extra CSV columns (e.g. camera,site): metrics per group with "
+            "95% bootstrap intervals and the gaps between groups."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a model on labelled data: metrics, confusion matrix, PR curves, HTML report."""
     from imgrec.api import ImageClassifier
 
     clf = ImageClassifier.load(model_file)
-    result = clf.evaluate(data, batch_size=batch_size)
+    columns = None if group_by is None else group_by.split(",")
+    result = clf.evaluate(data, batch_size=batch_size, group_by=columns)
     folder = out_dir or model_file.parent / f"eval-{Path(data).stem}"
     folder.mkdir(parents=True, exist_ok=True)
     result.title = f"imgrec evaluation of {model_file.name} on {data}"
@@ -483,11 +495,24 @@ def evaluate(
     for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "log_loss"):
         table.add_row(key, f"{m[key]:.4f}" if isinstance(m[key], float) else str(m[key]))
     out.print(table)
+    if "groups" in m:
+        _print_groups(m["groups"])
     if result.skipped:
         err.print(
             f"[yellow]{len(result.skipped)} unreadable file(s) skipped[/] (listed in the report)"
         )
     out.print(f"report: {report}")
+
+
+def _print_groups(groups: dict) -> None:
+    """Per-group accuracy with intervals and the gaps on stdout; small-group warnings on stderr."""
+    from imgrec.evaluate.groups import summary_lines
+
+    out.print("per group (accuracy [95% interval]):", highlight=False)
+    for line in summary_lines(groups):
+        out.print(line, markup=False, highlight=False)
+    for warning in groups["warnings"]:
+        err.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
 
 
 @app.command(
@@ -608,11 +633,21 @@ def _write_predictions(predictions, skipped, fmt: Format, stream) -> None:
 def info(
     model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print all metadata as JSON.")] = False,
+    card: Annotated[
+        bool, typer.Option("--card", help="Print the model card embedded in the file (Markdown).")
+    ] = False,
 ) -> None:
     """Show a model file's classes, backbone, preprocessing, metrics and data fingerprint."""
     from imgrec.bundle.format import read_metadata
 
     meta = read_metadata(model_file)
+    if card:
+        if not meta.get("model_card"):
+            raise ImgrecError(
+                f"{model_file} holds no model card; write one with imgrec card RUN_FOLDER."
+            )
+        sys.stdout.write(meta["model_card"])
+        return
     if as_json:
         out.print_json(json.dumps({k: v for k, v in meta.items() if k != "history"}))
         return
@@ -646,6 +681,33 @@ def _describe_epoch(row: dict) -> str:
         f"{row.get('phase')} {row.get('epoch')}: val accuracy {row.get('val_acc', 0):.2%}, "
         f"val loss {row.get('val_loss', 0):.4f}"
     )
+
+
+@app.command(
+    epilog='Example: imgrec card runs/train --intended-use "Sorting trail-camera photos of '
+    'ants and bees for the 2025 survey; a person checks every bee."'
+)
+def card(
+    run_folder: Annotated[Path, typer.Argument(help="A run folder from imgrec train.")],
+    intended_use: Annotated[
+        str | None,
+        typer.Option(help="What the model is for, in your words (kept for later regenerations)."),
+    ] = None,
+    out_of_scope: Annotated[
+        str | None,
+        typer.Option(help="What it must not be used for, in your words (kept as well)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for model_card.md/.html (default: the run folder)."),
+    ] = None,
+) -> None:
+    """Write the model card (model_card.md and .html) of a run again, e.g. after evaluate
+    --group-by or with your own intended-use text, and update the copy inside model.imgrec."""
+    from imgrec.monitor.card import write_card
+
+    files = write_card(run_folder, intended_use, out_of_scope, out_dir)
+    out.print(f"card:  {files.markdown}\nhtml:  {files.html}\nmodel: {files.model} (card embedded)")
 
 
 @app.command(epilog="Example: imgrec models")
@@ -688,7 +750,7 @@ def demo(
     m = run.evaluation.metrics
     out.print(
         f"[bold green]demo done[/]: {run.evaluated_on} accuracy {m['accuracy']:.2%} on {m['n']} "
-        f"images\nmodel:  {run.model_path}\nreport: {run.report_path}\n"
+        f"images\nmodel:  {run.model_path}\nreport: {run.report_path}\ncard:   {run.card_path}\n"
         f"try:    imgrec predict {run.model_path} {SAMPLE / 'val' / 'bees'} --top-k 2"
     )
 

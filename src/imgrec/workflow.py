@@ -34,6 +34,7 @@ class RunResult:
     evaluation: EvaluationResult
     evaluated_on: str
     classifier: ImageClassifier
+    card_path: Path | None = None
 
 
 def next_run_folder(base: Path = Path("runs"), name: str = "train") -> Path:
@@ -196,7 +197,11 @@ def train_run(
         "best_epoch": clf.metadata["best_epoch"],
     }
     model_path = clf.save(folder / MODEL_FILE, metrics=metrics)
-    return RunResult(folder, model_path, report, result, evaluated_on, clf)
+    from imgrec.monitor.card import write_card
+
+    card = write_card(folder, evaluation=result)  # model_card.md/.html, embedded in the model
+    clf.metadata["model_card"] = card.text
+    return RunResult(folder, model_path, report, result, evaluated_on, clf, card.html)
 
 
 def _headline(metrics: dict) -> dict:

@@ -14,10 +14,11 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from imgrec.data.decode import IMAGE_EXTENSIONS, MAX_PIXELS, UnreadableImage, probe_image
@@ -44,13 +45,21 @@ _EXPECTED_LAYOUT = (
 )
 
 
+_NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image; `path` is absolute, `split` is train/val/test or None."""
+    """One labelled image; `path` is absolute, `split` is train/val/test or None.
+
+    `attributes` holds a CSV's extra columns (camera, site, ...) for per-group evaluation;
+    folder datasets share one empty mapping, so they pay nothing for it.
+    """
 
     path: Path
     label: str
     split: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=lambda: _NO_ATTRIBUTES, hash=False)
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,13 @@ class Dataset:
         """Images per class, for every class (zero included), in class order."""
         counts = Counter(s.label for s in self.samples)
         return {c: counts.get(c, 0) for c in self.classes}
+
+    def attribute_names(self) -> list[str]:
+        """The extra CSV columns the samples carry, in column order (empty for folders)."""
+        names: dict[str, None] = {}
+        for s in self.samples:
+            names.update(dict.fromkeys(s.attributes))
+        return list(names)
 
     def has_splits(self) -> bool:
         """True when every sample already carries a split (from folders, CSV or split file)."""
@@ -307,7 +323,9 @@ def _load_csv(csv_path: Path, max_pixels: int) -> Dataset:
         )
     col_path, col_label = header.index("path"), header.index("label")
     col_split = header.index("split") if "split" in header else None
+    extra = _extra_columns(rows[0], (col_path, col_label, col_split), csv_path)
     found: list[tuple[Path, str, str | None]] = []
+    attributes: dict[Path, Mapping[str, str]] = {}
     skipped: list[Skipped] = []
     seen: set[Path] = set()
     for line_no, row in enumerate(rows[1:], start=2):
@@ -330,11 +348,30 @@ def _load_csv(csv_path: Path, max_pixels: int) -> Dataset:
         if col_split is not None and cells[col_split]:
             split = _normalise_split(cells[col_split], where=f"row {line_no} of {csv_path}")
         found.append((file, label, split))
-    return _probe_all(root, found, skipped, max_pixels)
+        if extra:
+            attributes[file] = MappingProxyType({name: cells[i] for i, name in extra})
+    return _probe_all(root, found, skipped, max_pixels, attributes)
+
+
+def _extra_columns(
+    header: list[str], used: tuple[int | None, ...], csv_path: Path
+) -> list[tuple[int, str]]:
+    """(index, name) of the columns beyond path,label,split: per-sample attributes."""
+    extra = [(i, h.strip()) for i, h in enumerate(header) if i not in used and h.strip()]
+    seen: set[str] = set()
+    for _, name in extra:
+        if name.lower() in seen:
+            raise ImgrecError(f"The CSV file {csv_path} has two columns named '{name}'.")
+        seen.add(name.lower())
+    return extra
 
 
 def _probe_all(
-    root: Path, found: list[tuple[Path, str, str | None]], skipped: list[Skipped], max_pixels: int
+    root: Path,
+    found: list[tuple[Path, str, str | None]],
+    skipped: list[Skipped],
+    max_pixels: int,
+    attributes: dict[Path, Mapping[str, str]] | None = None,
 ) -> Dataset:
     """Header-check every candidate in parallel (I/O bound on cold disks); keep the good ones."""
 
@@ -347,7 +384,8 @@ def _probe_all(
 
     with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) * 2)) as pool:
         reasons = list(pool.map(check, found))
-    samples = [Sample(f, label, split) for (f, label, split), r in zip(found, reasons, strict=True)]
+    extra = attributes or {}
+    samples = [Sample(f, label, split, extra.get(f, _NO_ATTRIBUTES)) for f, label, split in found]
     good = [s for s, r in zip(samples, reasons, strict=True) if r is None]
     skipped = skipped + [Skipped(s.path, r) for s, r in zip(samples, reasons, strict=True) if r]
     return Dataset(root, _sorted(good, root), skipped=sorted(skipped, key=lambda s: str(s.path)))

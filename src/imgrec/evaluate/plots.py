@@ -156,3 +156,32 @@ def plot_training_curves(history: Sequence[dict]) -> Figure:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     return fig
+
+
+def plot_group_accuracy(groups: dict) -> Figure:
+    """Accuracy per group with its bootstrap 95% interval, one panel per attribute column.
+
+    Horizontal bars keep long group names readable; n is part of each label because a wide
+    interval only makes sense next to how few images produced it.
+    """
+    columns = groups["columns"]
+    heights = [max(1.6, 0.45 * len(c["groups"]) + 1.0) for c in columns.values()]
+    fig = Figure(figsize=(8, sum(heights)), layout="constrained")
+    axes = fig.subplots(len(columns), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, (column, result) in zip(axes, columns.items(), strict=True):
+        names = list(result["groups"])
+        acc = np.array([result["groups"][g]["accuracy"] for g in names])
+        ci = np.array([result["groups"][g]["accuracy_ci"] for g in names])
+        small = [result["groups"][g]["n"] < groups["min_group_size"] for g in names]
+        ys = np.arange(len(names))[::-1]
+        for y, a, (low, high), few in zip(ys, acc, ci, small, strict=True):
+            colour = "tab:orange" if few else "tab:blue"
+            ax.errorbar(a, y, xerr=[[a - low], [high - a]], fmt="o", color=colour, capsize=4)
+        labels = [f"{_short(g)} (n={result['groups'][g]['n']})" for g in names]
+        ax.set_yticks(ys, labels)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(-0.7, len(names) - 0.3)
+        ax.set_xlabel("Accuracy (95% bootstrap interval; orange: too few images to judge)")
+        ax.set_title(f"Accuracy by {column}")
+        ax.grid(axis="x", alpha=0.3)
+    return fig

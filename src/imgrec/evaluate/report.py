@@ -15,8 +15,14 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader
 from matplotlib.figure import Figure
 
+from imgrec.evaluate.groups import gap_sentence, group_metrics
 from imgrec.evaluate.metrics import compute_metrics
-from imgrec.evaluate.plots import plot_confusion_matrix, plot_pr_curves, plot_training_curves
+from imgrec.evaluate.plots import (
+    plot_confusion_matrix,
+    plot_group_accuracy,
+    plot_pr_curves,
+    plot_training_curves,
+)
 from imgrec.reporting import data_uri, png_bytes, thumbnail_uri
 
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -67,6 +73,14 @@ class EvaluationResult:
         metrics = compute_metrics(probs, targets, classes, top_k=top_k)
         return cls(list(classes), probs, targets, list(paths), metrics, **kw)
 
+    def add_groups(self, columns: dict[str, list[str]], data: str, seed: int = 0) -> dict:
+        """Per-group metrics (column -> one value per sample, in sample order) into
+        metrics["groups"], so metrics.json, the plots and the report all show them."""
+        groups = group_metrics(self.probs, self.targets, self.classes, columns, seed=seed)
+        self.metrics["groups"] = {"data": data, **groups}
+        self._pngs = None  # the group plot joins the figures
+        return self.metrics["groups"]
+
     @property
     def accuracy(self) -> float:
         return float(self.metrics["accuracy"])
@@ -89,6 +103,8 @@ class EvaluationResult:
         }
         if self.history:
             figures["training_curves"] = plot_training_curves(self.history)
+        if self.metrics.get("groups"):
+            figures["group_accuracy"] = plot_group_accuracy(self.metrics["groups"])
         return figures
 
     def _plot_pngs(self) -> dict[str, bytes]:
@@ -186,6 +202,8 @@ class EvaluationResult:
             tiles=tiles,
             n_wrong=n_wrong,
             skipped=self.skipped or [],
+            groups=self.metrics.get("groups"),
+            gap_sentence=gap_sentence,
         )
 
     def save_report(self, path: str | Path) -> Path:

@@ -1,0 +1,164 @@
+"""Read a training run folder back: the files a model card is written from, checked once.
+
+A card must not be written from half a run, so a missing or damaged file ends in one sentence
+that names it, instead of a card with holes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgrec.bundle.format import read_metadata
+from imgrec.errors import ImgrecError
+
+MODEL_FILE = "model.imgrec"
+REQUIRED = (MODEL_FILE, "metrics.json", "config.json")
+_METRIC_KEYS = ("n", "accuracy", "balanced_accuracy", "per_class", "confusion_matrix", "classes")
+
+
+@dataclass
+class RunFolder:
+    """What `imgrec train` left in a run folder (optional files are None when absent)."""
+
+    folder: Path
+    metadata: dict
+    metrics: dict
+    config: dict
+    split_counts: dict[str, dict[str, int]] | None = None  # split -> class -> images
+    audit: dict | None = None
+    skipped: int = 0
+    groups: dict | None = None
+    groups_from: Path | None = None
+    extra_columns: list[str] = field(default_factory=list)  # the training CSV's attributes
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / MODEL_FILE
+
+
+def read_run_folder(folder: str | Path) -> RunFolder:
+    """Load and check a run folder; raise ImgrecError naming what is missing or damaged."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ImgrecError(f"{folder} does not exist; give the folder of a run (runs/train).")
+    if not folder.is_dir():
+        raise ImgrecError(
+            f"{folder} is a file; give the run folder that holds it (e.g. {folder.parent})."
+        )
+    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    if missing:
+        raise ImgrecError(
+            f"{folder} is not a finished run folder: it lacks {', '.join(missing)} "
+            "(imgrec train writes model.imgrec, metrics.json and config.json)."
+        )
+    folder = folder.resolve()  # the card names it, and its reproduce command must work anywhere
+    metrics = _json(folder / "metrics.json")
+    if not _overall_metrics_ok(metrics):
+        raise ImgrecError(
+            f"{folder / 'metrics.json'} is damaged (it lacks the overall metrics); "
+            "re-run imgrec train to write it again."
+        )
+    run = RunFolder(
+        folder, read_metadata(folder / MODEL_FILE), metrics, _json(folder / "config.json")
+    )
+    if (folder / "split.csv").is_file():
+        run.split_counts = _split_counts(folder / "split.csv")
+    if (folder / "audit.json").is_file():
+        run.audit = _json(folder / "audit.json")
+    if (folder / "skipped.csv").is_file():
+        run.skipped = max(0, len(_csv_rows(folder / "skipped.csv")) - 1)
+    run.groups, run.groups_from = _groups(folder, metrics)
+    run.extra_columns = _csv_columns(run.config.get("source"))
+    return run
+
+
+def _overall_metrics_ok(metrics: dict) -> bool:
+    if not all(key in metrics for key in _METRIC_KEYS):
+        return False
+    classes, cm = metrics["classes"], metrics["confusion_matrix"]
+    return (
+        isinstance(classes, list)
+        and isinstance(cm, list)
+        and len(cm) == len(classes)
+        and all(isinstance(row, list) and len(row) == len(classes) for row in cm)
+        and isinstance(metrics["n"], int)
+        and metrics["n"] > 0
+    )
+
+
+def _groups_ok(groups) -> bool:
+    keys = ("columns", "confidence", "resamples", "min_group_size")
+    return isinstance(groups, dict) and all(k in groups for k in keys)
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ImgrecError(
+            f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "re-run the command that wrote it."
+        ) from exc
+    if not isinstance(data, dict):
+        raise ImgrecError(
+            f"{path} is damaged (not a JSON object); re-run the command that wrote it."
+        )
+    return data
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ImgrecError(f"{path} is damaged ({exc}); re-run imgrec train.") from exc
+
+
+def _split_counts(path: Path) -> dict[str, dict[str, int]]:
+    rows = _csv_rows(path)
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "label" not in header or "split" not in header:
+        raise ImgrecError(f"{path} is damaged (no label and split columns); re-run imgrec train.")
+    label, split = header.index("label"), header.index("split")
+    counts: dict[str, Counter] = {}
+    for row in rows[1:]:
+        if len(row) > max(label, split):
+            counts.setdefault(row[split], Counter())[row[label]] += 1
+    return {name: dict(sorted(c.items())) for name, c in counts.items()}
+
+
+def _groups(folder: Path, metrics: dict) -> tuple[dict | None, Path | None]:
+    """Per-group results: the run's own metrics.json, else the newest `imgrec evaluate
+    --group-by` result inside the run folder (eval-*/metrics.json)."""
+    found = sorted(folder.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path, groups in [(folder / "metrics.json", metrics.get("groups"))] + [
+        (p, _json(p).get("groups")) for p in found
+    ]:
+        if groups and not _groups_ok(groups):
+            raise ImgrecError(
+                f"{path} is damaged (its per-group results are incomplete); run imgrec "
+                "evaluate --group-by again."
+            )
+        if groups:
+            return groups, path
+    return None, None
+
+
+def _csv_columns(source: str | None) -> list[str]:
+    """Extra columns of the training CSV (attributes nobody has evaluated yet), if any."""
+    if not source or not str(source).lower().endswith(".csv"):
+        return []
+    try:
+        with open(source, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    return [
+        h.strip()
+        for h in header
+        if h.strip() and h.strip().lower() not in {"path", "label", "split"}
+    ]
