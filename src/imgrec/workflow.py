@@ -180,6 +180,7 @@ def train_run(
         decoded=decoded,
     )
 
+    clf.metadata["monitor"] = {"reference": _reference_summary(clf, decoded, val, config.seed)}
     evaluated_on, target = ("test", test) if len(test) else ("val", val)
     result = clf.evaluate(target)
     result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
@@ -197,6 +198,19 @@ def train_run(
     }
     model_path = clf.save(folder / MODEL_FILE, metrics=metrics)
     return RunResult(folder, model_path, report, result, evaluated_on, clf)
+
+
+def _reference_summary(
+    clf: ImageClassifier, decoded: DecodedCache, val: Dataset, seed: int
+) -> dict:
+    """The validation split (images the weights never trained on) as the model sees them,
+    kept in the model file as the reference of `imgrec drift`: one forward pass, no decode."""
+    from imgrec.monitor.window import reference_window
+
+    window = reference_window(
+        clf.batch_predictor("auto"), decoded.subset(val.paths), "validation split", seed=seed
+    )
+    return window.to_metadata()
 
 
 def _headline(metrics: dict) -> dict:
