@@ -365,9 +365,10 @@ def _join(parts: list[str]) -> str:
 def check_size(window: Window, role: str) -> None:
     """Refuse a window too small for any test to mean something."""
     if len(window) < MIN_IMAGES:
+        skipped = f" ({len(window.skipped)} unreadable skipped)" if window.skipped else ""
         raise ImgrecError(
-            f"the {role} window ({window.source}) has {len(window)} images; drift tests need "
-            f"at least {MIN_IMAGES} in each window."
+            f"the {role} window ({window.source}) has {len(window)} images{skipped}; drift "
+            f"tests need at least {MIN_IMAGES} in each window."
         )
 
 
