@@ -106,7 +106,7 @@ class Window:
 
     # ---- the reference summary inside a model file -----------------------------------------
     def to_metadata(self) -> dict:
-        """A compact JSON form (float16 arrays in base64: ~80 bytes per image)."""
+        """A compact JSON form (float16 arrays in base64: about 120 bytes per image)."""
         classes = sorted(set(self.labels.tolist()))
         index = {c: i for i, c in enumerate(classes)}
         data = {
