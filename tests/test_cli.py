@@ -41,6 +41,7 @@ COMMANDS = (
     "audit",
     "split",
     "serve",
+    "drift",
 )
 SKIP_REASONS = {kind: BAD_KINDS[kind] for kind in ("zero_bytes", "truncated_jpeg", "text_as_png")}
 

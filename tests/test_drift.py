@@ -304,6 +304,19 @@ def test_a_log_without_signatures_still_gives_the_other_tests(setup, tmp_path):
     assert run.result.drift and "sharpness" in _shifted(run.result)
 
 
+def test_after_calibration_the_stored_confidences_are_not_compared(setup, tmp_path):
+    setup.clf.temperature = 2.0  # as `imgrec calibrate` leaves a model
+    try:
+        calibrated = setup.clf.save(tmp_path / "calibrated.imgrec")
+    finally:
+        setup.clf.temperature = 1.0
+    rows = _log_rows(_window(setup, "clean"), model_id(calibrated), NOV_1, 60)
+    _write_log(tmp_path / "p.db", rows).close()
+    tests = {t.name: t for t in detect_drift(calibrated, tmp_path / "p.db").result.tests}
+    assert "calibrated" in tests["confidence"].skipped
+    assert all(t.skipped is None for name, t in tests.items() if name != "confidence")
+
+
 def _not_a_log(path: Path) -> Path:
     path.write_text("id,label\n1,ants\n")
     return path

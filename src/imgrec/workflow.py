@@ -210,7 +210,7 @@ def _reference_summary(
     window = reference_window(
         clf.batch_predictor("auto"), decoded.subset(val.paths), "validation split", seed=seed
     )
-    return window.to_metadata()
+    return {**window.to_metadata(), "temperature": clf.temperature}
 
 
 def _headline(metrics: dict) -> dict:

@@ -103,8 +103,23 @@ def detect_drift(
                 "imgrec); pass --reference with images like the ones it was trained on."
             )
         ref_window = Window.from_metadata(stored, f"{model_path.name} (validation split)")
+        skip = _calibrated_since(stored, metadata)
     else:
         ref_window = window(reference, reference_kind)
+        skip = {}
     cur_window = window(current, current_kind, since, until)
-    result = compare_windows(ref_window, cur_window, alpha, permutations, seed)
+    result = compare_windows(ref_window, cur_window, alpha, permutations, seed, skip)
     return DriftRun(result, ref_window, cur_window, model_path)
+
+
+def _calibrated_since(stored: dict, metadata: dict) -> dict[str, str]:
+    """The confidence test is void when the model was calibrated after its reference was
+    stored: the same images now get other confidences (classes and signatures do not change)."""
+    then = float(stored.get("temperature", 1.0))
+    now = float(metadata.get("calibration", {}).get("temperature", 1.0))
+    if abs(then - now) <= 1e-6 * max(then, now):
+        return {}
+    return {
+        "confidence": f"the model was calibrated after its reference was stored (temperature "
+        f"{then:.3g} -> {now:.3g}); pass --reference images to compare confidences"
+    }
