@@ -168,11 +168,12 @@ def test_low_jpeg_quality_is_detected(setup):
     assert {"embedding", "confidence"} & _shifted(result)
 
 
-def _unseen_photos(folder: Path, n: int = 30) -> list[Path]:
-    """Photos of things that are neither ants nor bees: crops of scikit-image's bundled real
-    photographs (an astronaut, a cat, a cup of coffee, a rocket, a cameraman, a clock). A new
-    kind of object reaching the model is the drift that hurts most, and these are real photos
-    (not drawings), so what gives them away is what they show, not how they were made."""
+def _unseen_photos(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
+    """Photos of things that are neither ants nor bees, one per (width, height) in `sizes`:
+    crops of scikit-image's bundled real photographs (an astronaut, a cat, a cup of coffee, a
+    rocket, a cameraman, a clock). A new kind of object reaching the model is the drift that
+    hurts most; these are real photos (not drawings) of the same sizes as the sample's, so
+    what gives them away is what they show, not how they were made."""
     from skimage import data
 
     photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
@@ -180,13 +181,13 @@ def _unseen_photos(folder: Path, n: int = 30) -> list[Path]:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i in range(n):
+    for i, (width, height) in enumerate(sizes):
         photo = photos[i % len(photos)]
         h, w = photo.shape[:2]
-        side = int(min(h, w) * rng.uniform(0.6, 0.95))
-        top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-        crop = Image.fromarray(photo[top : top + side, left : left + side])
-        crop = crop.resize((int(360 * rng.uniform(0.7, 1.0)),) * 2)
+        scale = rng.uniform(0.6, 0.95) * min(w / width, h / height)
+        cw, ch = int(width * scale), int(height * scale)
+        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = Image.fromarray(photo[top : top + ch, left : left + cw]).resize((width, height))
         paths.append(folder / f"unseen_{i:02d}.jpg")
         crop.save(paths[-1], quality=90)
     return paths
@@ -205,7 +206,8 @@ def _concat(windows: list[Window], source: str) -> Window:
 
 def test_a_new_kind_of_object_mixed_in_is_detected(setup):
     ants_and_bees = _window(setup, "clean").take(range(0, 60, 2))  # 30 ants and bees ...
-    unseen = _unseen_photos(setup.base / "unseen")  # ... and 30 photos of something else
+    sizes = [Image.open(p).size for p in _holdout(setup)[1::2]]
+    unseen = _unseen_photos(setup.base / "unseen", sizes)  # ... and 30 photos of other things
     other = window_from_images(setup.predictor, setup.base / "unseen")
     assert len(other) == len(unseen)
     result = compare_windows(setup.reference, _concat([ants_and_bees, other], "mixed"))

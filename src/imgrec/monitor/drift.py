@@ -126,7 +126,7 @@ def mmd_test(
     mmd = float(np.sqrt(max(observed, 0.0)))
     size = effect_size(mmd, MMD_BOUNDS)
     line = (
-        f"Where the images land in the model's feature space: MMD {mmd:.3f} ({size} shift), "
+        f"Where the images land in the model's feature space: MMD {mmd:.3f} (effect: {size}), "
         f"p = {p:.3g} from {permutations} permutations."
     )
     return ShiftTest(
@@ -178,7 +178,7 @@ def ks_test(
     if cur_median == ref_median:
         subject, direction = f"the {name} is", "spread differently"
     medians = f"median {fmt.format(cur_median)} vs {fmt.format(ref_median)} in the reference"
-    line = f"{title}: {medians}; KS D {d:.3f} ({size} shift), p = {p:.3g}."
+    line = f"{title}: {medians}; KS D {d:.3f} (effect: {size}), p = {p:.3g}."
     return ShiftTest(
         name,
         title,
@@ -253,7 +253,7 @@ def class_mix_test(reference: np.ndarray, current: np.ndarray) -> ShiftTest:
     line = (
         f"{title}: '{name}' {fractions[1, biggest]:.0%} of predictions vs "
         f"{fractions[0, biggest]:.0%} in the reference; chi-square {chi2:.1f} "
-        f"({dof} df), Cramér's V {v:.2f} ({size} shift), p = {p:.3g}."
+        f"({dof} df), Cramér's V {v:.2f} (effect: {size}), p = {p:.3g}."
     )
     phrase = f"the model predicts '{name}' {'more' if gaps[biggest] > 0 else 'less'} often"
     return ShiftTest("class_mix", title, float(chi2), float(p), v, size, line, phrase, details)
