@@ -24,14 +24,9 @@ from imgrec.errors import ImgrecError
 from imgrec.models import signature
 from imgrec.monitor.detect import detect_drift
 from imgrec.monitor.drift import compare_windows
-from imgrec.monitor.window import (
-    MIN_IMAGES,
-    SIGNATURE_DIMS,
-    Window,
-    model_id,
-    window_from_images,
-    window_from_log,
-)
+from imgrec.monitor.image_window import window_from_images
+from imgrec.monitor.log_window import model_id, window_from_log
+from imgrec.monitor.window import MIN_IMAGES, SIGNATURE_DIMS, Window
 from imgrec.train import TrainConfig
 from imgrec.workflow import train_run
 

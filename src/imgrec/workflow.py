@@ -205,7 +205,7 @@ def _reference_summary(
 ) -> dict:
     """The validation split (images the weights never trained on) as the model sees them,
     kept in the model file as the reference of `imgrec drift`: one forward pass, no decode."""
-    from imgrec.monitor.window import reference_window
+    from imgrec.monitor.image_window import reference_window
 
     window = reference_window(
         clf.batch_predictor("auto"), decoded.subset(val.paths), "validation split", seed=seed

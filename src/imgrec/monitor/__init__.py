@@ -1,4 +1,6 @@
-"""Monitoring a deployed model: drift detection (window.py, drift.py, detect.py) and its report.
+"""Monitoring a deployed model. Drift: window.py (what a window is), image_window.py and
+log_window.py (where windows come from), drift.py (the tests), detect.py (the check as one
+function), drift_report.py (drift.json and drift.html).
 
 Kept free of imports so that `import imgrec.monitor.X` loads only what X needs.
 """

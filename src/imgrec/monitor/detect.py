@@ -13,14 +13,9 @@ from pathlib import Path
 
 from imgrec.errors import ImgrecError
 from imgrec.monitor.drift import ALPHA, PERMUTATIONS, DriftResult, compare_windows
-from imgrec.monitor.window import (
-    Window,
-    check_log,
-    is_sqlite_file,
-    model_id,
-    window_from_images,
-    window_from_log,
-)
+from imgrec.monitor.image_window import window_from_images
+from imgrec.monitor.log_window import check_log, is_sqlite_file, model_id, window_from_log
+from imgrec.monitor.window import Window
 
 MIN_PERMUTATIONS = 100
 _LOG_SUFFIXES = frozenset({".db", ".sqlite", ".sqlite3"})
