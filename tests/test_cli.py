@@ -42,6 +42,7 @@ COMMANDS = (
     "split",
     "serve",
     "card",
+    "drift",
 )
 SKIP_REASONS = {kind: BAD_KINDS[kind] for kind in ("zero_bytes", "truncated_jpeg", "text_as_png")}
 

@@ -649,7 +649,8 @@ def info(
         sys.stdout.write(meta["model_card"])
         return
     if as_json:
-        out.print_json(json.dumps({k: v for k, v in meta.items() if k != "history"}))
+        shown = {k: v for k, v in meta.items() if k not in ("history", "monitor")}
+        out.print_json(json.dumps(shown))
         return
     p, m, d = meta.get("preprocessing", {}), meta.get("metrics", {}), meta.get("data", {})
     table = Table(show_header=False)
@@ -963,6 +964,103 @@ def export_command(
             highlight=False,
         )
     out.print(f"export: {result.path}\nparity: {result.parity_path}", highlight=False)
+
+
+@app.command(
+    epilog="Example: imgrec drift runs/train/model.imgrec --current predictions.db --since "
+    "2026-11-01 --out runs/drift   (exit code 3 on drift)"
+)
+def drift(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    current: Annotated[
+        str,
+        typer.Option(
+            help="What the model sees now: a prediction log (serve/predict --log) or images "
+            "(folder, CSV with a path column, glob)."
+        ),
+    ],
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="What it saw before: images or a log (default: the validation split summary "
+            "stored in the model file by imgrec train)."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for drift.json and drift.html.")
+    ] = None,
+    alpha: Annotated[
+        float, typer.Option(help="Chance of a false alarm over all tests together (Holm).")
+    ] = 0.05,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Log predictions from this date or date-time on (UTC), e.g. 2026-11-01."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Log predictions before this date-time; a bare date includes that day."),
+    ] = None,
+    permutations: Annotated[
+        int, typer.Option(help="Shuffles in the embedding test's permutation test.")
+    ] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed (subsampling, permutations).")] = 0,
+    all_models: Annotated[
+        bool,
+        typer.Option("--all-models", help="Read log rows of every model file, not only this one."),
+    ] = False,
+    engine: Annotated[
+        EngineChoice, typer.Option(help="Forward pass for image folders: onnx, torch or auto.")
+    ] = EngineChoice.auto,
+    quiet: Quiet = False,
+) -> None:
+    """Check whether the images a model sees have drifted from what it was trained for:
+    feature-space shift, confidence, class mix, brightness, contrast, sharpness and size.
+    Exit code 0 when there is no drift, 3 when there is (so a scheduler can retrain)."""
+    from imgrec.monitor.window import parse_when
+
+    def when(text: str | None, option: str) -> float | None:
+        try:
+            return None if text is None else parse_when(text, end=option == "--until")
+        except ImgrecError as exc:
+            raise typer.BadParameter(str(exc), param_hint=option) from None
+
+    start, end = when(since, "--since"), when(until, "--until")
+    from imgrec.monitor.detect import detect_drift
+
+    run = detect_drift(
+        model_file,
+        current,
+        reference,
+        alpha=alpha,
+        since=start,
+        until=end,
+        permutations=permutations,
+        seed=seed,
+        engine=engine.value,
+        all_models=all_models,
+        progress=not quiet and err.is_terminal,
+    )
+    result = run.result
+    table = Table("test", "statistic", "p (Holm)", "effect", "shift")
+    for t in result.tests:
+        if t.skipped:
+            table.add_row(t.title, "-", "-", "-", f"not run: {t.skipped}")
+            continue
+        mark = "[red]yes[/]" if t.shifted else ("negligible" if t.significant else "no")
+        table.add_row(t.title, f"{t.statistic:.4g}", f"{t.p_adjusted:.3g}", t.effect_size, mark)
+    out.print(table)
+    for role, window in (("reference", run.reference), ("current", run.current)):
+        skipped = f", {len(window.skipped)} unreadable skipped" if window.skipped else ""
+        out.print(f"{role}: {len(window)} images{skipped} ({window.source})", highlight=False)
+    colour = "red" if result.drift else "green"
+    out.print(f"[bold {colour}]{escape(result.headline)}[/]")
+    if out_dir is not None:
+        from imgrec.monitor.drift_report import save_drift_report
+
+        paths = save_drift_report(run, out_dir)
+        out.print(f"report: {paths['html']}\njson:   {paths['json']}", highlight=False)
+    if result.drift:
+        raise typer.Exit(3)
 
 
 def main() -> None:

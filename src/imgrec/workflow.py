@@ -181,6 +181,7 @@ def train_run(
         decoded=decoded,
     )
 
+    clf.metadata["monitor"] = {"reference": _reference_summary(clf, decoded, val, config.seed)}
     evaluated_on, target = ("test", test) if len(test) else ("val", val)
     result = clf.evaluate(target)
     result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
@@ -202,6 +203,19 @@ def train_run(
     card = write_card(folder, evaluation=result)  # model_card.md/.html, embedded in the model
     clf.metadata["model_card"] = card.text
     return RunResult(folder, model_path, report, result, evaluated_on, clf, card.html)
+
+
+def _reference_summary(
+    clf: ImageClassifier, decoded: DecodedCache, val: Dataset, seed: int
+) -> dict:
+    """The validation split (images the weights never trained on) as the model sees them,
+    kept in the model file as the reference of `imgrec drift`: one forward pass, no decode."""
+    from imgrec.monitor.image_window import reference_window
+
+    window = reference_window(
+        clf.batch_predictor("auto"), decoded.subset(val.paths), "validation split", seed=seed
+    )
+    return {**window.to_metadata(), "temperature": clf.temperature}
 
 
 def _headline(metrics: dict) -> dict:

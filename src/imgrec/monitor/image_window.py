@@ -1,0 +1,218 @@
+"""Windows from image files: a folder, a CSV, a glob, or the decoded cache of a training run.
+
+Every image is predicted once; the same forward pass gives the class, the confidence and the
+signature, and the normalised batch gives the input properties. Unreadable files are skipped
+and listed in the window, never fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from imgrec.errors import ImgrecError
+from imgrec.monitor.window import Window
+
+if TYPE_CHECKING:
+    from imgrec.data.cache import DecodedCache
+    from imgrec.predicting import BatchPredictor
+
+REFERENCE_LIMIT = 500  # images in a model file's reference: as many as the MMD test uses
+
+
+def image_paths(source: str | Path) -> list[Path]:
+    """The images of a folder (recursive), a glob, one file, or a CSV with a `path` column
+    (paths relative to the CSV, as `imgrec train` reads them)."""
+    path = Path(source)
+    if path.suffix.lower() == ".csv" and path.is_file():
+        return _csv_paths(path)
+    from imgrec.data.inputs import expand_inputs
+
+    return expand_inputs([str(source)])
+
+
+def _csv_paths(csv_path: Path) -> list[Path]:
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ImgrecError(f"cannot read the CSV file {csv_path} ({exc}).") from exc
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    if "path" not in header:
+        raise ImgrecError(f"the CSV file {csv_path} needs a header with a 'path' column.")
+    col = header.index("path")
+    paths = [
+        Path(row[col]) if Path(row[col]).is_absolute() else csv_path.parent / row[col]
+        for row in rows[1:]
+        if len(row) > col and row[col].strip()
+    ]
+    if not paths:
+        raise ImgrecError(f"the CSV file {csv_path} lists no images.")
+    return paths
+
+
+def original_size(path: Path) -> tuple[float, float]:
+    """(width, height) as the photo is shown (EXIF rotation applied), read from the header
+    only; NaN where the header cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - any header problem only loses the size
+        return float("nan"), float("nan")
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return float(width), float(height)
+
+
+def describe_batch(
+    predictor: BatchPredictor, batch: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(labels, confidences, brightness/contrast/sharpness (n, 3), signatures) of one
+    normalised batch, in one forward pass of the predictor's engine."""
+    from imgrec.data.properties import input_properties
+
+    probs, signatures = predictor.engine.run(batch)
+    top = probs.argmax(axis=1)
+    labels = np.array([predictor.classes[i] for i in top], dtype=object)
+    confidence = probs[np.arange(len(top)), top].astype(np.float32)
+    properties = input_properties(batch, predictor.preprocessing)
+    if signatures is not None:
+        signatures = np.asarray(signatures, dtype=np.float32)
+    return labels, confidence, properties, signatures
+
+
+class _Collector:
+    """Accumulates describe_batch results into one Window."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple] = []
+
+    def add(self, described: tuple, sizes: list[tuple[float, float]]) -> None:
+        self.parts.append((*described, np.array(sizes, dtype=np.float32).reshape(-1, 2)))
+
+    def window(self, **kw) -> Window:
+        if not self.parts:
+            empty = np.zeros((0,), np.float32)
+            return Window(
+                np.zeros((0,), dtype=str), empty, np.zeros((0, 5), np.float32), None, **kw
+            )
+        labels, conf, props, sigs, sizes = zip(*self.parts, strict=True)
+        signatures = None if any(s is None for s in sigs) else np.concatenate(sigs)
+        return Window(
+            labels=np.concatenate(labels).astype(str),
+            confidence=np.concatenate(conf),
+            properties=np.concatenate(
+                [np.concatenate(props), np.concatenate(sizes)], axis=1
+            ).astype(np.float32),
+            signatures=signatures,
+            **kw,
+        )
+
+
+def window_from_images(
+    predictor: BatchPredictor, source: str | Path, progress: bool = False
+) -> Window:
+    """Predict every image of `source` (folder, CSV, glob or file) once and describe it;
+    unreadable files are skipped and listed in the window, never fatal."""
+    from imgrec.models.inference import iter_decoded_batches
+
+    paths = image_paths(source)
+    collected = _Collector()
+    skipped: list[tuple[str, str]] = []
+    mtimes: list[float] = []
+    batches = iter_decoded_batches(
+        paths, predictor.preprocessing, predictor.batch_size, predictor.workers
+    )
+    with _Progress(progress, len(paths)) as advance:
+        for ok, batch, bad in batches:
+            skipped += [(str(s.path), s.reason) for s in bad]
+            if ok:
+                collected.add(describe_batch(predictor, batch), [original_size(p) for p in ok])
+                mtimes += [_mtime(p) for p in ok]
+            advance(len(ok) + len(bad))
+    finite = [t for t in mtimes if np.isfinite(t)]
+    return collected.window(
+        source=str(source),
+        kind="images",
+        time_range=(min(finite), max(finite)) if finite else None,
+        time_basis="file modification time",
+        skipped=skipped,
+    )
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return float("nan")
+
+
+def reference_window(
+    predictor: BatchPredictor,
+    cache: DecodedCache,
+    source: str,
+    limit: int = REFERENCE_LIMIT,
+    seed: int = 0,
+) -> Window:
+    """The window of up to `limit` (sampled) images of an already decoded cache: what training
+    stores as the model's reference, at the cost of one forward pass and no decode."""
+    import torch
+
+    from imgrec.data.transforms import eval_transform
+
+    cache.build()
+    indices = list(cache.valid_indices)
+    if len(indices) > limit:
+        chosen = np.random.default_rng(seed).choice(len(indices), limit, replace=False)
+        indices = [indices[i] for i in sorted(chosen)]
+    transform = eval_transform(predictor.preprocessing)
+    collected = _Collector()
+    step = max(1, predictor.batch_size)
+    for start in range(0, len(indices), step):
+        chunk = indices[start : start + step]
+        batch = torch.stack([transform(cache[i]) for i in chunk]).numpy()
+        sizes = [_cached_size(cache, i) for i in chunk]
+        collected.add(describe_batch(predictor, batch), sizes)
+    now = datetime.now(UTC).timestamp()
+    return collected.window(
+        source=source, kind="reference", time_range=(now, now), time_basis="training time"
+    )
+
+
+def _cached_size(cache: DecodedCache, i: int) -> tuple[float, float]:
+    facts = cache.facts[i]
+    if facts is not None:
+        return float(facts.width), float(facts.height)
+    return original_size(cache.paths[i])
+
+
+class _Progress:
+    """Context manager yielding advance(n): a transient Rich bar on stderr when enabled."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total, self.bar = enabled, total, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        import sys
+
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.bar = Progress(console=Console(file=sys.stderr), transient=True)
+        self.bar.start()
+        task = self.bar.add_task("Describing images", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
