@@ -79,13 +79,12 @@ def test_onnx_export_matches_torch(model):
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def test_time_limited_training_with_the_fast_preset(tmp_path):
-    """`--time-limit` stops a long schedule on the clock and keeps the best epoch; the "fast"
-    preset's batch half runs inside real training."""
+def test_time_limited_training(tmp_path):
+    """`--time-limit` stops a long schedule on the clock and keeps the best epoch."""
     from runhelpers import SAMPLE, read_csv, run_imgrec
 
     result = run_imgrec(
-        "train", SAMPLE, "--model", "cnn-scratch", "--image-size", "32", "--augment", "fast",
+        "train", SAMPLE, "--model", "cnn-scratch", "--image-size", "32", "--augment", "light",
         "--epochs", "500", "--patience", "500", "--time-limit", "12s", "--no-audit",
         "--out", tmp_path / "run", "-q",
     )  # fmt: skip

@@ -13,7 +13,6 @@ from imgrec.data.transforms import (
     MIX_MODES,
     Preprocessing,
     batch_mix,
-    batch_transform,
     eval_transform,
     resize_for_cache,
     train_transform,
@@ -57,29 +56,11 @@ def test_eval_transform_crops_and_normalises():
 @pytest.mark.parametrize("preset", AUGMENT_PRESETS)
 def test_train_presets_shapes(preset):
     torch.manual_seed(0)
-    transform, finish = train_transform(P, preset), batch_transform(P, preset)
+    transform = train_transform(P, preset)
     for shape in [(3, 36, 36), (3, 36, 60), (3, 70, 36)]:
         x = transform(torch.randint(0, 256, shape, dtype=torch.uint8))
-        if finish is not None:  # "fast": uint8 squares per image, the rest per batch
-            assert x.dtype == torch.uint8 and x.shape == (3, 36, 36)
-            x = finish(x.unsqueeze(0))[0]
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32
         assert torch.isfinite(x).all()
-
-
-def test_fast_preset_crops_flips_and_jitters_each_image_of_a_batch():
-    from imgrec.data.batch_augment import BatchAugment
-
-    torch.manual_seed(0)
-    ramp = torch.linspace(0, 255, 36).round().to(torch.uint8).expand(3, 36, 36)
-    batch = torch.stack([ramp] * 8)
-    plain = BatchAugment(P, scale=(1.0, 1.0), ratio=(1.0, 1.0), jitter=0.0)(batch)
-    left_to_right = plain[:, 0, 16, 2] < plain[:, 0, 16, -3]
-    assert 0 < int(left_to_right.sum()) < 8  # some images flipped, some not
-    assert torch.allclose(plain[left_to_right], plain[left_to_right][:1].expand(-1, -1, -1, -1))
-    varied = BatchAugment(P)(batch)
-    assert varied.shape == (8, 3, 32, 32) and varied.min() >= -1 and varied.max() <= 1
-    assert len({round(float(v), 4) for v in varied.mean((1, 2, 3))}) == 8  # each its own crop
 
 
 def test_unknown_preset_lists_valid_ones():

@@ -35,7 +35,6 @@ class Augment(StrEnum):
     light = "light"
     default = "default"
     strong = "strong"
-    fast = "fast"
 
 
 class Optimizer(StrEnum):

@@ -20,13 +20,7 @@ from matplotlib.figure import Figure
 
 from imgrec.data.dataset import Dataset, Sample, load_dataset
 from imgrec.data.decode import UnreadableImage, open_image
-from imgrec.data.transforms import (
-    Preprocessing,
-    batch_transform,
-    eval_transform,
-    resize_for_cache,
-    train_transform,
-)
+from imgrec.data.transforms import Preprocessing, eval_transform, resize_for_cache, train_transform
 from imgrec.errors import ImgrecError
 
 # Fixed geometry, so a grid of R rows and C columns is always the same size in pixels.
@@ -72,13 +66,7 @@ def preview_augmentations(
     if images < 1 or views < 1:
         raise ImgrecError(f"need at least 1 image and 1 view; got {images} and {views}.")
     p = _preprocessing(spec)
-    per_image = train_transform(p, augment)  # an unknown preset fails before any decoding
-    per_batch = batch_transform(p, augment)
-
-    def augmenting(pixels: torch.Tensor) -> torch.Tensor:
-        view = per_image(pixels)
-        return per_batch(view.unsqueeze(0))[0] if per_batch is not None else view
-
+    augmenting = train_transform(p, augment)  # an unknown preset fails before any decoding
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     if not data.samples:
         raise ImgrecError(f"The dataset at {data.root} has no images to preview.")

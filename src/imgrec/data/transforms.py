@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as F
 
 from imgrec.errors import ImgrecError
 
-AUGMENT_PRESETS = ("none", "light", "default", "strong", "fast")
+AUGMENT_PRESETS = ("none", "light", "default", "strong")
 MIX_MODES = ("none", "mixup", "cutmix", "both")  # same as imgrec.train.config.MIXES
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -93,20 +93,13 @@ def eval_transform(p: Preprocessing) -> Transform:
 
 
 def train_transform(p: Preprocessing, augment: str) -> Transform:
-    """Augmenting transform for one of AUGMENT_PRESETS; stronger presets suit smaller datasets.
-
-    "fast" does only a random square crop here (uint8 out); `batch_transform` does the rest.
-    """
+    """Augmenting transform for one of AUGMENT_PRESETS; stronger presets suit smaller datasets."""
     if augment not in AUGMENT_PRESETS:
         raise ImgrecError(
             f"Unknown augmentation preset '{augment}'; choose one of {', '.join(AUGMENT_PRESETS)}."
         )
     if augment == "none":
         return eval_transform(p)
-    if augment == "fast":
-        from imgrec.data.batch_augment import RandomSquare
-
-        return RandomSquare()
     size = p.input_size
     if augment == "light":
         steps: list[v2.Transform] = [
@@ -124,18 +117,6 @@ def train_transform(p: Preprocessing, augment: str) -> Transform:
         return v2.Compose([*steps, *_finish(p)])
     steps += [v2.RandomPerspective(distortion_scale=0.2, p=0.3), v2.RandAugment(num_ops=2)]
     return v2.Compose([*steps, *_finish(p), v2.RandomErasing(p=0.25)])
-
-
-def batch_transform(
-    p: Preprocessing, augment: str
-) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The whole-batch part of a preset (after the loader stacks `train_transform`'s output),
-    or None when `train_transform` already made finished model input."""
-    if augment != "fast":
-        return None
-    from imgrec.data.batch_augment import BatchAugment
-
-    return BatchAugment(p)
 
 
 def batch_mix(mode: str, num_classes: int, alpha: float = 1.0) -> BatchTransform | None:

@@ -100,7 +100,6 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
         freeze_bn=not from_scratch,
         class_weight=weight,
         time_used=_time_used(config, job.started),
-        preprocessing=preprocessing,
     )
     last = state.folder / "last.ckpt"
     callbacks = [

@@ -85,13 +85,7 @@ def find_lr(
     )
     if not from_scratch:
         freeze_early_layers(model, config.freeze_stride)  # as fine-tuning will
-    module = FineTuneModule(
-        model,
-        config,
-        total_steps=steps,
-        freeze_bn=not from_scratch,
-        preprocessing=classifier.preprocessing,
-    )
+    module = FineTuneModule(model, config, total_steps=steps, freeze_bn=not from_scratch)
     module.lr = config.lr
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="imgrec-lr-") as tmp:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from imgrec.data.transforms import Preprocessing, batch_mix, batch_transform
+from imgrec.data.transforms import batch_mix
 from imgrec.models.registry import backbone_parameters, head_parameters
 from imgrec.train.config import TrainConfig
 from imgrec.train.head import make_optimizer, score, warmup_cosine
@@ -20,10 +20,8 @@ class FineTuneModule(L.LightningModule):
 
     Small datasets give noisy batch statistics, and the ImageNet running stats are a better
     estimate than a few hundred photos can give (the Keras and timm fine-tuning advice).
-    With a preset that works on whole batches ("fast"), the loader brings uint8 crops and
-    `training_step` finishes the augmentation. With `config.mix`, training batches are mixed
-    (MixUp / CutMix) into soft targets; the training loss takes probabilities, with label
-    smoothing and `class_weight` still applied.
+    With `config.mix`, training batches are mixed (MixUp / CutMix) into soft targets; the
+    training loss takes probabilities, with label smoothing and `class_weight` still applied.
     """
 
     def __init__(
@@ -34,11 +32,8 @@ class FineTuneModule(L.LightningModule):
         freeze_bn: bool,
         class_weight: torch.Tensor | None = None,
         time_used: Callable[[], float] | None = None,
-        preprocessing: Preprocessing | None = None,
     ):
         super().__init__()
-        # the whole-batch part of the augmentation preset ("fast"), if it has one
-        self.augment = batch_transform(preprocessing, config.augment) if preprocessing else None
         self.time_used = time_used  # fraction of the time limit spent, for the LR schedule
         self.model = model
         self.config = config
@@ -63,8 +58,6 @@ class FineTuneModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         target = y
-        if self.augment is not None:
-            x = self.augment(x)
         if self.mix is not None:
             x, target = self.mix(x, y)
         logits = self(x)
