@@ -102,7 +102,8 @@ def _gallery(html):
 
 def test_report_is_single_self_contained_file(report, html):
     assert sorted(p.name for p in report.parent.iterdir()) == ["report.html"]
-    assert html.count("data:image/png;base64,") == 3  # confusion, PR, training curves
+    # confusion, PR, reliability, coverage, training curves
+    assert html.count("data:image/png;base64,") == 5
     assert "data:image/jpeg;base64," in html  # thumbnails
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
     assert "<script" not in html and "<link" not in html and "@import" not in html
@@ -176,3 +177,12 @@ def test_mismatched_paths_are_rejected():
         EvaluationResult.from_predictions(
             np.array([[0.5, 0.5]]), np.array([0]), ["a", "b"], ["x.jpg", "y.jpg"]
         )
+
+
+def test_report_reads_calibration_and_coverage_in_plain_words(result, html):
+    assert "Calibration" in html and "Coverage vs accuracy" in html
+    calibration = result.metrics["calibration"]
+    busiest = max(calibration["bins"], key=lambda b: b["count"])
+    assert f"When the model says {busiest['confidence']:.0%} it is right" in html
+    assert f"{busiest['accuracy']:.0%} of the time" in html
+    assert "--min-confidence" in html or "no threshold reaches" in html
