@@ -137,7 +137,13 @@ def test_thumbnails_are_small(html):
 def test_save_plots_writes_valid_pngs(result, tmp_path):
     written = result.save_plots(tmp_path / "plots")
 
-    assert set(written) == {"confusion_matrix", "pr_curves", "training_curves"}
+    assert set(written) == {
+        "confusion_matrix",
+        "pr_curves",
+        "reliability",
+        "coverage",
+        "training_curves",
+    }
     for name, path in written.items():
         assert path.name == f"{name}.png"
         with Image.open(path) as png:
@@ -150,9 +156,10 @@ def test_without_history_binary_and_all_correct(tmp_path):
     probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     res = EvaluationResult.from_predictions(probs, np.array([0, 1, 0]), ["no", "yes"], paths)
 
-    assert set(res.save_plots(tmp_path / "plots")) == {"confusion_matrix", "pr_curves"}
+    plots = {"confusion_matrix", "pr_curves", "reliability", "coverage"}
+    assert set(res.save_plots(tmp_path / "plots")) == plots
     html = res.save_report(tmp_path / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 2
+    assert html.count("data:image/png;base64,") == 4
     assert "Training curves" not in html
     assert "No misclassified samples" in html
     assert res.accuracy == 1.0 and res.macro_f1 == 1.0
