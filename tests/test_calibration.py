@@ -198,6 +198,21 @@ def test_calibrate_in_place_with_the_python_api(model, tmp_path):
     assert report.nll_after <= report.nll_before + 1e-9  # the fit minimises exactly this
 
 
+@pytest.mark.slow
+def test_a_scikit_learn_model_calibrates_through_the_api(tmp_path, photos):
+    from imgrec import load_dataset
+
+    train = load_dataset(make_class_dataset(tmp_path / "train", n=10))
+    clf = ImageClassifier("rf-hog").fit(train, progress=False)
+    _, before, _ = clf.predict_proba(photos)
+    report = clf.calibrate(SAMPLE / "val")  # its logits are log-probabilities
+    assert clf.temperature == report.temperature != pytest.approx(1.0, abs=1e-3)
+    _, after, _ = clf.predict_proba(photos)
+    assert (before.argmax(1) == after.argmax(1)).all() and not np.allclose(before, after)
+    clf.save(tmp_path / "forest.imgrec")
+    assert ImageClassifier.load(tmp_path / "forest.imgrec").temperature == clf.temperature
+
+
 # ---- bad input: one line, non-zero exit ----------------------------------------------------------
 @pytest.mark.slow
 def test_cli_says_how_many_images_are_needed(model, tmp_path):
