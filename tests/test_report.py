@@ -189,6 +189,7 @@ def test_mismatched_paths_are_rejected():
 def test_report_reads_calibration_and_coverage_in_plain_words(result, html):
     assert "Calibration" in html and "Coverage vs accuracy" in html
     calibration = result.metrics["calibration"]
+    assert result.ece == calibration["ece"] and calibration["temperature"] == 1.0
     busiest = max(calibration["bins"], key=lambda b: b["count"])
     assert f"When the model says {busiest['confidence']:.0%} it is right" in html
     assert f"{busiest['accuracy']:.0%} of the time" in html

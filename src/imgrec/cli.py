@@ -847,7 +847,7 @@ def calibrate(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
 ) -> None:
     """Fit the model's temperature so its confidence matches its accuracy (temperature
-    scaling); accuracy never changes. Prints ECE and log loss before -> after."""
+    scaling); accuracy never changes. Prints ECE and NLL (log loss) before -> after."""
     from imgrec.calibrating import calibrate_file
 
     report, path = calibrate_file(model_file, data, out_file, split, batch_size)
@@ -856,17 +856,17 @@ def calibrate(
         f"calibrated on {report.images} images of {report.source}\n"
         f"temperature {report.temperature_before:.3g} -> {report.temperature:.3g}\n"
         f"ECE      {report.ece_before:.2%} -> {report.ece_after:.2%}\n"
-        f"log loss {report.nll_before:.4f} -> {report.nll_after:.4f}\n"
+        f"NLL      {report.nll_before:.4f} -> {report.nll_after:.4f}  (log loss)\n"
         f"honest (2-fold cross-fitted: T fitted on one half, measured on the other): "
         f"ECE {c['ece_before']:.2%} -> {c['ece_after']:.2%}, "
-        f"log loss {c['nll_before']:.4f} -> {c['nll_after']:.4f}\n"
+        f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}\n"
         f"accuracy {report.accuracy:.2%} (unchanged)",
         highlight=False,
         markup=False,
     )
     if c["nll_after"] > c["nll_before"]:
         err.print(
-            "warning: cross-fitted, the temperature made log loss worse; it may not carry "
+            "warning: cross-fitted, the temperature made NLL worse; it may not carry "
             "over to new images: calibrate on more held-out images.",
             style="yellow",
         )

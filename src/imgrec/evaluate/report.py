@@ -85,6 +85,11 @@ class EvaluationResult:
         return float(self.metrics["macro_f1"])
 
     @property
+    def ece(self) -> float:
+        """Expected calibration error of the top-1 confidence (metrics["calibration"])."""
+        return float(self.metrics["calibration"]["ece"])
+
+    @property
     def predictions(self) -> np.ndarray:
         """Predicted class index per sample (arg-max of probs)."""
         return self.probs.argmax(axis=1)
