@@ -93,3 +93,16 @@ def test_bad_inputs():
         compute_metrics(np.full((2, 3), 1 / 3), np.array([0, 1]), ["a", "b"])
     with pytest.raises(ValueError, match="class indices"):
         compute_metrics(np.full((1, 2), 0.5), np.array([2]), ["a", "b"])
+
+
+def test_calibration_and_coverage_sections():
+    probs = np.array([[0.85, 0.15], [0.85, 0.15], [0.45, 0.55], [0.55, 0.45]])
+    m = compute_metrics(probs, np.array([0, 1, 1, 1]), ["a", "b"], temperature=1.5)
+    assert m["calibration"]["temperature"] == 1.5
+    assert m["calibration"]["ece"] == pytest.approx((2 * 0.35 + 2 * 0.05) / 4, abs=0.01)
+    assert sum(b["count"] for b in m["calibration"]["bins"]) == 4
+    assert m["coverage"]["curve"][0] == pytest.approx(
+        {"threshold": 0.85, "coverage": 0.5, "accuracy": 0.5}
+    )
+    reached = {t["accuracy"]: t["reached"] for t in m["coverage"]["targets"]}
+    assert reached == {0.95: None, 0.99: None}  # no threshold gets past 50% here

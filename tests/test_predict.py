@@ -184,3 +184,27 @@ def test_cli_resume_with_other_top_k_is_one_line(model, photos, tmp_path):
         csv.writer(f).writerow(["path", "class1", "prob1", "skipped"])
     result = run_imgrec("predict", model, photos[0], "-k", "2", "-f", "csv", "-o", out, "--resume")
     assert_user_error(result, "same --top-k")
+
+
+def test_cli_min_confidence_labels_unknown_and_keeps_the_guesses(model, clf, photos, tmp_path):
+    out = tmp_path / "p.csv"
+    args = ("-f", "csv", "-o", out, "-k", "2", "--min-confidence", "0.9")
+    result = run_imgrec("predict", model, *photos, *args)
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(out)
+    assert list(rows[0]) == ["path", "label", "class1", "prob1", "class2", "prob2", "skipped"]
+    for row, want in zip(rows, clf.predict(photos, top_k=2), strict=True):
+        assert row["class1"] == want.label  # what the model guessed stays visible
+        assert row["label"] == ("unknown" if want.confidence < 0.9 else want.label)
+    assert_user_error(run_imgrec("predict", model, photos[0], "--min-confidence", "1.5"), "below 1")
+
+
+def test_jsonl_min_confidence(onnx_predictor, photos, tmp_path):
+    out = tmp_path / "p.jsonl"
+    onnx_predictor.predict_to_file(photos, out, "jsonl", min_confidence=0.999999)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    for record in records:
+        top = record["top"][0]
+        expected = "unknown" if top["probability"] < 0.999999 else top["class"]
+        assert record["label"] == expected
+    assert any(r["label"] == "unknown" for r in records)

@@ -102,7 +102,8 @@ def _gallery(html):
 
 def test_report_is_single_self_contained_file(report, html):
     assert sorted(p.name for p in report.parent.iterdir()) == ["report.html"]
-    assert html.count("data:image/png;base64,") == 3  # confusion, PR, training curves
+    # confusion, PR, reliability, coverage, training curves
+    assert html.count("data:image/png;base64,") == 5
     assert "data:image/jpeg;base64," in html  # thumbnails
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.IGNORECASE)
     assert "<script" not in html and "<link" not in html and "@import" not in html
@@ -136,7 +137,13 @@ def test_thumbnails_are_small(html):
 def test_save_plots_writes_valid_pngs(result, tmp_path):
     written = result.save_plots(tmp_path / "plots")
 
-    assert set(written) == {"confusion_matrix", "pr_curves", "training_curves"}
+    assert set(written) == {
+        "confusion_matrix",
+        "pr_curves",
+        "reliability",
+        "coverage",
+        "training_curves",
+    }
     for name, path in written.items():
         assert path.name == f"{name}.png"
         with Image.open(path) as png:
@@ -149,9 +156,10 @@ def test_without_history_binary_and_all_correct(tmp_path):
     probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     res = EvaluationResult.from_predictions(probs, np.array([0, 1, 0]), ["no", "yes"], paths)
 
-    assert set(res.save_plots(tmp_path / "plots")) == {"confusion_matrix", "pr_curves"}
+    plots = {"confusion_matrix", "pr_curves", "reliability", "coverage"}
+    assert set(res.save_plots(tmp_path / "plots")) == plots
     html = res.save_report(tmp_path / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 2
+    assert html.count("data:image/png;base64,") == 4
     assert "Training curves" not in html
     assert "No misclassified samples" in html
     assert res.accuracy == 1.0 and res.macro_f1 == 1.0
@@ -176,3 +184,13 @@ def test_mismatched_paths_are_rejected():
         EvaluationResult.from_predictions(
             np.array([[0.5, 0.5]]), np.array([0]), ["a", "b"], ["x.jpg", "y.jpg"]
         )
+
+
+def test_report_reads_calibration_and_coverage_in_plain_words(result, html):
+    assert "Calibration" in html and "Coverage vs accuracy" in html
+    calibration = result.metrics["calibration"]
+    assert result.ece == calibration["ece"] and calibration["temperature"] == 1.0
+    busiest = max(calibration["bins"], key=lambda b: b["count"])
+    assert f"When the model says {busiest['confidence']:.0%} it is right" in html
+    assert f"{busiest['accuracy']:.0%} of the time" in html
+    assert "--min-confidence" in html or "no threshold reaches" in html

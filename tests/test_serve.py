@@ -110,6 +110,35 @@ def test_top_k(client, photos):
     assert bad.status_code == 422 and "top_k" in bad.json()["error"]
 
 
+def test_min_confidence_per_request(client, photos):
+    files = _multipart(photos[:2])
+    plain = client.post("/v1/predict", files=files).json()
+    assert plain["min_confidence"] == 0.0
+    assert [p["label"] for p in plain["predictions"]] == [
+        p["labels"][0] for p in plain["predictions"]
+    ]
+    top = max(p["probabilities"][0] for p in plain["predictions"])
+    for how in ({"params": {"min_confidence": 0.999999}}, {"data": {"min_confidence": "0.999999"}}):
+        body = client.post("/v1/predict", files=files, **how).json()
+        assert body["min_confidence"] == 0.999999
+        for served, before in zip(body["predictions"], plain["predictions"], strict=True):
+            assert served["label"] == ("unknown" if top < 0.999999 else served["labels"][0])
+            assert served["labels"] == before["labels"]  # the guesses stay listed
+            np.testing.assert_allclose(served["probabilities"], before["probabilities"], atol=ATOL)
+    for how in ({"params": {"min_confidence": 1}}, {"data": {"min_confidence": "high"}}):
+        bad = client.post("/v1/predict", files=files, **how)
+        assert bad.status_code == 422 and "min_confidence" in bad.json()["error"]
+
+
+def test_server_wide_min_confidence(model, photos, tmp_path):
+    with running_server(model, tmp_path / "log", "--min-confidence", "0.999999") as srv:
+        body = httpx.post(f"{srv.url}/v1/predict", files=_multipart(photos[:1]), timeout=60).json()
+    [served] = body["predictions"]
+    assert body["min_confidence"] == 0.999999
+    want = "unknown" if served["probabilities"][0] < 0.999999 else served["labels"][0]
+    assert served["label"] == want and len(served["labels"]) == 2
+
+
 def test_model_info(client, model):
     info = client.get("/v1/model")
     assert info.status_code == 200
@@ -271,6 +300,12 @@ def test_help_shows_an_example():
     result = run_imgrec("serve", "--help")
     assert result.returncode == 0
     assert "Example: IMGREC_KEY=s3cret imgrec serve" in result.stdout
+
+
+def test_min_confidence_out_of_range_is_one_line_error(model):
+    from runhelpers import assert_user_error, run_imgrec
+
+    assert_user_error(run_imgrec("serve", model, "--min-confidence", "1"), "below 1")
 
 
 def test_missing_key_variable_is_one_line_error(model):

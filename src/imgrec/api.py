@@ -27,6 +27,7 @@ from imgrec.train.config import TrainConfig
 if TYPE_CHECKING:  # scikit-learn and matplotlib load only when evaluating
     from collections.abc import Callable
 
+    from imgrec.calibrating import CalibrationReport
     from imgrec.evaluate import EvaluationResult
     from imgrec.predicting import BatchPredictor
 
@@ -245,6 +246,7 @@ class ImageClassifier:
             self.classes,
             [str(p) for p in paths],
             history=self.history or None,
+            temperature=self.temperature,
             info=self.describe(),
             skipped=[(str(s.path), s.reason) for s in dataset.skipped + skipped] or None,
         )
@@ -256,6 +258,21 @@ class ImageClassifier:
             )
             result.add_groups(values, source, seed=self.config.seed)
         return result
+
+    def calibrate(
+        self, data: Dataset | str | Path, split: str = "val", batch_size: int = 32
+    ) -> CalibrationReport:
+        """Fit `temperature` on held-out images so confidence matches accuracy (the ranking,
+        so accuracy, never changes). `data`'s `split` ("val" or "test") when it has splits,
+        else all of it: images the model did not train on. `save` keeps the temperature."""
+        from imgrec.calibrating import calibrate_classifier
+
+        report = calibrate_classifier(self, data, split, batch_size)
+        self.metadata["calibration"] = {
+            **self.metadata.get("calibration", {}),
+            **report.to_metadata(),
+        }
+        return report
 
     # ---- persistence ----------------------------------------------------------------------
     def describe(self) -> dict:

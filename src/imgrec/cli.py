@@ -78,6 +78,13 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 SplitRatios = Annotated[
     str, typer.Option(help="Train/val/test percentages when the data has no splits.")
 ]
+MinConfidence = Annotated[
+    float | None,
+    typer.Option(
+        help="Answer 'unknown' when the top-1 probability is below this (0 <= P < 1); "
+        "the evaluation report's coverage curve shows what each value costs."
+    ),
+]
 
 
 def _value(choice: StrEnum | None) -> str | None:
@@ -493,6 +500,8 @@ def evaluate(
     table = Table("metric", "value")
     for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "log_loss"):
         table.add_row(key, f"{m[key]:.4f}" if isinstance(m[key], float) else str(m[key]))
+    if "calibration" in m:
+        table.add_row("ece", f"{m['calibration']['ece']:.4f}")
     out.print(table)
     if "groups" in m:
         _print_groups(m["groups"])
@@ -549,11 +558,13 @@ def predict(
     ] = EngineChoice.auto,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    min_confidence: MinConfidence = None,
 ) -> None:
     """Predict the class of images; unreadable files are reported and the rest still predicted."""
     from imgrec.data.inputs import expand_inputs
-    from imgrec.predicting import BatchPredictor
+    from imgrec.predicting import BatchPredictor, check_min_confidence
 
+    check_min_confidence(min_confidence)
     streaming = fmt in (Format.csv, Format.jsonl)
     if resume and not (streaming and output):
         raise ImgrecError("--resume needs --output FILE with --format csv or jsonl.")
@@ -575,6 +586,7 @@ def predict(
                 resume=resume,
                 progress=not quiet and err.is_terminal,
                 on_skip=report,
+                min_confidence=min_confidence,
             )
         except KeyboardInterrupt:
             if output:
@@ -600,31 +612,51 @@ def predict(
     predictions = [Prediction(str(p), c, q) for p, (c, q) in zip(done, rows, strict=True)]
     if output:
         with output.open("w", newline="", encoding="utf-8") as stream:
-            _write_predictions(predictions, skipped, fmt, stream)
+            _write_predictions(predictions, skipped, fmt, stream, min_confidence)
         out.print(f"wrote {len(predictions)} predictions to {output}")
     else:
-        _write_predictions(predictions, skipped, fmt, sys.stdout)
+        _write_predictions(predictions, skipped, fmt, sys.stdout, min_confidence)
     for s in skipped:
         report(s)
     if not predictions:
         raise ImgrecError("none of the inputs could be read as an image.")
 
 
-def _write_predictions(predictions, skipped, fmt: Format, stream) -> None:
-    """The whole-document formats: a JSON document or a Rich table."""
+def _write_predictions(predictions, skipped, fmt: Format, stream, min_confidence=None) -> None:
+    """The whole-document formats: a JSON document or a Rich table; with `min_confidence`,
+    each prediction also gets its label (the top class, or unknown)."""
+    from imgrec.predicting import answer_label
+
     k = max((len(p.classes) for p in predictions), default=1)
+    labelled = min_confidence is not None
+
+    def label(p) -> str:
+        return answer_label(p.classes, p.probabilities, min_confidence)
+
     if fmt is Format.json:
         document = {
-            "predictions": [p.to_dict() for p in predictions],
+            "predictions": [
+                {"path": p.path, "label": label(p), "top": p.to_dict()["top"]}
+                if labelled
+                else p.to_dict()
+                for p in predictions
+            ],
             "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped],
         }
         json.dump(document, stream, indent=2, ensure_ascii=False)
         stream.write("\n")
     else:
-        table = Table(Column("image", overflow="fold"), *[f"top {i}" for i in range(1, k + 1)])
+        label_column = ["label"] if labelled else []
+        table = Table(
+            Column("image", overflow="fold"),
+            *label_column,
+            *[f"top {i}" for i in range(1, k + 1)],
+        )
         for p in predictions:
             pairs = zip(p.classes, p.probabilities, strict=True)
-            table.add_row(p.path, *[f"{c} {q:.1%}" for c, q in pairs])
+            table.add_row(
+                p.path, *([label(p)] if labelled else []), *[f"{c} {q:.1%}" for c, q in pairs]
+            )
         Console(file=stream, width=None if stream is sys.stdout else 200).print(table)
 
 
@@ -869,6 +901,57 @@ def split_command(
 
 
 @app.command(
+    epilog="Example: imgrec calibrate runs/train/model.imgrec photos/ --split val "
+    "--out runs/train/model.calibrated.imgrec"
+)
+def calibrate(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="Labelled images the model did NOT train on: a dataset with splits (its "
+            "--split part is used), or a folder per class / CSV used whole."
+        ),
+    ],
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the calibrated model here (default: update in place)."),
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Which split to use when DATA has splits: val or test.")
+    ] = "val",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
+) -> None:
+    """Fit the model's temperature so its confidence matches its accuracy (temperature
+    scaling); accuracy never changes. Prints ECE and NLL (log loss) before -> after."""
+    from imgrec.calibrating import calibrate_file
+
+    report, path = calibrate_file(model_file, data, out_file, split, batch_size)
+    c = report.cross_fitted
+    out.print(
+        f"calibrated on {report.images} images of {report.source}\n"
+        f"temperature {report.temperature_before:.3g} -> {report.temperature:.3g}\n"
+        f"ECE      {report.ece_before:.2%} -> {report.ece_after:.2%}\n"
+        f"NLL      {report.nll_before:.4f} -> {report.nll_after:.4f}  (log loss)\n"
+        f"honest (2-fold cross-fitted: T fitted on one half, measured on the other): "
+        f"ECE {c['ece_before']:.2%} -> {c['ece_after']:.2%}, "
+        f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}\n"
+        f"accuracy {report.accuracy:.2%} (unchanged)",
+        highlight=False,
+        markup=False,
+    )
+    if c["nll_after"] > c["nll_before"]:
+        err.print(
+            "warning: cross-fitted, the temperature made NLL worse; it may not carry "
+            "over to new images: calibrate on more held-out images.",
+            style="yellow",
+        )
+    if report.skipped:
+        err.print(f"{len(report.skipped)} unreadable file(s) skipped", style="yellow")
+    out.print(f"model: {path}", highlight=False, markup=False)
+
+
+@app.command(
     epilog="Example: IMGREC_KEY=s3cret imgrec serve runs/train/model.imgrec --port 8000 "
     "--api-key-env IMGREC_KEY   (then open http://127.0.0.1:8000/ or /docs)"
 )
@@ -889,12 +972,21 @@ def serve(
         EngineChoice,
         typer.Option(help="Forward pass: onnx (ONNX Runtime), torch, or auto (onnx if installed)."),
     ] = EngineChoice.auto,
+    min_confidence: Annotated[
+        float,
+        typer.Option(
+            help="Default minimum confidence: below it the answer is 'unknown' (0 = always "
+            "answer); a request may set its own with the min_confidence field."
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve a model over HTTP: JSON API (/v1/predict), web page (/), docs, /metrics."""
     import os
 
+    from imgrec.predicting import check_min_confidence
     from imgrec.serve import ServeSettings, create_app
 
+    check_min_confidence(min_confidence)
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env, "")
@@ -906,6 +998,7 @@ def serve(
         api_key=api_key,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         engine=engine.value,
+        min_confidence=min_confidence,
     )
     web_app = create_app(model_file, settings)
     import uvicorn

@@ -12,6 +12,9 @@ Output conventions (also in docs/deploy.md):
   `skipped` cell; an unreadable one has empty class/prob cells and the reason in `skipped`.
 - JSON Lines: `{"path": ..., "top": [{"class": ..., "probability": ...}, ...]}` per image, or
   `{"path": ..., "skipped": reason}` for an unreadable file.
+- With a minimum confidence P (`--min-confidence`), CSV gains a `label` column after `path`
+  and JSON Lines a `"label"` key: the top class, or `unknown` when its probability is below P.
+  The top-k classes stay, so what the model guessed is still visible.
 """
 
 from __future__ import annotations
@@ -36,6 +39,26 @@ from imgrec.models.engine import Engine, read_onnx_file
 from imgrec.models.inference import stream_probabilities
 
 STREAM_FORMATS = ("csv", "jsonl")
+UNKNOWN = "unknown"  # the label of a prediction below the minimum confidence
+
+
+def check_min_confidence(value: float | None) -> float | None:
+    """`value` if it is a usable minimum confidence (0 <= P < 1, or None), else ImgrecError."""
+    if value is None:
+        return None
+    if not 0.0 <= value < 1.0:
+        raise ImgrecError(f"--min-confidence must be at least 0 and below 1, got {value:g}.")
+    return float(value)
+
+
+def answer_label(
+    classes: Sequence[str], probs: Sequence[float], min_confidence: float | None
+) -> str:
+    """The top class (`classes[0]`, most likely first), or UNKNOWN when its probability is
+    below `min_confidence`."""
+    if min_confidence is not None and probs[0] < min_confidence:
+        return UNKNOWN
+    return classes[0]
 
 
 def top_k_rows(
@@ -131,13 +154,14 @@ class BatchPredictor:
         resume: bool = False,
         progress: bool = False,
         on_skip: Callable[[Skipped], None] | None = None,
+        min_confidence: float | None = None,
     ) -> StreamSummary:
         """Predict `paths` into `output` (a file path, or an open text stream such as stdout)
         as CSV or JSON Lines, one flushed write per batch. See the module docstring."""
         if fmt not in STREAM_FORMATS:
             raise ImgrecError(f"streaming output is {' or '.join(STREAM_FORMATS)}, not '{fmt}'.")
         k = max(1, min(top_k, len(self.classes)))
-        writer = _RowWriter(fmt, k)
+        writer = _RowWriter(fmt, k, check_min_confidence(min_confidence))
         summary = StreamSummary(engine=self.engine.name)
         if isinstance(output, str | Path):
             path = Path(output)
@@ -180,9 +204,12 @@ class BatchPredictor:
 class _RowWriter:
     """Rows of one format; `read_existing` returns the paths an earlier run wrote."""
 
-    def __init__(self, fmt: str, k: int) -> None:
+    def __init__(self, fmt: str, k: int, min_confidence: float | None = None) -> None:
         self.fmt = fmt
-        self.columns = ["path", *(f"{x}{i}" for i in range(1, k + 1) for x in ("class", "prob"))]
+        self.min_confidence = min_confidence
+        self.labelled = min_confidence is not None
+        self.columns = ["path", *(["label"] if self.labelled else [])]
+        self.columns += [f"{x}{i}" for i in range(1, k + 1) for x in ("class", "prob")]
         self.columns.append("skipped")
 
     def header(self, stream: IO[str]) -> None:
@@ -196,7 +223,8 @@ class _RowWriter:
             blank = [""] * (len(self.columns) - 2)
             for path, (names, probs) in zip(ok, rows, strict=True):
                 pairs = [v for c, q in zip(names, probs, strict=True) for v in (c, f"{q:.6f}")]
-                out.writerow([str(path), *pairs, ""])
+                label = [answer_label(names, probs, self.min_confidence)] if self.labelled else []
+                out.writerow([str(path), *label, *pairs, ""])
             for s in skipped:
                 out.writerow([str(s.path), *blank, s.reason])
         else:
@@ -205,7 +233,11 @@ class _RowWriter:
                     {"class": c, "probability": round(q, 6)}
                     for c, q in zip(names, probs, strict=True)
                 ]
-                buffer.write(json.dumps({"path": str(path), "top": top}, ensure_ascii=False))
+                record: dict = {"path": str(path)}
+                if self.labelled:
+                    record["label"] = answer_label(names, probs, self.min_confidence)
+                record["top"] = top
+                buffer.write(json.dumps(record, ensure_ascii=False))
                 buffer.write("\n")
             for s in skipped:
                 record = {"path": str(s.path), "skipped": s.reason}

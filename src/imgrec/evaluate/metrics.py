@@ -18,6 +18,8 @@ from sklearn.metrics import (
 )
 
 from imgrec.errors import ImgrecError
+from imgrec.evaluate.calibration import expected_calibration_error, reliability_bins
+from imgrec.evaluate.selective import selective_summary
 
 # Probabilities are clipped before the log so a confident mistake costs a large but finite
 # loss; 1e-15 matches scikit-learn's historical default.
@@ -94,13 +96,28 @@ def _averages(targets: np.ndarray, preds: np.ndarray, labels: list[int], average
     }
 
 
+def calibration_metrics(probs: np.ndarray, targets: np.ndarray, temperature: float) -> dict:
+    """ECE, its reliability bins, and the temperature the probabilities were made at."""
+    return {
+        "ece": expected_calibration_error(probs, targets),
+        "bins": reliability_bins(probs, targets),
+        "temperature": float(temperature),
+    }
+
+
 def compute_metrics(
-    probs: np.ndarray, targets: np.ndarray, classes: list[str], top_k: int = 5
+    probs: np.ndarray,
+    targets: np.ndarray,
+    classes: list[str],
+    top_k: int = 5,
+    temperature: float = 1.0,
 ) -> dict:
-    """Headline, per-class and confusion metrics for predicted class probabilities.
+    """Headline, per-class, confusion, calibration and coverage metrics for predicted class
+    probabilities.
 
     ``probs`` is (N, C) with rows summing to 1; ``targets`` is (N,) class indices. The
-    prediction is the arg-max class. Returns plain Python types only (safe for json.dump).
+    prediction is the arg-max class. ``temperature`` is the one the model's probabilities
+    were made at (recorded, not applied). Returns plain Python types only (safe for json.dump).
     """
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -142,4 +159,6 @@ def compute_metrics(
         "weighted_avg": _averages(targets, preds, labels, "weighted"),
         "confusion_matrix": cm.astype(int).tolist(),
         "classes": classes,
+        "calibration": calibration_metrics(probs, targets, temperature),
+        "coverage": selective_summary(probs, targets),
     }

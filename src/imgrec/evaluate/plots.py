@@ -7,6 +7,7 @@ backend untouched, and keeps no global figure registry that could leak memory.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -184,4 +185,81 @@ def plot_group_accuracy(groups: dict) -> Figure:
         ax.set_xlabel("Accuracy (95% bootstrap interval; orange: too few images to judge)")
         ax.set_title(f"Accuracy by {column}")
         ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_reliability(bins: Sequence[dict], ece: float) -> Figure:
+    """Reliability diagram: accuracy per confidence bin against the diagonal of perfect
+    calibration, with how many predictions each bin holds underneath.
+
+    A filled bar below its red outline means over-confidence (the model claims more than it
+    delivers); the count panel shows which bins hold enough images to be believed.
+    """
+    fig = Figure(figsize=(6.5, 6.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
+    if bins:
+        lows = np.array([b["low"] for b in bins])
+        widths = np.array([b["high"] - b["low"] for b in bins])
+        accuracy = np.array([b["accuracy"] for b in bins])
+        confidence = np.array([b["confidence"] for b in bins])
+        counts = np.array([b["count"] for b in bins])
+        top.bar(lows, accuracy, widths, align="edge", edgecolor="white", label="accuracy")
+        top.bar(
+            lows,
+            confidence,
+            widths,
+            align="edge",
+            fill=False,
+            edgecolor="tab:red",
+            linewidth=1.5,
+            label="mean confidence",
+        )
+        bottom.bar(lows, counts, widths, align="edge", color="grey", edgecolor="white")
+    else:
+        top.text(0.5, 0.5, "No predictions", ha="center", va="center")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.02)
+    top.set_ylabel("Accuracy")
+    top.set_title(f"Reliability (ECE {ece:.3f})")
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.set_xlabel("Confidence (top-1 probability)")
+    bottom.set_ylabel("Images")
+    bottom.grid(alpha=0.3)
+    return fig
+
+
+def plot_coverage(points: Sequence[dict], targets: Sequence[dict]) -> Figure:
+    """Accuracy of the predictions kept against the share kept, as the confidence threshold
+    rises; each target accuracy that some threshold reaches is marked with that threshold."""
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.subplots()
+    if points:
+        coverage = [p["coverage"] for p in points]
+        accuracy = [p["accuracy"] for p in points]
+        ax.plot(coverage, accuracy, "-", marker="." if len(points) < 30 else None)
+        low = min(accuracy)
+    else:
+        ax.text(0.5, 0.5, "No predictions", ha="center", va="center")
+        low = 0.0
+    for target in targets:
+        ax.axhline(target["accuracy"], color="grey", linestyle=":", linewidth=1)
+        reached = target.get("reached")
+        if reached:
+            ax.plot([reached["coverage"]], [reached["accuracy"]], "o", color="tab:red")
+            ax.annotate(
+                f"t = {math.floor(reached['threshold'] * 1000) / 1000:.3f}",
+                (reached["coverage"], reached["accuracy"]),
+                textcoords="offset points",
+                xytext=(-8, -14),
+                ha="right",
+                fontsize=8,
+            )
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(max(0.0, min(low, min((t["accuracy"] for t in targets), default=1)) - 0.05), 1.01)
+    ax.set_xlabel("Coverage (share of images answered)")
+    ax.set_ylabel("Accuracy of the answered images")
+    ax.set_title("Coverage vs accuracy (answer only when confidence >= t)")
+    ax.grid(alpha=0.3)
     return fig

@@ -7,6 +7,7 @@ URIs, inline CSS, no scripts) so it can be mailed, archived or opened offline as
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +20,10 @@ from imgrec.evaluate.groups import gap_sentence, group_metrics
 from imgrec.evaluate.metrics import compute_metrics
 from imgrec.evaluate.plots import (
     plot_confusion_matrix,
+    plot_coverage,
     plot_group_accuracy,
     plot_pr_curves,
+    plot_reliability,
     plot_training_curves,
 )
 from imgrec.reporting import data_uri, png_bytes, thumbnail_uri
@@ -67,10 +70,12 @@ class EvaluationResult:
         paths: list[str],
         *,
         top_k: int = 5,
+        temperature: float = 1.0,
         **kw,
     ) -> EvaluationResult:
-        """Build a result, computing metrics; ``kw`` sets history, title, info, skipped."""
-        metrics = compute_metrics(probs, targets, classes, top_k=top_k)
+        """Build a result, computing metrics (``temperature``: the one the model's probabilities
+        were made at); ``kw`` sets history, title, info, skipped."""
+        metrics = compute_metrics(probs, targets, classes, top_k=top_k, temperature=temperature)
         return cls(list(classes), probs, targets, list(paths), metrics, **kw)
 
     def add_groups(self, columns: dict[str, list[str]], data: str, seed: int = 0) -> dict:
@@ -90,6 +95,11 @@ class EvaluationResult:
         return float(self.metrics["macro_f1"])
 
     @property
+    def ece(self) -> float:
+        """Expected calibration error of the top-1 confidence (metrics["calibration"])."""
+        return float(self.metrics["calibration"]["ece"])
+
+    @property
     def predictions(self) -> np.ndarray:
         """Predicted class index per sample (arg-max of probs)."""
         return self.probs.argmax(axis=1)
@@ -101,6 +111,12 @@ class EvaluationResult:
             ),
             "pr_curves": plot_pr_curves(self.probs, self.targets, self.classes),
         }
+        calibration = self.metrics.get("calibration")
+        if calibration:
+            figures["reliability"] = plot_reliability(calibration["bins"], calibration["ece"])
+        coverage = self.metrics.get("coverage")
+        if coverage:
+            figures["coverage"] = plot_coverage(coverage["curve"], coverage["targets"])
         if self.history:
             figures["training_curves"] = plot_training_curves(self.history)
         if self.metrics.get("groups"):
@@ -114,7 +130,8 @@ class EvaluationResult:
         return self._pngs
 
     def save_plots(self, folder: str | Path) -> dict[str, Path]:
-        """Write confusion_matrix.png, pr_curves.png and (with history) training_curves.png."""
+        """Write confusion_matrix.png, pr_curves.png, reliability.png, coverage.png and (with
+        history) training_curves.png."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written = {}
@@ -174,6 +191,8 @@ class EvaluationResult:
             ("Macro F1", f"{m['macro_f1']:.3f}"),
             ("Log loss", f"{m['log_loss']:.3f}"),
         ]
+        if "calibration" in m:
+            cards.append(("ECE", f"{m['calibration']['ece']:.1%}"))
         top_k = {int(k): v for k, v in m.get("top_k_accuracy", {}).items()}
         k = max(top_k, default=1)
         if 1 < k < len(self.classes):  # top-C accuracy is always 100%: not worth a card
@@ -204,6 +223,8 @@ class EvaluationResult:
             skipped=self.skipped or [],
             groups=self.metrics.get("groups"),
             gap_sentence=gap_sentence,
+            calibration_reading=calibration_reading(self.metrics.get("calibration")),
+            coverage_reading=coverage_reading(self.metrics.get("coverage")),
         )
 
     def save_report(self, path: str | Path) -> Path:
@@ -212,3 +233,45 @@ class EvaluationResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.render_html(), encoding="utf-8")
         return path
+
+
+def calibration_reading(calibration: dict | None) -> str:
+    """One plain sentence from the reliability bins: what a typical stated confidence means."""
+    if not calibration or not calibration["bins"]:
+        return ""
+    busiest = max(calibration["bins"], key=lambda b: b["count"])
+    said, right = busiest["confidence"], busiest["accuracy"]
+    if abs(said - right) < 0.01:
+        verdict = "well calibrated there"
+    elif said > right:
+        verdict = "over-confident there"
+    else:
+        verdict = "under-confident there"
+    return (
+        f"When the model says {said:.0%} it is right {right:.0%} of the time "
+        f"({busiest['count']} images, the most common confidence; {verdict}); "
+        f"on average its confidence is off by {calibration['ece']:.1%} (ECE)."
+    )
+
+
+def coverage_reading(coverage: dict | None) -> str:
+    """One plain sentence per target accuracy: the --min-confidence that reaches it."""
+    if not coverage:
+        return ""
+    parts = []
+    for target in coverage["targets"]:
+        reached = target["reached"]
+        if reached is None:
+            parts.append(f"no threshold reaches {target['accuracy']:.0%} accuracy")
+        else:
+            parts.append(
+                f"--min-confidence {floor3(reached['threshold']):.3f} answers "
+                f"{reached['coverage']:.0%} of the images at {reached['accuracy']:.1%} accuracy "
+                f"(target {target['accuracy']:.0%})"
+            )
+    return "; ".join(parts) + "."
+
+
+def floor3(threshold: float) -> float:
+    """`threshold` rounded down to 3 decimals: as a --min-confidence it keeps what it kept."""
+    return math.floor(threshold * 1000) / 1000

@@ -19,12 +19,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgrec import __version__
 from imgrec.data.decode import UnreadableImage
+from imgrec.predicting import answer_label
 from imgrec.serve.batching import MicroBatcher
 from imgrec.serve.metrics import Metrics
 from imgrec.serve.middleware import BodySizeLimit, RequestMetrics
 from imgrec.serve.predictor import Predictor
 from imgrec.serve.settings import ServeSettings
-from imgrec.serve.uploads import ApiError, read_uploads
+from imgrec.serve.uploads import ApiError, form_number, read_uploads
 
 # The page may only talk to this server and show images the user picked (blob: URLs).
 PAGE_HEADERS = {
@@ -39,7 +40,8 @@ PREDICT_BODY = {  # for /docs: the endpoint reads the request itself to accept b
             "schema": {
                 "type": "object",
                 "properties": {
-                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    "min_confidence": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
                 },
                 "required": ["files"],
             }
@@ -51,12 +53,14 @@ PREDICT_BODY = {  # for /docs: the endpoint reads the request itself to accept b
 
 class PredictionOut(BaseModel):
     filename: str
+    label: str  # the top class, or "unknown" when its probability is below min_confidence
     labels: list[str]
     probabilities: list[float]
 
 
 class PredictResponse(BaseModel):
     predictions: list[PredictionOut]
+    min_confidence: float
     latency_ms: float
 
 
@@ -117,26 +121,47 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
     async def predict(
         request: Request,
         top_k: int = Query(settings.default_top_k, ge=1, le=1000, description="Classes per image"),
+        min_confidence: float | None = Query(
+            None,
+            ge=0,
+            lt=1,
+            description="Answer 'unknown' below this top-1 probability (default: the server's)",
+        ),
     ) -> PredictResponse:
-        """Classify one or several images (multipart `files`, or a raw image/* body)."""
+        """Classify one or several images (multipart `files`, or a raw image/* body); the
+        minimum confidence may also come as a form field next to the files."""
         start = time.perf_counter()
         uploads = await read_uploads(request, settings.max_files)
+        threshold = _min_confidence(
+            min_confidence, await form_number(request, "min_confidence"), settings
+        )
         tensors = await asyncio.gather(*(_prepare(predictor, n, data) for n, data in uploads))
         probs = await batcher.predict(torch.stack(tensors))
         metrics.record_images(len(uploads))
         names = [name for name, _ in uploads]
         out = [
-            PredictionOut(filename=p.path, labels=p.classes, probabilities=p.probabilities)
+            PredictionOut(
+                filename=p.path,
+                label=answer_label(p.classes, p.probabilities, threshold),
+                labels=p.classes,
+                probabilities=p.probabilities,
+            )
             for p in predictor.top_k(names, probs, top_k)
         ]
         return PredictResponse(
-            predictions=out, latency_ms=round((time.perf_counter() - start) * 1000, 2)
+            predictions=out,
+            min_confidence=threshold,
+            latency_ms=round((time.perf_counter() - start) * 1000, 2),
         )
 
     @app.get("/v1/model", dependencies=[Depends(require_key)], responses={401: errors[401]})
     async def model_info() -> dict:
         """The model's classes, backbone, preprocessing and validation metrics."""
-        return {**predictor.describe(), "max_upload_bytes": settings.max_upload_bytes}
+        return {
+            **predictor.describe(),
+            "max_upload_bytes": settings.max_upload_bytes,
+            "min_confidence": settings.min_confidence,
+        }
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -155,6 +180,16 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
     return app
+
+
+def _min_confidence(query: float | None, form: float | None, settings: ServeSettings) -> float:
+    """The request's own minimum confidence (query, else form field), else the server's."""
+    value = query if query is not None else form
+    if value is None:
+        return settings.min_confidence
+    if not 0 <= value < 1:
+        raise ApiError(422, f"min_confidence must be at least 0 and below 1, got {value:g}")
+    return value
 
 
 async def _prepare(predictor: Predictor, filename: str, data: bytes) -> torch.Tensor:

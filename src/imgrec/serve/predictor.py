@@ -69,6 +69,7 @@ class Predictor:
             "created": meta.get("created"),
             "versions": meta.get("versions", {}),
             "engine": self.engine.name,
+            "temperature": self.classifier.temperature,
         }
 
 

@@ -16,3 +16,4 @@ class ServeSettings:
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
     default_top_k: int = 3
     engine: str = "auto"  # forward pass: onnx (ONNX Runtime), torch, or auto (onnx if installed)
+    min_confidence: float = 0.0  # top-1 probability below this answers "unknown"; per request too

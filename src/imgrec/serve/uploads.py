@@ -44,3 +44,21 @@ async def _read_multipart(request: Request, max_files: int) -> list[tuple[str, b
         if not files:
             raise ApiError(422, "no images: put them in the form field 'files'")
         return [(f.filename or f"file{i + 1}", await f.read()) for i, f in enumerate(files)]
+
+
+async def form_number(request: Request, name: str) -> float | None:
+    """A number sent as form field `name` next to the files (None if absent or no form).
+
+    Only reads a multipart body, which `read_uploads` has already parsed and Starlette
+    keeps, so this costs nothing and never consumes a raw image body.
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        return None
+    value = (await request.form()).get(name)
+    if value is None or not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ApiError(422, f"form field {name} must be a number, got '{value[:40]}'") from None
