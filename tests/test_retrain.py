@@ -30,6 +30,8 @@ from runhelpers import (
 )
 
 from imgrec import ImageClassifier, load_dataset
+from imgrec.data.dataset import Dataset
+from imgrec.errors import ImgrecError
 from imgrec.retrain import retrain_run
 from imgrec.train import TrainConfig
 from imgrec.workflow import train_run
@@ -169,8 +171,8 @@ def test_unknown_labels_are_refused_in_one_line(trained, tmp_path):
         (["--epochs", "0"], ["--epochs 0", "at least 1"]),
     ],
 )
-def test_bad_settings_are_refused_in_one_line(trained, tmp_path, args, fragments):
-    result = run_imgrec("retrain", trained.run, "--new", trained.new_data, *args)
+def test_bad_settings_are_refused_in_one_line(tmp_path, args, fragments):
+    result = run_imgrec("retrain", tmp_path, "--new", tmp_path, *args)
     assert_user_error(result, *fragments)
 
 
@@ -212,3 +214,12 @@ def test_help_has_an_example():
     result = run_imgrec("retrain", "--help")
     assert result.returncode == 0, result.stderr
     assert "Example" in result.stdout and "--min-gain" in result.stdout
+
+
+def test_new_images_of_one_class_can_join_an_existing_split(tmp_path):
+    data = load_dataset(make_class_dataset(tmp_path / "data", n=4))
+    bees = Dataset(data.root, [s for s in data.samples if s.label == "bees"], data.classes)
+    with pytest.raises(ImgrecError, match="only one class"):
+        bees.split(0.5, 0.25, 0.25)
+    train, val, test = bees.split(0.5, 0.25, 0.25, standalone=False)
+    assert (len(train), len(val), len(test)) == (2, 1, 1)

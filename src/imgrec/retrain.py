@@ -113,13 +113,7 @@ def retrain_run(
     old_split = "test" if len(old_data.subset("test")) else "val"
     new_split = "test" if len(parts["test"]) else "val"
 
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_data_csv(folder / DATA_FILE, parts)
-    (folder / "config.json").write_text(
-        json.dumps({**config.to_dict(), "source": str((folder / DATA_FILE).resolve())}, indent=2)
-    )
-    write_split_file(folder / "split.csv", parts)
-    (folder / "audit.json").write_text(json.dumps(audit.to_json(), indent=2) + "\n")
+    _write_inputs(folder, config, parts, audit)
 
     clf = ImageClassifier.load(old_model)  # a second copy: `old` must stay as it was
     clf.config = config
@@ -143,6 +137,10 @@ def retrain_run(
         "combined": parts[new_split],
     }
     before, after = _scores(old, targets), _scores(clf, targets)
+    if before["old_test"] is None or after["old_test"] is None:
+        raise ImgrecError(
+            f"none of the old {old_split} images could be read, so nothing to compare."
+        )
     old_acc, new_acc = before["old_test"].accuracy, after["old_test"].accuracy
     accepted = new_acc >= old_acc + min_gain - 1e-12
     message = _verdict(accepted, old_acc, new_acc, min_gain, old_split, len(targets["old_test"]))
@@ -160,7 +158,9 @@ def retrain_run(
         },
         "decision": message,
     }
-    unreadable = clf.skipped + [Skipped(Path(p), r) for p, r in result.skipped or []]
+    unreadable = given_new["skipped"] + old_data.skipped + decoded.skipped
+    unreadable += [Skipped(Path(p), r) for p, r in result.skipped or []]
+    unreadable = list({s.path: s for s in unreadable}.values())
     if unreadable:
         Dataset(folder, [], old.classes, unreadable).write_skipped(folder / "skipped.csv")
     result.save_metrics(folder / "metrics.json")
@@ -276,12 +276,18 @@ def _new_samples(source: Path, old: Dataset, classes: list[str]) -> tuple[list[S
         raise ImgrecError(
             f"every image in {source} is already in the old run's data: nothing new to train on."
         )
-    return fresh, {"known": len(new.samples) - len(fresh), "has_splits": new.has_splits()}
+    return fresh, {
+        "known": len(new.samples) - len(fresh),
+        "has_splits": new.has_splits(),
+        "skipped": new.skipped,
+    }
 
 
 def _retrain_config(base: TrainConfig, epochs: int | None, lr: float | None) -> TrainConfig:
     """The old settings, with fewer epochs and a lower learning rate: the model is trained."""
-    changes: dict = {"lr": lr if lr is not None else base.lr / LR_DIVISOR}
+    changes: dict = {}
+    if base.family != "classic":  # scikit-learn learners have no learning rate or epochs
+        changes["lr"] = lr if lr is not None else base.lr / LR_DIVISOR
     if base.family in DEEP:
         changes["epochs"] = epochs if epochs is not None else max(1, base.epochs // 2)
     return TrainConfig.from_dict({**base.to_dict(), **changes})
@@ -321,14 +327,24 @@ def _split_new(
     return parts, len(follow)
 
 
-def _write_data_csv(path: Path, parts: dict[str, Dataset]) -> None:
-    """path,label,split with absolute paths, so the new run folder names all its data."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+def _write_inputs(
+    folder: Path, config: TrainConfig, parts: dict[str, Dataset], audit: AuditResult
+) -> None:
+    """What `imgrec train` writes before training: config.json, split.csv and audit.json, and
+    data.csv (every image with its absolute path and split), the run's data source."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / DATA_FILE, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "split"])
         for name, part in parts.items():
             for s in part.samples:
                 writer.writerow([str(s.path), s.label, name])
+    source = str((folder / DATA_FILE).resolve())
+    (folder / "config.json").write_text(
+        json.dumps({**config.to_dict(), "source": source}, indent=2)
+    )
+    write_split_file(folder / "split.csv", parts)
+    (folder / "audit.json").write_text(json.dumps(audit.to_json(), indent=2) + "\n")
 
 
 def _seed_start(clf: ImageClassifier, val: Dataset, decoded: DecodedCache, work: Path) -> dict:
@@ -398,7 +414,9 @@ def _scores(
 
 def _verdict(accepted: bool, old: float, new: float, min_gain: float, split: str, n: int) -> str:
     """One line with both figures, for the terminal and retrain.json."""
-    gain = f" plus the required gain of {min_gain * 100:g} points" if min_gain else ""
+    points = min_gain * 100
+    unit = "point" if abs(points) == 1 else "points"
+    gain = f" plus the required gain of {points:g} {unit}" if min_gain else ""
     where = f"on the old {split} split ({n} images)"
     if accepted:
         return f"the retrained model scores {new:.1%} {where}, the old model {old:.1%}."
