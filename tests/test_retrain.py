@@ -115,8 +115,8 @@ def test_training_starts_from_the_old_weights(accepted):
     assert float(rows[0]["val_acc"]) == pytest.approx(old.evaluate(val).accuracy, abs=1e-6)
     # a lower learning rate from the old head, not a new head: the weights stay close
     retrained = ImageClassifier.load(new / "model.imgrec")
-    a = old.network.get_classifier().weight.flatten()
-    b = retrained.network.get_classifier().weight.flatten()
+    a = old.network.get_classifier().weight.detach().flatten()
+    b = retrained.network.get_classifier().weight.detach().flatten()
     assert float(a @ b / (a.norm() * b.norm())) > 0.9
     assert retrained.config.lr == pytest.approx(old.config.lr / 3)
 

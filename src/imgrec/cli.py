@@ -341,7 +341,7 @@ def retrain(
             progress=not quiet,
         )
     except (TrainingInterrupted, KeyboardInterrupt):
-        err.print(f"[yellow]interrupted[/]; the old model {run_folder} is untouched.")
+        err.print(f"[yellow]interrupted[/]; the model in {run_folder} is untouched.")
         raise typer.Exit(130) from None
     out.print(
         f"run:        {run.folder}\ncomparison: {run.folder / 'retrain.json'}", highlight=False

@@ -34,6 +34,10 @@ DATA_FILE = "data.csv"  # old + new images with their splits: the new run's data
 PREVIOUS_FILE = "previous.imgrec"  # the replaced model, kept in the new run folder
 LR_DIVISOR = 3  # fine-tuning a trained model: a third of its learning rate
 DEEP = ("transfer", "scratch")  # families fine-tuned by back-propagation from their weights
+# Epoch 0's selection score counts a validation loss of 1 (score = accuracy - 1e-3 * loss), so
+# a fine-tuned epoch that is as accurate on validation wins: it has learned the new images, and
+# on a small validation split the old weights would otherwise win most ties on loss alone.
+START_LOSS_FOR_SCORE = 1.0
 _SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a copy of several old images: least leaky
 
 
@@ -144,6 +148,8 @@ def retrain_run(
     old_acc, new_acc = before["old_test"].accuracy, after["old_test"].accuracy
     accepted = new_acc >= old_acc + min_gain - 1e-12
     message = _verdict(accepted, old_acc, new_acc, min_gain, old_split, len(targets["old_test"]))
+    if clf.metadata["best_epoch"]["phase"] == "start":
+        message += " No fine-tuning epoch was as accurate on validation: it keeps the old weights."
 
     result = after["combined"]
     result.history = clf.history or None
@@ -349,7 +355,7 @@ def _write_inputs(
 
 def _seed_start(clf: ImageClassifier, val: Dataset, decoded: DecodedCache, work: Path) -> dict:
     """Record the old weights as epoch 0 (history row and best weights): fine-tuning then
-    keeps them unless an epoch validates better on the combined validation split."""
+    keeps them only when no epoch is as accurate on the combined validation split."""
     import torch
 
     from imgrec.data.transforms import eval_transform
@@ -374,7 +380,7 @@ def _seed_start(clf: ImageClassifier, val: Dataset, decoded: DecodedCache, work:
         "epoch": 0,
         "val_loss": loss,
         "val_acc": acc,
-        "val_score": score(acc, loss),
+        "val_score": score(acc, max(loss, START_LOSS_FOR_SCORE)),
         "seconds": 0.0,
     }
     state = RunState(work)
