@@ -118,6 +118,8 @@ def test_training_starts_from_the_old_weights(accepted):
     a = old.network.get_classifier().weight.detach().flatten()
     b = retrained.network.get_classifier().weight.detach().flatten()
     assert float(a @ b / (a.norm() * b.norm())) > 0.9
+    if accepted.result.comparison["best_epoch"]["phase"] == "finetune":
+        assert not bool((a == b).all()), "a fine-tuned epoch was kept but the head did not move"
     assert retrained.config.lr == pytest.approx(old.config.lr / 3)
 
 
