@@ -43,6 +43,7 @@ COMMANDS = (
     "serve",
     "card",
     "drift",
+    "retrain",
 )
 SKIP_REASONS = {kind: BAD_KINDS[kind] for kind in ("zero_bytes", "truncated_jpeg", "text_as_png")}
 

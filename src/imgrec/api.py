@@ -96,6 +96,7 @@ class ImageClassifier:
         progress: bool = True,
         decoded: DecodedCache | None = None,
         on_epoch: Callable[[dict], None] | None = None,
+        warm_start: bool = False,
     ) -> ImageClassifier:
         """Two-phase transfer learning; without `val`, 15% of `train` is held out (stratified).
 
@@ -103,6 +104,8 @@ class ImageClassifier:
         `decoded` is a DecodedCache (this classifier's `preprocessing`) that already holds the
         images, so they are not decoded twice; `imgrec train` decodes once for audit and fit.
         `on_epoch` sees every history row as it is written (a search prunes trials with it).
+        `warm_start` continues from this classifier's current weights instead of new ones
+        (`imgrec retrain`); the data must then have exactly the model's classes.
         """
         from imgrec.train.fit import fit_model  # Lightning loads only when training
 
@@ -110,10 +113,17 @@ class ImageClassifier:
         if val is None or len(val) == 0:
             train, val, _ = train.split(0.85, 0.15, 0.0, seed=self.config.seed)
         check_split(train, val)
-        self.classes = list(train.classes)
-        self.network = create_model(
-            self.spec, len(self.classes), self.config.weights, self.config.dropout
-        )
+        if warm_start and self.network is not None:
+            if list(train.classes) != self.classes:
+                raise ImgrecError(
+                    f"the data's classes ({', '.join(train.classes)}) differ from the model's "
+                    f"({', '.join(self.classes)}), so training cannot continue from it."
+                )
+        else:
+            self.classes = list(train.classes)
+            self.network = create_model(
+                self.spec, len(self.classes), self.config.weights, self.config.dropout
+            )
         if work_dir is None:
             with tempfile.TemporaryDirectory(prefix="imgrec-") as tmp:
                 outcome = fit_model(

@@ -292,6 +292,88 @@ def train(
     out.print(f"card:   {run.card_path}")
 
 
+@app.command(
+    epilog="Example: imgrec retrain runs/pets --new labelled_batch/ --min-gain 0.01   "
+    "(exit code 4 when the old model is kept)"
+)
+def retrain(
+    run_folder: Annotated[
+        Path,
+        typer.Argument(
+            help="Run folder of the model to continue (holds model.imgrec, config.json and "
+            "split.csv; its data must still be there)."
+        ),
+    ],
+    new: Annotated[
+        Path,
+        typer.Option(
+            "--new",
+            help="Newly labelled images: a folder per class, train/val/test folders or a CSV "
+            "path,label[,split]; only classes the model already knows.",
+        ),
+    ],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Run folder of the retrained model (default RUN_FOLDER-retrain)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Max fine-tuning epochs (deep models). [default: half the original's]"),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Learning rate. [default: a third of the original's]"),
+    ] = None,
+    min_gain: Annotated[
+        float,
+        typer.Option(
+            help="Replace the old model only if the new one's accuracy on the old test split is "
+            "at least the old one's plus this (0.01 = one point; negative tolerates a loss)."
+        ),
+    ] = 0.0,
+    split: SplitRatios = "70/15/15",
+    replace: Annotated[
+        bool,
+        typer.Option(
+            help="Put an accepted model in place of RUN_FOLDER/model.imgrec (the replaced one "
+            "is kept as previous.imgrec in the new run folder)."
+        ),
+    ] = True,
+    quiet: Quiet = False,
+) -> None:
+    """Continue training a model on its old split plus newly labelled images; keep it only if it
+    is at least as good on the old test split (exit code 4 when the old model stays)."""
+    ratios = parse_ratios(split)
+    from imgrec.retrain import retrain_run
+    from imgrec.train import TrainingInterrupted
+
+    try:
+        run = retrain_run(
+            run_folder,
+            new,
+            out_dir,
+            epochs=epochs,
+            lr=lr,
+            min_gain=min_gain,
+            ratios=ratios,
+            replace_old=replace,
+            progress=not quiet,
+        )
+    except (TrainingInterrupted, KeyboardInterrupt):
+        err.print(f"[yellow]interrupted[/]; the model in {run_folder} is untouched.")
+        raise typer.Exit(130) from None
+    out.print(
+        f"run:        {run.folder}\ncomparison: {run.folder / 'retrain.json'}", highlight=False
+    )
+    if not run.accepted:
+        err.print(run.message, markup=False, highlight=False)
+        raise typer.Exit(4)
+    where = f"replaced {run.old_model}" if run.replaced else f"model: {run.model_path}"
+    out.print(f"[bold green]done[/] {escape(run.message)} {escape(where)}")
+
+
 @app.command(epilog="Example: imgrec compare photos/ --budget 20m --out runs/compare")
 def compare(
     data: Annotated[Path, typer.Argument(help="Labelled photos: class folders, splits or CSV.")],

@@ -139,6 +139,7 @@ class Dataset:
         test: float = 0.15,
         seed: int = 0,
         groups: Sequence[Hashable] | None = None,
+        standalone: bool = True,
     ) -> tuple[Dataset, Dataset, Dataset]:
         """Stratified, seeded split that depends only on file names, not listing order.
 
@@ -146,9 +147,12 @@ class Dataset:
         and one test image when `test` > 0 and the class has three or more images.
         `groups` (one key per sample, e.g. duplicate clusters from the audit) keeps every
         group inside one split, so copies of a photo cannot leak from train into val or test.
+        `standalone=False` splits images that join an existing split (`imgrec retrain`): one
+        class, or a class with a single image, is then fine.
         """
         _check_ratios(train, val, test)
-        self._check_splittable()
+        if standalone:
+            self._check_splittable()
         if groups is not None and len(groups) != len(self.samples):
             raise ValueError(f"got {len(groups)} group keys for {len(self.samples)} samples")
         units = self._split_units(groups, seed)

@@ -1,0 +1,460 @@
+"""Retraining: continue a trained model on its old data plus newly labelled images, and put the
+result in the old model's place only when it is at least as good on the old test split.
+
+The old run's split stays as it was, so no old test image is ever trained on and the comparison
+is fair. New images are split the same way and added to each split; a new image that copies an
+old one joins that image's split, so it cannot leak an old test photo into training. Deep models
+fine-tune from their own weights with a lower learning rate, and the old weights are epoch 0:
+fine-tuning replaces them only when it validates better. Classic learners refit on all the data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from imgrec.data.dataset import SPLITS, Dataset, Sample, Skipped, load_dataset
+from imgrec.data.split import read_split_file, write_split_file
+from imgrec.errors import ImgrecError
+from imgrec.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from imgrec.api import ImageClassifier
+    from imgrec.data.audit.result import AuditResult
+    from imgrec.data.cache import DecodedCache
+    from imgrec.evaluate import EvaluationResult
+
+COMPARISON_FILE = "retrain.json"
+DATA_FILE = "data.csv"  # old + new images with their splits: the new run's data source
+PREVIOUS_FILE = "previous.imgrec"  # the replaced model, kept in the new run folder
+LR_DIVISOR = 3  # fine-tuning a trained model: a third of its learning rate
+DEEP = ("transfer", "scratch")  # families fine-tuned by back-propagation from their weights
+# Epoch 0's selection score counts a validation loss of 1 (score = accuracy - 1e-3 * loss), so
+# a fine-tuned epoch that is as accurate on validation wins: it has learned the new images, and
+# on a small validation split the old weights would otherwise win most ties on loss alone.
+START_LOSS_FOR_SCORE = 1.0
+_SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a copy of several old images: least leaky
+
+
+@dataclass
+class RetrainResult:
+    """What `retrain_run` did: the new run folder and whether its model replaced the old one."""
+
+    folder: Path
+    model_path: Path
+    report_path: Path
+    old_model: Path
+    accepted: bool
+    replaced: bool
+    message: str
+    comparison: dict
+
+
+def retrain_run(
+    run_folder: str | Path,
+    new_data: str | Path,
+    out: str | Path | None = None,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    min_gain: float = 0.0,
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    replace_old: bool = True,
+    progress: bool = True,
+) -> RetrainResult:
+    """Retrain the model of `run_folder` on its old split plus `new_data` into a new run folder.
+
+    The new model replaces `run_folder`'s model.imgrec (atomically; the old file moves to the
+    new folder as previous.imgrec) only when its accuracy on the old test split is at least
+    the old model's + `min_gain` (a fraction: 0.01 is one point) and `replace_old` is set.
+    `epochs` (default: half the original's) and `lr` (default: a third) apply to deep models.
+    """
+    if not -1 < min_gain < 1:  # checked before torch loads: a typo fails in a moment
+        raise ImgrecError(
+            f"--min-gain {min_gain} is not a fraction between -1 and 1 (0.01 is one point)."
+        )
+    if epochs is not None and epochs < 1:
+        raise ImgrecError(f"--epochs {epochs} leaves nothing to retrain; use at least 1.")
+    from imgrec.api import ImageClassifier
+    from imgrec.data.cache import DecodedCache
+    from imgrec.workflow import MODEL_FILE, _headline, next_run_folder, quick_audit
+
+    old_model = _model_file(Path(run_folder), MODEL_FILE)
+    run_folder = old_model.parent
+    folder = (
+        Path(out)
+        if out is not None
+        else next_run_folder(run_folder.parent, f"{run_folder.name}-retrain")
+    )
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ImgrecError(f"{folder} already exists and is not empty; choose another --out.")
+    folder = folder.resolve()
+
+    old = ImageClassifier.load(old_model)
+    data_run = _data_run(run_folder, old)
+    old_data = _old_data(data_run, old.classes)
+    fresh, given_new = _new_samples(Path(new_data), old_data, old.classes)
+    config = _retrain_config(old.config, epochs, lr)
+
+    decoded = DecodedCache(
+        old_data.paths + [s.path for s in fresh],
+        old.preprocessing,
+        progress=progress,
+        with_facts=True,
+    )
+    decoded.build()
+    audit = quick_audit(Dataset(folder, old_data.samples + fresh, old.classes), decoded)
+    new_parts, followed = _split_new(fresh, old_data, audit, ratios, config.seed, given_new)
+    parts = {
+        name: Dataset(folder, old_data.subset(name).samples + new_parts[name], old.classes)
+        for name in SPLITS
+    }
+    old_split = "test" if len(old_data.subset("test")) else "val"
+    new_split = "test" if len(parts["test"]) else "val"
+
+    _write_inputs(folder, config, parts, audit)
+
+    clf = ImageClassifier.load(old_model)  # a second copy: `old` must stay as it was
+    clf.config = config
+    clf.temperature = 1.0  # a calibration fitted to the old weights does not hold for new ones
+    deep = config.family in DEEP
+    work = folder / "checkpoints"
+    start = _seed_start(clf, parts["val"], decoded, work) if deep else None
+    clf.fit(
+        parts["train"],
+        parts["val"],
+        work_dir=work,
+        resume=deep,  # keeps the seeded epoch 0; the folder holds nothing else yet
+        progress=progress,
+        decoded=decoded,
+        warm_start=config.family != "classic",
+    )
+
+    targets = {
+        "old_test": old_data.subset(old_split),
+        "new_test": Dataset(folder, new_parts[new_split], old.classes),
+        "combined": parts[new_split],
+    }
+    before, after = _scores(old, targets), _scores(clf, targets)
+    if before["old_test"] is None or after["old_test"] is None:
+        raise ImgrecError(
+            f"none of the old {old_split} images could be read, so nothing to compare."
+        )
+    old_acc, new_acc = before["old_test"].accuracy, after["old_test"].accuracy
+    accepted = new_acc >= old_acc + min_gain - 1e-12
+    message = _verdict(accepted, old_acc, new_acc, min_gain, old_split, len(targets["old_test"]))
+    if clf.metadata["best_epoch"]["phase"] == "start":
+        message += " No fine-tuning epoch was as accurate on validation: it keeps the old weights."
+
+    result = after["combined"]
+    result.history = clf.history or None
+    result.title = f"imgrec — {folder.name} (retrained, {new_split} split)"
+    result.info = {
+        **clf.describe(),
+        "retrained from": str(old_model.resolve()),
+        **{
+            f"{_LABELS[name]} ({len(targets[name])} images)": _pair(before[name], after[name])
+            for name in targets
+            if after.get(name) is not None
+        },
+        "decision": message,
+    }
+    unreadable = given_new["skipped"] + old_data.skipped + decoded.skipped
+    unreadable += [Skipped(Path(p), r) for p, r in result.skipped or []]
+    unreadable = list({s.path: s for s in unreadable}.values())
+    if unreadable:
+        Dataset(folder, [], old.classes, unreadable).write_skipped(folder / "skipped.csv")
+    result.save_metrics(folder / "metrics.json")
+    result.save_plots(folder / "plots")
+    report = result.save_report(folder / "report.html")
+    shutil.copyfile(work / "history.csv", folder / "history.csv")
+    clf.metadata["retrained"] = {"from": str(old_model.resolve()), "run": str(folder.resolve())}
+    metrics = {
+        "split": new_split,
+        **_headline(result.metrics),
+        "best_epoch": clf.metadata["best_epoch"],
+    }
+    model_path = clf.save(folder / MODEL_FILE, metrics=metrics)
+
+    replaced = accepted and replace_old
+    comparison = {
+        "old_model": str(old_model.resolve()),
+        "new_model": str(model_path.resolve()),
+        "new_data": str(Path(new_data).resolve()),
+        "data_from_run": str(data_run.resolve()),
+        "min_gain": min_gain,
+        "accepted": accepted,
+        "replaced": replaced,
+        "previous_model": str((folder / PREVIOUS_FILE).resolve()) if replaced else None,
+        "reason": message,
+        "old_test_split": old_split,
+        "settings": {"epochs": config.epochs, "lr": config.lr, "family": config.family},
+        "start": start,
+        "best_epoch": clf.metadata["best_epoch"],
+        "images": {
+            "old": {name: len(old_data.subset(name)) for name in SPLITS},
+            "new": {name: len(new_parts[name]) for name in SPLITS},
+            "new_already_in_old_data": given_new["known"],
+            "new_copies_of_old_images": followed,
+        },
+        "evaluation": {
+            name: {"old": _summary(before[name]), "new": _summary(after[name])} for name in targets
+        },
+    }
+    (folder / COMPARISON_FILE).write_text(json.dumps(comparison, indent=2) + "\n")
+    if replaced:
+        _replace(model_path, old_model, folder / PREVIOUS_FILE)
+    return RetrainResult(
+        folder, model_path, report, old_model, accepted, replaced, message, comparison
+    )
+
+
+_LABELS = {
+    "old_test": "accuracy on the old test split",
+    "new_test": "accuracy on the new test images",
+    "combined": "accuracy on both",
+}
+
+
+def _model_file(path: Path, name: str) -> Path:
+    """RUN_FOLDER/`name` of a finished run (a model file inside one is accepted too)."""
+    folder = path.parent if path.is_file() and path.suffix == ".imgrec" else path
+    if not folder.is_dir():
+        raise ImgrecError(f"the run folder {path} does not exist.")
+    missing = [n for n in (name, "config.json", "split.csv") if not (folder / n).is_file()]
+    if missing:
+        raise ImgrecError(
+            f"{folder} is not a finished training run folder: it lacks {', '.join(missing)}."
+        )
+    return folder / name
+
+
+def _data_run(run_folder: Path, model: ImageClassifier) -> Path:
+    """The run whose split and data the model was trained on: a model that replaced an older
+    one after retraining names its own run folder, which holds the grown split."""
+    named = model.metadata.get("retrained", {}).get("run")
+    if named:
+        folder = Path(named)
+        if all((folder / n).is_file() for n in ("config.json", "split.csv")):
+            return folder
+    return run_folder
+
+
+def _old_data(run: Path, classes: list[str]) -> Dataset:
+    """The old run's images with the splits they had (only those listed in its split.csv)."""
+    try:
+        source = json.loads((run / "config.json").read_text())["source"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImgrecError(f"{run / 'config.json'} does not name the run's data ({exc}).") from exc
+    try:
+        dataset = read_split_file(run / "split.csv", load_dataset(source))
+    except ImgrecError as exc:
+        raise ImgrecError(
+            f"the old data of {run} is needed to retrain and could not be reloaded: {exc}"
+        ) from exc
+    samples = [s for s in dataset.samples if s.split is not None]
+    unknown = sorted({s.label for s in samples} - set(classes))
+    if unknown:
+        raise ImgrecError(
+            f"the old data of {run} now has labels the model does not know ({', '.join(unknown)})."
+        )
+    return Dataset(dataset.root, samples, classes, dataset.skipped)
+
+
+def _new_samples(source: Path, old: Dataset, classes: list[str]) -> tuple[list[Sample], dict]:
+    """The new labelled images not already in the old data; refuses classes the model lacks."""
+    new = load_dataset(source)
+    unknown = sorted({s.label for s in new.samples} - set(classes))
+    if unknown:
+        raise ImgrecError(
+            f"{source} has classes the model does not know ({', '.join(unknown)}; it knows "
+            f"{', '.join(classes)}): retraining cannot add classes, so train a new model on "
+            "all the data with imgrec train instead."
+        )
+    known = {s.path for s in old.samples}
+    fresh = [s for s in new.samples if s.path not in known]
+    if not fresh:
+        raise ImgrecError(
+            f"every image in {source} is already in the old run's data: nothing new to train on."
+        )
+    return fresh, {
+        "known": len(new.samples) - len(fresh),
+        "has_splits": new.has_splits(),
+        "skipped": new.skipped,
+    }
+
+
+def _retrain_config(base: TrainConfig, epochs: int | None, lr: float | None) -> TrainConfig:
+    """The old settings, with fewer epochs and a lower learning rate: the model is trained."""
+    changes: dict = {}
+    if base.family != "classic":  # scikit-learn learners have no learning rate or epochs
+        changes["lr"] = lr if lr is not None else base.lr / LR_DIVISOR
+    if base.family in DEEP:
+        changes["epochs"] = epochs if epochs is not None else max(1, base.epochs // 2)
+    return TrainConfig.from_dict({**base.to_dict(), **changes})
+
+
+def _split_new(
+    fresh: list[Sample],
+    old: Dataset,
+    audit: AuditResult,
+    ratios: tuple[float, float, float],
+    seed: int,
+    given: dict,
+) -> tuple[dict[str, list[Sample]], int]:
+    """New samples per split: copies of old images follow them, the rest keep the splits they
+    were given or are split stratified (their own duplicate groups kept together)."""
+    from imgrec.data.audit.run import group_keys
+
+    old_split = {s.path: s.split for s in old.samples}
+    follow: dict[Path, str] = {}
+    for group in audit.duplicates:
+        splits = [old_split[p] for p in group.paths if p in old_split]
+        if splits:
+            where = min(splits, key=_SPLIT_PRIORITY.__getitem__)
+            follow.update((p, where) for p in group.paths if p not in old_split)
+    parts: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    for s in fresh:
+        if s.path in follow:
+            parts[follow[s.path]].append(replace(s, split=follow[s.path]))
+    rest = Dataset(old.root, [s for s in fresh if s.path not in follow], old.classes)
+    if given["has_splits"]:
+        for s in rest.samples:
+            parts[s.split].append(s)
+    elif len(rest):
+        split = rest.split(*ratios, seed=seed, groups=group_keys(rest, audit), standalone=False)
+        for name, part in zip(SPLITS, split, strict=True):
+            parts[name].extend(part.samples)
+    return parts, len(follow)
+
+
+def _write_inputs(
+    folder: Path, config: TrainConfig, parts: dict[str, Dataset], audit: AuditResult
+) -> None:
+    """What `imgrec train` writes before training: config.json, split.csv and audit.json, and
+    data.csv (every image with its absolute path and split), the run's data source."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / DATA_FILE, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "split"])
+        for name, part in parts.items():
+            for s in part.samples:
+                writer.writerow([str(s.path), s.label, name])
+    source = str((folder / DATA_FILE).resolve())
+    (folder / "config.json").write_text(
+        json.dumps({**config.to_dict(), "source": source}, indent=2)
+    )
+    write_split_file(folder / "split.csv", parts)
+    (folder / "audit.json").write_text(json.dumps(audit.to_json(), indent=2) + "\n")
+
+
+def _seed_start(clf: ImageClassifier, val: Dataset, decoded: DecodedCache, work: Path) -> dict:
+    """Record the old weights as epoch 0 (history row and best weights): fine-tuning then
+    keeps them only when no epoch is as accurate on the combined validation split."""
+    import torch
+
+    from imgrec.data.transforms import eval_transform
+    from imgrec.train.head import evaluate_logits, score
+    from imgrec.train.state import RunState
+
+    network = clf._require_fitted().eval()
+    cache = decoded.subset(val.paths)
+    rows = cache.valid_indices
+    if not rows:
+        raise ImgrecError("no readable images left in the validation split.")
+    transform = eval_transform(clf.preprocessing)
+    targets = val.targets()
+    logits = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), 32):
+            batch = torch.stack([transform(cache[i]) for i in rows[start : start + 32]])
+            logits.append(network(batch.contiguous(memory_format=torch.channels_last)).float())
+    acc, loss = evaluate_logits(torch.cat(logits), torch.tensor([targets[i] for i in rows]))
+    row = {
+        "phase": "start",
+        "epoch": 0,
+        "val_loss": loss,
+        "val_acc": acc,
+        "val_score": score(acc, max(loss, START_LOSS_FOR_SCORE)),
+        "seconds": 0.0,
+    }
+    state = RunState(work)
+    state.append_history(row)
+    state.save_best(network.state_dict(), row)
+    return row
+
+
+def _scores(
+    clf: ImageClassifier, targets: dict[str, Dataset]
+) -> dict[str, EvaluationResult | None]:
+    """One prediction pass over every image of `targets`, then a result per target (None when
+    a target has no readable image)."""
+    import numpy as np
+
+    from imgrec.evaluate import EvaluationResult
+
+    label = {s.path: s.label for d in targets.values() for s in d.samples}
+    paths, probs, skipped = clf.predict_proba(list(label))
+    row = {p: i for i, p in enumerate(paths)}
+    results: dict[str, EvaluationResult | None] = {}
+    for name, data in targets.items():
+        rows = [row[s.path] for s in data.samples if s.path in row]
+        if not rows:
+            results[name] = None
+            continue
+        gone = {s.path for s in data.samples}
+        results[name] = EvaluationResult.from_predictions(
+            probs[rows],
+            np.array([clf.classes.index(label[paths[i]]) for i in rows]),
+            clf.classes,
+            [str(paths[i]) for i in rows],
+            skipped=[(str(s.path), s.reason) for s in skipped if s.path in gone] or None,
+        )
+    return results
+
+
+def _verdict(accepted: bool, old: float, new: float, min_gain: float, split: str, n: int) -> str:
+    """One line with both figures, for the terminal and retrain.json."""
+    points = min_gain * 100
+    unit = "point" if abs(points) == 1 else "points"
+    gain = f" plus the required gain of {points:g} {unit}" if min_gain else ""
+    where = f"on the old {split} split ({n} images)"
+    if accepted:
+        return f"the retrained model scores {new:.1%} {where}, the old model {old:.1%}."
+    return (
+        f"kept the old model: the retrained model scores {new:.1%} {where}, below the old "
+        f"model's {old:.1%}{gain}."
+    )
+
+
+def _summary(result: EvaluationResult | None) -> dict | None:
+    from imgrec.workflow import _headline
+
+    return None if result is None else _headline(result.metrics)
+
+
+def _pair(before: EvaluationResult | None, after: EvaluationResult | None) -> str:
+    if before is None or after is None:
+        return "no readable images"
+    return f"old model {before.accuracy:.1%}, retrained {after.accuracy:.1%}"
+
+
+def _replace(new_model: Path, old_model: Path, keep: Path) -> None:
+    """Put `new_model` at `old_model` in one rename, after a full copy written beside it, so a
+    reader (a server reloading, a crash) sees the whole old file or the whole new one; the old
+    file stays reachable as `keep` (a hard link when the file system allows, else a copy)."""
+    tmp = old_model.with_name(f".{old_model.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(new_model, tmp)
+        try:
+            os.link(old_model, keep)
+        except OSError:
+            shutil.copy2(old_model, keep)
+        os.replace(tmp, old_model)
+    finally:
+        tmp.unlink(missing_ok=True)
