@@ -82,7 +82,13 @@ def retrain_run(
         raise ImgrecError(f"--epochs {epochs} leaves nothing to retrain; use at least 1.")
     from imgrec.api import ImageClassifier
     from imgrec.data.cache import DecodedCache
-    from imgrec.workflow import MODEL_FILE, _headline, next_run_folder, quick_audit
+    from imgrec.workflow import (
+        MODEL_FILE,
+        headline_metrics,
+        next_run_folder,
+        quick_audit,
+        reference_summary,
+    )
 
     old_model = _model_file(Path(run_folder), MODEL_FILE)
     run_folder = old_model.parent
@@ -135,6 +141,10 @@ def retrain_run(
         warm_start=config.family != "classic",
     )
 
+    # the drift reference of the new weights (the old one described another feature space)
+    clf.metadata["monitor"] = {
+        "reference": reference_summary(clf, decoded, parts["val"], config.seed)
+    }
     targets = {
         "old_test": old_data.subset(old_split),
         "new_test": Dataset(folder, new_parts[new_split], old.classes),
@@ -176,10 +186,13 @@ def retrain_run(
     clf.metadata["retrained"] = {"from": str(old_model.resolve()), "run": str(folder.resolve())}
     metrics = {
         "split": new_split,
-        **_headline(result.metrics),
+        **headline_metrics(result.metrics),
         "best_epoch": clf.metadata["best_epoch"],
     }
     model_path = clf.save(folder / MODEL_FILE, metrics=metrics)
+    from imgrec.monitor.card import write_card
+
+    write_card(folder, evaluation=result)  # model_card.md/.html, embedded in the new model
 
     replaced = accepted and replace_old
     comparison = {
@@ -433,9 +446,9 @@ def _verdict(accepted: bool, old: float, new: float, min_gain: float, split: str
 
 
 def _summary(result: EvaluationResult | None) -> dict | None:
-    from imgrec.workflow import _headline
+    from imgrec.workflow import headline_metrics
 
-    return None if result is None else _headline(result.metrics)
+    return None if result is None else headline_metrics(result.metrics)
 
 
 def _pair(before: EvaluationResult | None, after: EvaluationResult | None) -> str:

@@ -181,7 +181,7 @@ def train_run(
         decoded=decoded,
     )
 
-    clf.metadata["monitor"] = {"reference": _reference_summary(clf, decoded, val, config.seed)}
+    clf.metadata["monitor"] = {"reference": reference_summary(clf, decoded, val, config.seed)}
     evaluated_on, target = ("test", test) if len(test) else ("val", val)
     result = clf.evaluate(target)
     result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
@@ -194,7 +194,7 @@ def train_run(
     shutil.copyfile(folder / "checkpoints" / "history.csv", folder / "history.csv")
     metrics = {
         "split": evaluated_on,
-        **_headline(result.metrics),
+        **headline_metrics(result.metrics),
         "best_epoch": clf.metadata["best_epoch"],
     }
     model_path = clf.save(folder / MODEL_FILE, metrics=metrics)
@@ -205,7 +205,7 @@ def train_run(
     return RunResult(folder, model_path, report, result, evaluated_on, clf, card.html)
 
 
-def _reference_summary(
+def reference_summary(
     clf: ImageClassifier, decoded: DecodedCache, val: Dataset, seed: int
 ) -> dict:
     """The validation split (images the weights never trained on) as the model sees them,
@@ -218,6 +218,6 @@ def _reference_summary(
     return {**window.to_metadata(), "temperature": clf.temperature}
 
 
-def _headline(metrics: dict) -> dict:
+def headline_metrics(metrics: dict) -> dict:
     keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "log_loss")
     return {k: metrics[k] for k in keys if k in metrics}
