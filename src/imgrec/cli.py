@@ -480,6 +480,7 @@ def evaluate(
     epilog="Example: imgrec predict runs/train/model.imgrec photos/ -f csv -o preds.csv --resume"
 )
 def predict(
+    ctx: typer.Context,
     model_file: Annotated[
         Path, typer.Argument(help="A model.imgrec file, or an .onnx file from `imgrec export`.")
     ],
@@ -511,6 +512,12 @@ def predict(
     ] = EngineChoice.auto,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log", help="Also record every prediction in this SQLite file (for `imgrec drift`)."
+        ),
+    ] = None,
 ) -> None:
     """Predict the class of images; unreadable files are reported and the rest still predicted."""
     from imgrec.data.inputs import expand_inputs
@@ -523,6 +530,13 @@ def predict(
     predictor = BatchPredictor.load(
         model_file, engine.value, batch_size, on_fallback=lambda m: err.print(f"warning: {m}")
     )
+    if log is not None:
+        from imgrec.serve.log import PredictionLog
+
+        predictor.log = PredictionLog(
+            log, model_file, predictor.classes, source="predict", when_full="wait"
+        )
+        ctx.call_on_close(predictor.log.close)  # also on errors and Ctrl-C: queued rows are kept
 
     def report(s) -> None:
         err.print(f"skipped {s.path}: {s.reason}", style="yellow", markup=False)
@@ -813,6 +827,25 @@ def serve(
         EngineChoice,
         typer.Option(help="Forward pass: onnx (ONNX Runtime), torch, or auto (onnx if installed)."),
     ] = EngineChoice.auto,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log", help="Record every prediction in this SQLite file (for `imgrec drift`)."
+        ),
+    ] = None,
+    store_images: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --log: also keep each image in this folder, all metadata (EXIF, GPS) "
+            "removed. Off by default: uploads are private."
+        ),
+    ] = None,
+    log_max_rows: Annotated[
+        int | None, typer.Option(help="With --log: keep only the newest N rows.", min=1)
+    ] = None,
+    log_max_days: Annotated[
+        float | None, typer.Option(help="With --log: delete rows older than D days.", min=0.001)
+    ] = None,
 ) -> None:
     """Serve a model over HTTP: JSON API (/v1/predict), web page (/), docs, /metrics."""
     import os
@@ -830,11 +863,18 @@ def serve(
         api_key=api_key,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         engine=engine.value,
+        log=log,
+        store_images=store_images,
+        log_max_rows=log_max_rows,
+        log_max_days=log_max_days,
     )
     web_app = create_app(model_file, settings)
     import uvicorn
 
     out.print(f"serving {model_file} on http://{host}:{port}/  (API docs at /docs)")
+    if log is not None:
+        kept = f"; image copies in {store_images}" if store_images else ""
+        out.print(f"logging predictions to {log}{kept}", highlight=False)
     uvicorn.run(web_app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -33,7 +33,10 @@ from imgrec.data.dataset import Skipped
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.engine import Engine, read_onnx_file
-from imgrec.models.inference import stream_probabilities
+from imgrec.models.inference import iter_decoded_batches, stream_probabilities
+
+if TYPE_CHECKING:
+    from imgrec.serve.log import PredictionLog
 
 STREAM_FORMATS = ("csv", "jsonl")
 
@@ -77,6 +80,7 @@ class BatchPredictor:
     workers: int | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    log: PredictionLog | None = None  # when set, every prediction is also recorded there
 
     @classmethod
     def load(
@@ -105,9 +109,27 @@ class BatchPredictor:
         self, paths: Sequence[Path]
     ) -> Iterator[tuple[list[Path], np.ndarray, list[Skipped]]]:
         """(readable paths, probabilities (n, C), skipped files) per batch, in input order."""
-        yield from stream_probabilities(
-            self.engine, paths, self.preprocessing, self.batch_size, self.workers
-        )
+        if self.log is None:
+            yield from stream_probabilities(
+                self.engine, paths, self.preprocessing, self.batch_size, self.workers
+            )
+            return
+        from imgrec.data.properties import input_properties
+
+        batches = iter_decoded_batches(paths, self.preprocessing, self.batch_size, self.workers)
+        for ok, images, skipped in batches:
+            if not ok:
+                yield [], np.zeros((0, 0), dtype=np.float32), skipped
+                continue
+            probs, signatures = self.engine.run(images)
+            self.log.record(  # queued: the log's thread hashes the files and writes the rows
+                [str(p) for p in ok],
+                probs,
+                ok,
+                signatures=signatures,
+                properties=input_properties(images, self.preprocessing),
+            )
+            yield ok, probs, skipped
 
     def predict_proba(self, paths: Sequence[Path]) -> tuple[list[Path], np.ndarray, list[Skipped]]:
         done: list[Path] = []

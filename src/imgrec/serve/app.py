@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import time
 from contextlib import asynccontextmanager
@@ -19,7 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgrec import __version__
 from imgrec.data.decode import UnreadableImage
+from imgrec.errors import ImgrecError
 from imgrec.serve.batching import MicroBatcher
+from imgrec.serve.log import PredictionLog
 from imgrec.serve.metrics import Metrics
 from imgrec.serve.middleware import BodySizeLimit, RequestMetrics
 from imgrec.serve.predictor import Predictor
@@ -66,12 +69,16 @@ class ErrorOut(BaseModel):
 
 
 def create_app(model_path: str | Path, settings: ServeSettings | None = None) -> FastAPI:
-    """An app serving `model_path`; the model loads now, so a bad file fails before binding."""
+    """An app serving `model_path`; the model (and the prediction log, when `settings.log` is
+    set) open now, so a bad file fails before binding."""
     settings = settings or ServeSettings()
     predictor = Predictor(model_path, settings.engine, settings.max_batch)
     metrics = Metrics()
+    prediction_log = _open_log(settings, predictor)
+    if prediction_log is not None:
+        metrics.log_counts = lambda: (prediction_log.rows_written, prediction_log.rows_dropped)
     batcher = MicroBatcher(
-        predictor.forward,
+        functools.partial(predictor.run, properties=prediction_log is not None),
         max_batch=settings.max_batch,
         max_wait_s=settings.max_wait_ms / 1000,
         on_batch=metrics.record_batch,
@@ -85,6 +92,8 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
             yield
         finally:
             await batcher.stop()
+            if prediction_log is not None:  # every queued row reaches the file before exit
+                await asyncio.to_thread(prediction_log.close)
 
     app = FastAPI(
         title="imgrec",
@@ -122,9 +131,17 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
         start = time.perf_counter()
         uploads = await read_uploads(request, settings.max_files)
         tensors = await asyncio.gather(*(_prepare(predictor, n, data) for n, data in uploads))
-        probs = await batcher.predict(torch.stack(tensors))
+        probs, signatures, properties = await batcher.predict(torch.stack(tensors))
         metrics.record_images(len(uploads))
         names = [name for name, _ in uploads]
+        if prediction_log is not None:  # only queues: the writes happen on the log's thread
+            prediction_log.record(
+                names,
+                probs,
+                [data for _, data in uploads],
+                signatures=signatures,
+                properties=properties,
+            )
         out = [
             PredictionOut(filename=p.path, labels=p.classes, probabilities=p.probabilities)
             for p in predictor.top_k(names, probs, top_k)
@@ -155,6 +172,23 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
     return app
+
+
+def _open_log(settings: ServeSettings, predictor: Predictor) -> PredictionLog | None:
+    if settings.log is None:
+        if settings.store_images is not None or settings.log_max_rows or settings.log_max_days:
+            raise ImgrecError("--store-images, --log-max-rows and --log-max-days need --log FILE.")
+        return None
+    return PredictionLog(
+        settings.log,
+        predictor.path,
+        predictor.classes,
+        source="serve",
+        store_images=settings.store_images,
+        max_rows=settings.log_max_rows,
+        max_days=settings.log_max_days,
+        when_full="drop",  # a slow disk must not make requests wait
+    )
 
 
 async def _prepare(predictor: Predictor, filename: str, data: bytes) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """The loaded model, split into the two halves that serving schedules separately.
 
-`prepare` (bytes -> tensor) runs in many threads, one per upload; `forward` (batch ->
-probabilities) runs on the batcher's single thread. Both are the very functions
-`imgrec predict` uses, so the server's answers equal the CLI's: the forward pass is the same
-engine (ONNX Runtime when installed, see models/engine.py), here with one pinned session per
-power-of-two batch size up to the largest micro-batch, so a lone request runs a batch of 1.
+`prepare` (bytes -> tensor) runs in many threads, one per upload; `run` (batch ->
+probabilities, drift signatures, input properties) runs on the batcher's single thread. Both
+are the very functions `imgrec predict` uses, so the server's answers equal the CLI's: the
+forward pass is the same engine (ONNX Runtime when installed, see models/engine.py), here with
+one pinned session per power-of-two batch size up to the largest micro-batch, so a lone
+request runs a batch of 1.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from imgrec.api import ImageClassifier, Prediction
 from imgrec.data.cache import prepare_for_inference
+from imgrec.data.properties import input_properties
 from imgrec.data.transforms import eval_transform
 from imgrec.models.engine import make_engine
 from imgrec.runtime import configure_cpu_runtime
@@ -51,6 +53,15 @@ class Predictor:
 
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         return self.engine(batch)
+
+    def run(
+        self, batch: torch.Tensor, properties: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(probabilities (N, C), signatures (N, SIGNATURE_DIMS) or None, input properties
+        (N, 3) when `properties`, else None): what the prediction log keeps of a batch."""
+        probs, signatures = self.engine.run(batch)
+        measured = input_properties(batch, self.preprocessing) if properties else None
+        return probs, signatures, measured
 
     def top_k(self, filenames: list[str], probs: np.ndarray, k: int) -> list[Prediction]:
         return self.classifier.predictions(filenames, probs, k)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -16,3 +17,7 @@ class ServeSettings:
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
     default_top_k: int = 3
     engine: str = "auto"  # forward pass: onnx (ONNX Runtime), torch, or auto (onnx if installed)
+    log: Path | None = None  # SQLite prediction log (serve/log.py); off by default
+    store_images: Path | None = None  # with `log`: metadata-free copies of the images here
+    log_max_rows: int | None = None  # retention: keep at most this many rows
+    log_max_days: float | None = None  # retention: delete rows older than this
