@@ -72,6 +72,10 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
     """An app serving `model_path`; the model (and the prediction log, when `settings.log` is
     set) open now, so a bad file fails before binding."""
     settings = settings or ServeSettings()
+    if settings.log is None and (
+        settings.store_images is not None or settings.log_max_rows or settings.log_max_days
+    ):
+        raise ImgrecError("--store-images, --log-max-rows and --log-max-days need --log FILE.")
     predictor = Predictor(model_path, settings.engine, settings.max_batch)
     metrics = Metrics()
     prediction_log = _open_log(settings, predictor)
@@ -176,8 +180,6 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
 
 def _open_log(settings: ServeSettings, predictor: Predictor) -> PredictionLog | None:
     if settings.log is None:
-        if settings.store_images is not None or settings.log_max_rows or settings.log_max_days:
-            raise ImgrecError("--store-images, --log-max-rows and --log-max-days need --log FILE.")
         return None
     return PredictionLog(
         settings.log,

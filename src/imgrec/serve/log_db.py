@@ -39,8 +39,8 @@ CREATE TABLE IF NOT EXISTS predictions (
   signature BLOB,
   image_path TEXT
 );
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
 """
+INDEX = "CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts)"
 INSERT = (
     f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
@@ -97,21 +97,19 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
                 f"{path} was written by a newer imgrec (log schema {newest}; this one writes "
                 f"{SCHEMA_VERSION}); upgrade imgrec or give --log a new file."
             )
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        conn.execute(SCHEMA)
+        present = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+        missing = [c for c in COLUMNS if c not in present]
+        if missing:
+            raise ImgrecError(
+                f"{path} has a 'predictions' table that is not an imgrec prediction log (no "
+                f"{', '.join(missing[:3])} column); give --log a new file."
+            )
+        conn.execute(INDEX)
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    present = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
-    missing = [c for c in COLUMNS if c not in present]
-    if missing:
-        conn.execute("ROLLBACK")
-        raise ImgrecError(
-            f"{path} has a 'predictions' table that is not an imgrec prediction log (no "
-            f"{', '.join(missing[:3])} column); give --log a new file."
-        )
     conn.execute("COMMIT")
 
 
