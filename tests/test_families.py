@@ -100,7 +100,7 @@ def test_cli_trains_predicts_and_explains_export_for_a_classic_model(tmp_path):
 
 def test_the_server_predicts_with_a_classic_model(colours, tmp_path):
     """serve's Predictor (decode one upload, run a batch as the server does, with the drift
-    signature and input properties of the prediction log) works for scikit-learn models."""
+    signature of the prediction log) works for scikit-learn models."""
     from imgrec.serve.predictor import Predictor
 
     train, val = colours
@@ -108,8 +108,8 @@ def test_the_server_predicts_with_a_classic_model(colours, tmp_path):
     predictor = Predictor(path)
     upload = val.samples[0].path.read_bytes()
     batch = torch.stack([predictor.prepare(upload)] * 3)
-    probs, signatures, properties = predictor.run(batch, properties=True)
+    probs, signatures = predictor.run(batch)
     assert probs.shape == (3, 3)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(probs, predictor.forward(batch), atol=1e-6)
-    assert signatures.shape == (3, SIGNATURE_DIMS) and properties.shape == (3, 3)
+    assert signatures.shape == (3, SIGNATURE_DIMS)

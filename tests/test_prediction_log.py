@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from imagegen import write_kind
 from PIL import Image, ImageCms
 from runhelpers import assert_user_error, read_csv, run_imgrec, sample_files
@@ -28,6 +29,7 @@ from servehelpers import running_server, small_model
 
 from imgrec.bundle.format import read_metadata
 from imgrec.data.decode import open_image
+from imgrec.data.properties import input_properties
 from imgrec.errors import ImgrecError
 from imgrec.models.signature import SIGNATURE_DIMS
 from imgrec.serve import log as log_module
@@ -304,6 +306,22 @@ def test_close_writes_everything_that_was_queued(model, tmp_path):
     first = rows(tmp_path / "p.db", "WHERE filename = '0.jpg'")[0]
     assert first["signature"] is None and first["brightness"] is None  # not given: NULL
     assert first["label"] == "ants" and first["confidence"] == pytest.approx(0.55)
+
+
+def test_input_properties_are_measured_on_the_model_input(model, tmp_path):
+    """The log's thread measures what input_properties gives for the same batch, also when
+    requests of one image each are measured together."""
+    from imgrec import ImageClassifier
+
+    preprocessing = ImageClassifier.load(model).preprocessing
+    x = torch.randn(40, 3, 24, 24, generator=torch.Generator().manual_seed(0)) * 0.5
+    with _open(tmp_path, model, preprocessing=preprocessing) as log:
+        log.record([f"{i}" for i in range(30)], _probs(30), [jpeg()] * 30, inputs=x[:30].numpy())
+        for i in range(30, 40):
+            log.record([f"{i}"], _probs(1), [jpeg()], inputs=x[i : i + 1])
+    logged = rows(tmp_path / "p.db", "ORDER BY id")
+    measured = [[r["brightness"], r["contrast"], r["sharpness"]] for r in logged]
+    np.testing.assert_allclose(measured, input_properties(x, preprocessing), rtol=1e-5)
 
 
 def test_a_slow_disk_drops_rows_instead_of_waiting(model, tmp_path, monkeypatch):

@@ -534,7 +534,12 @@ def predict(
         from imgrec.serve.log import PredictionLog
 
         predictor.log = PredictionLog(
-            log, model_file, predictor.classes, source="predict", when_full="wait"
+            log,
+            model_file,
+            predictor.classes,
+            predictor.preprocessing,
+            source="predict",
+            when_full="wait",
         )
         ctx.call_on_close(predictor.log.close)  # also on errors and Ctrl-C: queued rows are kept
 

@@ -114,21 +114,14 @@ class BatchPredictor:
                 self.engine, paths, self.preprocessing, self.batch_size, self.workers
             )
             return
-        from imgrec.data.properties import input_properties
-
         batches = iter_decoded_batches(paths, self.preprocessing, self.batch_size, self.workers)
         for ok, images, skipped in batches:
             if not ok:
                 yield [], np.zeros((0, 0), dtype=np.float32), skipped
                 continue
             probs, signatures = self.engine.run(images)
-            self.log.record(  # queued: the log's thread hashes the files and writes the rows
-                [str(p) for p in ok],
-                probs,
-                ok,
-                signatures=signatures,
-                properties=input_properties(images, self.preprocessing),
-            )
+            # queued: the log's thread measures the inputs, hashes the files, writes the rows
+            self.log.record([str(p) for p in ok], probs, ok, signatures=signatures, inputs=images)
             yield ok, probs, skipped
 
     def predict_proba(self, paths: Sequence[Path]) -> tuple[list[Path], np.ndarray, list[Skipped]]:

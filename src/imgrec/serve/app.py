@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import time
 from contextlib import asynccontextmanager
@@ -82,7 +81,7 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
     if prediction_log is not None:
         metrics.log_counts = lambda: (prediction_log.rows_written, prediction_log.rows_dropped)
     batcher = MicroBatcher(
-        functools.partial(predictor.run, properties=prediction_log is not None),
+        predictor.run,
         max_batch=settings.max_batch,
         max_wait_s=settings.max_wait_ms / 1000,
         on_batch=metrics.record_batch,
@@ -135,17 +134,13 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
         start = time.perf_counter()
         uploads = await read_uploads(request, settings.max_files)
         tensors = await asyncio.gather(*(_prepare(predictor, n, data) for n, data in uploads))
-        probs, signatures, properties = await batcher.predict(torch.stack(tensors))
+        images = torch.stack(tensors)
+        probs, signatures = await batcher.predict(images)
         metrics.record_images(len(uploads))
         names = [name for name, _ in uploads]
-        if prediction_log is not None:  # only queues: the writes happen on the log's thread
-            prediction_log.record(
-                names,
-                probs,
-                [data for _, data in uploads],
-                signatures=signatures,
-                properties=properties,
-            )
+        if prediction_log is not None:  # only queues: the work happens on the log's thread
+            data = [data for _, data in uploads]
+            prediction_log.record(names, probs, data, signatures=signatures, inputs=images)
         out = [
             PredictionOut(filename=p.path, labels=p.classes, probabilities=p.probabilities)
             for p in predictor.top_k(names, probs, top_k)
@@ -185,6 +180,7 @@ def _open_log(settings: ServeSettings, predictor: Predictor) -> PredictionLog | 
         settings.log,
         predictor.path,
         predictor.classes,
+        predictor.preprocessing,
         source="serve",
         store_images=settings.store_images,
         max_rows=settings.log_max_rows,

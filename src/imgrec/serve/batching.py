@@ -5,8 +5,8 @@ server collects whatever is queued (up to `max_batch` images or `max_wait_s`) an
 as one batch. All inference happens on one worker thread: torch already uses every core
 inside an operation, and two passes at once would only fight over them.
 
-A batch's result is a tuple of per-image arrays (probabilities, and what the prediction log
-keeps: signatures, input properties), each sliced back to the callers row by row.
+A batch's result is a tuple of per-image arrays (probabilities, and the drift signatures the
+prediction log keeps), each sliced back to the callers row by row.
 """
 
 from __future__ import annotations

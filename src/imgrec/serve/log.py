@@ -1,9 +1,11 @@
 """The prediction log: one SQLite row per prediction, written without slowing predictions down.
 
-`record` only appends the batch's arrays and the image bytes (or paths) to an in-memory queue.
-One background thread drains it: it hashes the images, reads their size from the header,
-keeps stripped copies when asked (image_store.py), and inserts up to MAX_BATCH_ROWS rows per
-transaction, so neither the server's event loop nor the model ever waits on the disk. `close`
+`record` only appends the batch's arrays, its model input and the image bytes (or paths) to an
+in-memory queue. One background thread drains it: it measures the input properties on the
+model input (about a sixth of a forward pass, so not on the inference thread), hashes the
+images, reads their size from the header, keeps stripped copies when asked (image_store.py),
+and inserts up to MAX_BATCH_ROWS rows per transaction, so neither the server's event loop nor
+the model ever waits for the log. `close`
 drains the queue to the last row (the server calls it on shutdown, Ctrl-C and SIGTERM
 included). Retention (`max_rows`, `max_days`) runs on the same thread at start, once a
 minute and at close, never per request. The file's schema lives in log_db.py.
@@ -26,8 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from imgrec.data.properties import input_properties
+from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.serve.image_store import ImageStore, remove_stored
 from imgrec.serve.log_db import INSERT, open_log_db, prune
@@ -38,7 +43,8 @@ LOG_TOP_K = 5  # classes kept per row in top_k, most likely first
 MAX_BATCH_ROWS = 512  # rows per transaction
 PRUNE_EVERY_S = 60.0
 MAX_PENDING_ROWS = 10_000  # queued, not yet written
-MAX_PENDING_BYTES = 256 * 1024 * 1024  # of image bytes held for hashing / storing
+MAX_PENDING_BYTES = 256 * 1024 * 1024  # of image bytes and model inputs held meanwhile
+PROPERTIES_CHUNK = 32  # images per input_properties call: batched, but small temporaries
 _ORIENTATION = 0x0112
 _WHEN_FULL = ("drop", "wait")
 
@@ -51,6 +57,7 @@ class _Batch:
     probabilities: np.ndarray
     signatures: np.ndarray | None
     properties: np.ndarray | None
+    inputs: np.ndarray | torch.Tensor | None  # until the properties are measured
     labels: list[str] | None
     nbytes: int
 
@@ -67,6 +74,7 @@ class PredictionLog:
         path: str | Path,
         model_path: str | Path,
         classes: Sequence[str],
+        preprocessing: Preprocessing | None = None,
         *,
         source: str = "serve",
         store_images: str | Path | None = None,
@@ -82,6 +90,7 @@ class PredictionLog:
             raise ValueError(f"when_full is one of {_WHEN_FULL}, not {when_full!r}")
         self.path = Path(path)
         self.classes = list(classes)
+        self.preprocessing = preprocessing
         self.source = source
         self.max_rows = max_rows
         self.max_days = max_days
@@ -110,22 +119,30 @@ class PredictionLog:
         sources: Sequence[bytes | Path],
         *,
         signatures: np.ndarray | None = None,
+        inputs: np.ndarray | torch.Tensor | None = None,
         properties: np.ndarray | None = None,
         labels: Sequence[str] | None = None,
     ) -> int:
         """Queue one row per image and return how many were accepted (0 if dropped).
 
         `sources` are the image bytes as received (or the files) for the sha256, the size and
-        the stored copy; `signatures` (N, SIGNATURE_DIMS) and `properties` (N, 3) come from
-        the same batch as `probabilities` (N, C); `labels` overrides the top-1 class, e.g.
-        'unknown' where the caller abstained.
+        the stored copy; `signatures` (N, SIGNATURE_DIMS) come from the same batch as
+        `probabilities` (N, C), and so does `inputs`, the normalised (N, 3, S, S) model input,
+        whose input properties the log's thread measures (needs `preprocessing`; or pass
+        them as `properties` (N, 3)); `labels` overrides the top-1 class, e.g. 'unknown'
+        where the caller abstained. The arrays must not be changed afterwards.
         """
         n = len(filenames)
         if not (len(sources) == n == len(probabilities)):
             raise ValueError("filenames, probabilities and sources must have one entry per image")
         if n == 0:
             return 0
+        if properties is None and inputs is not None and self.preprocessing is None:
+            raise ValueError("measuring `inputs` needs the log's preprocessing")
+        if properties is not None:
+            inputs = None
         nbytes = sum(len(s) for s in sources if isinstance(s, bytes))
+        nbytes += 0 if inputs is None else int(inputs.nbytes)
         batch = _Batch(
             time.time(),
             list(filenames),
@@ -133,6 +150,7 @@ class PredictionLog:
             probabilities,
             signatures,
             properties,
+            inputs,
             list(labels) if labels is not None else None,
             nbytes,
         )
@@ -202,7 +220,39 @@ class PredictionLog:
         finally:
             self._conn.close()
 
+    def _measure(self, batches: list[_Batch]) -> None:
+        """Input properties of every batch that brought its model input, PROPERTIES_CHUNK
+        images per call (one image per call would pay torch's per-call cost 32 times)."""
+        group: list[_Batch] = []
+        size = 0
+        for batch in batches:
+            if batch.inputs is None:
+                continue
+            group.append(batch)
+            size += len(batch.filenames)
+            if size >= PROPERTIES_CHUNK:
+                self._measure_group(group)
+                group, size = [], 0
+        if group:
+            self._measure_group(group)
+
+    def _measure_group(self, group: list[_Batch]) -> None:
+        try:
+            parts = [torch.as_tensor(b.inputs) for b in group]
+            x = parts[0] if len(parts) == 1 else torch.cat(parts)
+            measured = input_properties(x, self.preprocessing)
+        except Exception as exc:  # noqa: BLE001 - the rows are still worth keeping
+            self._warn(f"could not measure input properties ({exc})")
+            measured = None
+        start = 0
+        for batch in group:
+            n = len(batch.filenames)
+            batch.properties = None if measured is None else measured[start : start + n]
+            batch.inputs = None  # the pixels can go now
+            start += n
+
     def _write(self, batches: list[_Batch]) -> None:
+        self._measure(batches)
         rows: list[tuple] = []
         for batch in batches:
             try:

@@ -1,7 +1,7 @@
 """The loaded model, split into the two halves that serving schedules separately.
 
 `prepare` (bytes -> tensor) runs in many threads, one per upload; `run` (batch ->
-probabilities, drift signatures, input properties) runs on the batcher's single thread. Both
+probabilities and drift signatures) runs on the batcher's single thread. Both
 are the very functions `imgrec predict` uses, so the server's answers equal the CLI's: the
 forward pass is the same engine (ONNX Runtime when installed, see models/engine.py), here with
 one pinned session per power-of-two batch size up to the largest micro-batch, so a lone
@@ -18,7 +18,6 @@ import torch
 
 from imgrec.api import ImageClassifier, Prediction
 from imgrec.data.cache import prepare_for_inference
-from imgrec.data.properties import input_properties
 from imgrec.data.transforms import eval_transform
 from imgrec.models.engine import make_engine
 from imgrec.runtime import configure_cpu_runtime
@@ -54,14 +53,10 @@ class Predictor:
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         return self.engine(batch)
 
-    def run(
-        self, batch: torch.Tensor, properties: bool = False
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """(probabilities (N, C), signatures (N, SIGNATURE_DIMS) or None, input properties
-        (N, 3) when `properties`, else None): what the prediction log keeps of a batch."""
-        probs, signatures = self.engine.run(batch)
-        measured = input_properties(batch, self.preprocessing) if properties else None
-        return probs, signatures, measured
+    def run(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (N, C), signatures (N, SIGNATURE_DIMS) or None): the answer, and
+        what the prediction log keeps for drift; the signature costs next to nothing."""
+        return self.engine.run(batch)
 
     def top_k(self, filenames: list[str], probs: np.ndarray, k: int) -> list[Prediction]:
         return self.classifier.predictions(filenames, probs, k)  # type: ignore[arg-type]
