@@ -12,8 +12,9 @@ wrong API keys — sent concurrently with good traffic, against a server started
 process must survive, and its RSS must come back near the baseline afterwards.
 Log run (--log): the same load against a server without the prediction log, one with
 `--log FILE`, and one without again (the mean of the two without-runs is the baseline, so
-drift cancels); prints both rates, their ratio, and the images that got a 200 from the logging
-server (warm-up included) against the rows in its log after it stopped (they must be equal).
+drift cancels); prints both rates, their ratio, the server's CPU time per image in each, and the
+images that got a 200 from the logging server (warm-up included) against the rows in its log
+after it stopped (they must be equal).
 Prints one JSON line per run.
 
     python benchmarks/serve.py [MODEL.imgrec] [--data DIR] [--seconds 60] [--fault | --log]
@@ -95,6 +96,12 @@ class Server:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -306,11 +313,14 @@ def log_arm(model: Path, images: list[bytes], tmp: Path, name: str, args) -> dic
     server = Server(model, tmp / f"server-{name}.log", api_key=False, extra=extra)
     try:
         warm = asyncio.run(good_clients(server.url, images, args.clients, 5, {}))
+        cpu = cpu_seconds(server.process.pid)
         load = asyncio.run(good_clients(server.url, images, args.clients, args.seconds, {}))
+        cpu = cpu_seconds(server.process.pid) - cpu
         metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
     finally:
         server.stop()  # SIGTERM: the server writes its queued rows before it exits
     result = {**load, "ok_total": warm["ok"] + load["ok"], "errors_total": warm["errors"]}
+    result["cpu_ms_per_image"] = 1000 * cpu / max(1, load["ok"])
     result["errors_total"] += load["errors"]
     if name == "log":
         with sqlite3.connect(db) as conn:
@@ -340,6 +350,17 @@ def log_run(model: Path, images: list[bytes], tmp: Path, args) -> dict:
             round((before["p95_ms"] + after["p95_ms"]) / 2, 1),
             round(logged["p95_ms"], 1),
         ],
+        # the server's own CPU time per answered image: what bounds throughput on a busy CPU,
+        # and far less sensitive to other processes than the wall-clock rates
+        "cpu_ms_per_image_without_with": [
+            round((before["cpu_ms_per_image"] + after["cpu_ms_per_image"]) / 2, 1),
+            round(logged["cpu_ms_per_image"], 1),
+        ],
+        "cpu_with_vs_without": round(
+            logged["cpu_ms_per_image"]
+            / ((before["cpu_ms_per_image"] + after["cpu_ms_per_image"]) / 2),
+            3,
+        ),
         "requests_ok_with_log": logged["ok_total"],
         "rows_in_log": logged["rows"],
         "rows_lost": logged["ok_total"] - logged["rows"],
