@@ -16,6 +16,7 @@ rather than let memory grow or requests wait; `imgrec predict` waits instead (`w
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import json
@@ -97,8 +98,12 @@ class PredictionLog:
         self.when_full = when_full
         self.model_id = model_id(model_path)
         self.model_version = model_version(model_path)
-        self.store = ImageStore(store_images) if store_images is not None else None
         self._conn = open_log_db(self.path)
+        try:
+            self.store = ImageStore(store_images) if store_images is not None else None
+        except ImgrecError:
+            self._conn.close()
+            raise
         self.rows_written = 0
         self.rows_dropped = 0
         self.rows_pruned = 0
@@ -110,6 +115,7 @@ class PredictionLog:
         self._last_error = ""
         self._thread = threading.Thread(target=self._run, name="imgrec-log", daemon=True)
         self._thread.start()
+        atexit.register(self.close)  # a caller that forgets close() still loses no rows
 
     # ---- producers (event loop, predict loop) -------------------------------------------------
     def record(
@@ -182,6 +188,7 @@ class PredictionLog:
             self._closing = True
             self._cond.notify_all()
         self._thread.join()
+        atexit.unregister(self.close)
 
     def __enter__(self) -> PredictionLog:
         return self
