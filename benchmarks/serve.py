@@ -10,9 +10,14 @@ truncated images, zero bytes, a 50 MB upload (declared and chunked), pixel bombs
 wrong API keys — sent concurrently with good traffic, against a server started with
 --api-key-env. Every bad request must get a 4xx with a JSON body, every good one a 200, the
 process must survive, and its RSS must come back near the baseline afterwards.
+Log run (--log): the same load against a server without the prediction log, one with
+`--log FILE`, and one without again (the mean of the two without-runs is the baseline, so
+drift cancels); prints both rates, their ratio, the server's CPU time per image in each, and the
+images that got a 200 from the logging server (warm-up included) against the rows in its log
+after it stopped (they must be equal).
 Prints one JSON line per run.
 
-    python benchmarks/serve.py [MODEL.imgrec] [--data DIR] [--seconds 60] [--fault]
+    python benchmarks/serve.py [MODEL.imgrec] [--data DIR] [--seconds 60] [--fault | --log]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import io
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -54,10 +60,11 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, model: Path, log: Path, api_key: bool) -> None:
+    def __init__(self, model: Path, log: Path, api_key: bool, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "imgrec", "serve", str(model), "--port", str(self.port)]
+        args += extra
         env = dict(os.environ)
         if api_key:
             args += ["--api-key-env", "IMGREC_BENCH_KEY"]
@@ -89,6 +96,12 @@ class Server:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -293,6 +306,70 @@ async def fault_run(server: Server, images: list[bytes], bad: int, clients: int)
     return {"bad": bad_result, "good": good, "peak_rss_mb": peak}
 
 
+def log_arm(model: Path, images: list[bytes], tmp: Path, name: str, args) -> dict:
+    """One server (with `--log` when `name` is "log"): 5 s warm-up, then the load."""
+    db = tmp / f"{name}.db"
+    extra = ("--log", str(db)) if name == "log" else ()
+    server = Server(model, tmp / f"server-{name}.log", api_key=False, extra=extra)
+    try:
+        warm = asyncio.run(good_clients(server.url, images, args.clients, 5, {}))
+        cpu = cpu_seconds(server.process.pid)
+        load = asyncio.run(good_clients(server.url, images, args.clients, args.seconds, {}))
+        cpu = cpu_seconds(server.process.pid) - cpu
+        metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+    finally:
+        server.stop()  # SIGTERM: the server writes its queued rows before it exits
+    result = {**load, "ok_total": warm["ok"] + load["ok"], "errors_total": warm["errors"]}
+    result["cpu_ms_per_image"] = 1000 * cpu / max(1, load["ok"])
+    result["errors_total"] += load["errors"]
+    if name == "log":
+        with sqlite3.connect(db) as conn:
+            result["rows"] = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        dropped = [x for x in metrics.splitlines() if x.startswith("imgrec_log_dropped_total")]
+        result["dropped"] = int(float(dropped[0].split()[-1])) if dropped else -1
+    return result
+
+
+def log_run(model: Path, images: list[bytes], tmp: Path, args) -> dict:
+    before = log_arm(model, images, tmp, "before", args)
+    logged = log_arm(model, images, tmp, "log", args)
+    after = log_arm(model, images, tmp, "after", args)
+    without = (before["img_per_s"] + after["img_per_s"]) / 2
+    return {
+        "benchmark": "serve-log",
+        "clients": args.clients,
+        "seconds_per_arm": args.seconds,
+        "img_per_s_without_log": round(without, 1),
+        "img_per_s_without_before_after": [
+            round(before["img_per_s"], 1),
+            round(after["img_per_s"], 1),
+        ],
+        "img_per_s_with_log": round(logged["img_per_s"], 1),
+        "with_vs_without": round(logged["img_per_s"] / without, 3),
+        "p95_ms_without_with": [
+            round((before["p95_ms"] + after["p95_ms"]) / 2, 1),
+            round(logged["p95_ms"], 1),
+        ],
+        # the server's own CPU time per answered image: what bounds throughput on a busy CPU,
+        # and far less sensitive to other processes than the wall-clock rates
+        "cpu_ms_per_image_without_with": [
+            round((before["cpu_ms_per_image"] + after["cpu_ms_per_image"]) / 2, 1),
+            round(logged["cpu_ms_per_image"], 1),
+        ],
+        "cpu_with_vs_without": round(
+            logged["cpu_ms_per_image"]
+            / ((before["cpu_ms_per_image"] + after["cpu_ms_per_image"]) / 2),
+            3,
+        ),
+        "requests_ok_with_log": logged["ok_total"],
+        "rows_in_log": logged["rows"],
+        "rows_lost": logged["ok_total"] - logged["rows"],
+        "rows_dropped_metric": logged["dropped"],
+        "errors": before["errors_total"] + logged["errors_total"] + after["errors_total"],
+        "failures": (before["failures"] + logged["failures"] + after["failures"])[:5],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", type=Path, default=DEFAULT_MODEL)
@@ -300,12 +377,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--fault", action="store_true", help="the fault run instead")
+    parser.add_argument("--log", action="store_true", help="with vs without --log instead")
     parser.add_argument("--bad", type=int, default=200)
     args = parser.parse_args()
     model = ensure_model(args.model)
     images = photos(args.data)
     with tempfile.TemporaryDirectory(prefix="imgrec-bench-serve-") as tmp:
         tmp = Path(tmp)
+        if args.log:
+            print(json.dumps(log_run(model, images, tmp, args)))
+            return
         if not args.fault:
             earlier = cli_predict(model, args.data, tmp / "out.csv")["rate"]
         server = Server(model, tmp / "server.log", api_key=args.fault)

@@ -15,6 +15,7 @@ from imgrec.bundle.format import load_bundle, save_bundle
 from imgrec.errors import ImgrecError
 from imgrec.models.families import LEADERBOARD, families, get_family
 from imgrec.models.registry import get_spec
+from imgrec.models.signature import SIGNATURE_DIMS
 from imgrec.train.config import TrainConfig
 
 CLASSIC_AND_MLP = [f.name for f in families() if f.kind in ("classic", "mlp")]
@@ -98,13 +99,17 @@ def test_cli_trains_predicts_and_explains_export_for_a_classic_model(tmp_path):
 
 
 def test_the_server_predicts_with_a_classic_model(colours, tmp_path):
-    """serve's Predictor (decode one upload, forward a batch) works for scikit-learn models."""
+    """serve's Predictor (decode one upload, run a batch as the server does, with the drift
+    signature of the prediction log) works for scikit-learn models."""
     from imgrec.serve.predictor import Predictor
 
     train, val = colours
     path = ImageClassifier("tree-hog").fit(train, val, progress=False).save(tmp_path / "m.imgrec")
     predictor = Predictor(path)
     upload = val.samples[0].path.read_bytes()
-    probs = predictor.forward(torch.stack([predictor.prepare(upload)] * 3))
+    batch = torch.stack([predictor.prepare(upload)] * 3)
+    probs, signatures = predictor.run(batch)
     assert probs.shape == (3, 3)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs, predictor.forward(batch), atol=1e-6)
+    assert signatures.shape == (3, SIGNATURE_DIMS)

@@ -609,6 +609,7 @@ def _print_groups(groups: dict) -> None:
     epilog="Example: imgrec predict runs/train/model.imgrec photos/ -f csv -o preds.csv --resume"
 )
 def predict(
+    ctx: typer.Context,
     model_file: Annotated[
         Path, typer.Argument(help="A model.imgrec file, or an .onnx file from `imgrec export`.")
     ],
@@ -641,6 +642,12 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 32,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     min_confidence: MinConfidence = None,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log", help="Also record every prediction in this SQLite file (for `imgrec drift`)."
+        ),
+    ] = None,
 ) -> None:
     """Predict the class of images; unreadable files are reported and the rest still predicted."""
     from imgrec.data.inputs import expand_inputs
@@ -654,6 +661,18 @@ def predict(
     predictor = BatchPredictor.load(
         model_file, engine.value, batch_size, on_fallback=lambda m: err.print(f"warning: {m}")
     )
+    if log is not None:
+        from imgrec.serve.log import PredictionLog
+
+        predictor.log = PredictionLog(
+            log,
+            model_file,
+            predictor.classes,
+            predictor.preprocessing,
+            source="predict",
+            when_full="wait",
+        )
+        ctx.call_on_close(predictor.log.close)  # also on errors and Ctrl-C: queued rows are kept
 
     def report(s) -> None:
         err.print(f"skipped {s.path}: {s.reason}", style="yellow", markup=False)
@@ -686,7 +705,7 @@ def predict(
         if summary.predicted == 0 and summary.already_done == 0:
             raise ImgrecError("none of the inputs could be read as an image.")
         return
-    done, probs, skipped = predictor.predict_proba(paths)
+    done, probs, skipped = predictor.predict_proba(paths, min_confidence)
     from imgrec.api import Prediction
     from imgrec.predicting import top_k_rows
 
@@ -1061,6 +1080,25 @@ def serve(
             "answer); a request may set its own with the min_confidence field."
         ),
     ] = 0.0,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log", help="Record every prediction in this SQLite file (for `imgrec drift`)."
+        ),
+    ] = None,
+    store_images: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --log: also keep each image in this folder, all metadata (EXIF, GPS) "
+            "removed. Off by default: uploads are private."
+        ),
+    ] = None,
+    log_max_rows: Annotated[
+        int | None, typer.Option(help="With --log: keep only the newest N rows.", min=1)
+    ] = None,
+    log_max_days: Annotated[
+        float | None, typer.Option(help="With --log: delete rows older than D days.", min=0.001)
+    ] = None,
 ) -> None:
     """Serve a model over HTTP: JSON API (/v1/predict), web page (/), docs, /metrics."""
     import os
@@ -1081,11 +1119,18 @@ def serve(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         engine=engine.value,
         min_confidence=min_confidence,
+        log=log,
+        store_images=store_images,
+        log_max_rows=log_max_rows,
+        log_max_days=log_max_days,
     )
     web_app = create_app(model_file, settings)
     import uvicorn
 
     out.print(f"serving {model_file} on http://{host}:{port}/  (API docs at /docs)")
+    if log is not None:
+        kept = f"; image copies in {store_images}" if store_images else ""
+        out.print(f"logging predictions to {log}{kept}", highlight=False)
     uvicorn.run(web_app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 

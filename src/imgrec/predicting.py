@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -36,7 +36,10 @@ from imgrec.data.dataset import Skipped
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.engine import Engine, read_onnx_file
-from imgrec.models.inference import stream_probabilities
+from imgrec.models.inference import iter_decoded_batches, stream_probabilities
+
+if TYPE_CHECKING:
+    from imgrec.serve.log import PredictionLog
 
 STREAM_FORMATS = ("csv", "jsonl")
 UNKNOWN = "unknown"  # the label of a prediction below the minimum confidence
@@ -100,6 +103,7 @@ class BatchPredictor:
     workers: int | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    log: PredictionLog | None = None  # when set, every prediction is also recorded there
 
     @classmethod
     def load(
@@ -125,18 +129,40 @@ class BatchPredictor:
 
     # ---- in memory ----------------------------------------------------------------------
     def iter_probabilities(
-        self, paths: Sequence[Path]
+        self, paths: Sequence[Path], min_confidence: float | None = None
     ) -> Iterator[tuple[list[Path], np.ndarray, list[Skipped]]]:
-        """(readable paths, probabilities (n, C), skipped files) per batch, in input order."""
-        yield from stream_probabilities(
-            self.engine, paths, self.preprocessing, self.batch_size, self.workers
-        )
+        """(readable paths, probabilities (n, C), skipped files) per batch, in input order;
+        `min_confidence` only decides the label the prediction log records."""
+        if self.log is None:
+            yield from stream_probabilities(
+                self.engine, paths, self.preprocessing, self.batch_size, self.workers
+            )
+            return
+        batches = iter_decoded_batches(paths, self.preprocessing, self.batch_size, self.workers)
+        for ok, images, skipped in batches:
+            if not ok:
+                yield [], np.zeros((0, 0), dtype=np.float32), skipped
+                continue
+            probs, signatures = self.engine.run(images)
+            # queued: the log's thread measures the inputs, hashes the files, writes the rows
+            labels = None
+            if min_confidence is not None:
+                labels = [
+                    UNKNOWN if row.max() < min_confidence else self.classes[int(row.argmax())]
+                    for row in probs
+                ]
+            self.log.record(
+                [str(p) for p in ok], probs, ok, signatures=signatures, inputs=images, labels=labels
+            )
+            yield ok, probs, skipped
 
-    def predict_proba(self, paths: Sequence[Path]) -> tuple[list[Path], np.ndarray, list[Skipped]]:
+    def predict_proba(
+        self, paths: Sequence[Path], min_confidence: float | None = None
+    ) -> tuple[list[Path], np.ndarray, list[Skipped]]:
         done: list[Path] = []
         chunks: list[np.ndarray] = []
         skipped: list[Skipped] = []
-        for ok, probs, bad in self.iter_probabilities(paths):
+        for ok, probs, bad in self.iter_probabilities(paths, min_confidence):
             done += ok
             skipped += bad
             if ok:
@@ -184,7 +210,7 @@ class BatchPredictor:
             if not stream.seekable() or stream.tell() == 0:
                 writer.header(stream)
             with _progress(progress, len(todo)) as advance:
-                for ok, probs, bad in self.iter_probabilities(todo):
+                for ok, probs, bad in self.iter_probabilities(todo, writer.min_confidence):
                     rows = top_k_rows(self.classes, probs, k) if ok else []
                     writer.batch(stream, ok, rows, bad)
                     stream.flush()

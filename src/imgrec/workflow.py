@@ -205,9 +205,7 @@ def train_run(
     return RunResult(folder, model_path, report, result, evaluated_on, clf, card.html)
 
 
-def reference_summary(
-    clf: ImageClassifier, decoded: DecodedCache, val: Dataset, seed: int
-) -> dict:
+def reference_summary(clf: ImageClassifier, decoded: DecodedCache, val: Dataset, seed: int) -> dict:
     """The validation split (images the weights never trained on) as the model sees them,
     kept in the model file as the reference of `imgrec drift`: one forward pass, no decode."""
     from imgrec.monitor.image_window import reference_window

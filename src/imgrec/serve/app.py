@@ -19,8 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imgrec import __version__
 from imgrec.data.decode import UnreadableImage
+from imgrec.errors import ImgrecError
 from imgrec.predicting import answer_label
 from imgrec.serve.batching import MicroBatcher
+from imgrec.serve.log import PredictionLog
 from imgrec.serve.metrics import Metrics
 from imgrec.serve.middleware import BodySizeLimit, RequestMetrics
 from imgrec.serve.predictor import Predictor
@@ -70,12 +72,20 @@ class ErrorOut(BaseModel):
 
 
 def create_app(model_path: str | Path, settings: ServeSettings | None = None) -> FastAPI:
-    """An app serving `model_path`; the model loads now, so a bad file fails before binding."""
+    """An app serving `model_path`; the model (and the prediction log, when `settings.log` is
+    set) open now, so a bad file fails before binding."""
     settings = settings or ServeSettings()
+    if settings.log is None and (
+        settings.store_images is not None or settings.log_max_rows or settings.log_max_days
+    ):
+        raise ImgrecError("--store-images, --log-max-rows and --log-max-days need --log FILE.")
     predictor = Predictor(model_path, settings.engine, settings.max_batch)
     metrics = Metrics()
+    prediction_log = _open_log(settings, predictor)
+    if prediction_log is not None:
+        metrics.log_counts = lambda: (prediction_log.rows_written, prediction_log.rows_dropped)
     batcher = MicroBatcher(
-        predictor.forward,
+        predictor.run,
         max_batch=settings.max_batch,
         max_wait_s=settings.max_wait_ms / 1000,
         on_batch=metrics.record_batch,
@@ -89,6 +99,8 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
             yield
         finally:
             await batcher.stop()
+            if prediction_log is not None:  # every queued row reaches the file before exit
+                await asyncio.to_thread(prediction_log.close)
 
     app = FastAPI(
         title="imgrec",
@@ -136,7 +148,8 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
             min_confidence, await form_number(request, "min_confidence"), settings
         )
         tensors = await asyncio.gather(*(_prepare(predictor, n, data) for n, data in uploads))
-        probs = await batcher.predict(torch.stack(tensors))
+        images = torch.stack(tensors)
+        probs, signatures = await batcher.predict(images)
         metrics.record_images(len(uploads))
         names = [name for name, _ in uploads]
         out = [
@@ -148,6 +161,12 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
             )
             for p in predictor.top_k(names, probs, top_k)
         ]
+        if prediction_log is not None:  # only queues: the work happens on the log's thread
+            data = [data for _, data in uploads]
+            labels = [p.label for p in out]  # 'unknown' where the answer abstained
+            prediction_log.record(
+                names, probs, data, signatures=signatures, inputs=images, labels=labels
+            )
         return PredictResponse(
             predictions=out,
             min_confidence=threshold,
@@ -190,6 +209,22 @@ def _min_confidence(query: float | None, form: float | None, settings: ServeSett
     if not 0 <= value < 1:
         raise ApiError(422, f"min_confidence must be at least 0 and below 1, got {value:g}")
     return value
+
+
+def _open_log(settings: ServeSettings, predictor: Predictor) -> PredictionLog | None:
+    if settings.log is None:
+        return None
+    return PredictionLog(
+        settings.log,
+        predictor.path,
+        predictor.classes,
+        predictor.preprocessing,
+        source="serve",
+        store_images=settings.store_images,
+        max_rows=settings.log_max_rows,
+        max_days=settings.log_max_days,
+        when_full="drop",  # a slow disk must not make requests wait
+    )
 
 
 async def _prepare(predictor: Predictor, filename: str, data: bytes) -> torch.Tensor:

@@ -4,6 +4,9 @@ A forward pass over 16 images costs far less than 16 passes over one, so under l
 server collects whatever is queued (up to `max_batch` images or `max_wait_s`) and runs it
 as one batch. All inference happens on one worker thread: torch already uses every core
 inside an operation, and two passes at once would only fight over them.
+
+A batch's result is a tuple of per-image arrays (probabilities, and the drift signatures the
+prediction log keeps), each sliced back to the callers row by row.
 """
 
 from __future__ import annotations
@@ -18,23 +21,27 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# One array (or None) per output, each with one row per image of the batch.
+Outputs = tuple[np.ndarray | None, ...]
+
 
 @dataclass
 class _Job:
     images: torch.Tensor  # (n, 3, S, S)
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Outputs]
 
 
 class MicroBatcher:
     """Collect image tensors from concurrent callers and run them through `run_batch` together.
 
-    `run_batch` maps an (N, 3, S, S) tensor to an (N, C) array; it runs on a single worker
-    thread, never on the event loop, so the server keeps accepting requests meanwhile.
+    `run_batch` maps an (N, 3, S, S) tensor to a tuple of arrays with N rows each (or None
+    for an output it does not have); it runs on a single worker thread, never on the event
+    loop, so the server keeps accepting requests meanwhile.
     """
 
     def __init__(
         self,
-        run_batch: Callable[[torch.Tensor], np.ndarray],
+        run_batch: Callable[[torch.Tensor], Outputs],
         max_batch: int = 32,
         max_wait_s: float = 0.005,
         on_batch: Callable[[int], None] | None = None,
@@ -66,11 +73,11 @@ class MicroBatcher:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def predict(self, images: torch.Tensor) -> np.ndarray:
-        """Probabilities for `images`, computed in whichever batch they end up in."""
+    async def predict(self, images: torch.Tensor) -> Outputs:
+        """`run_batch`'s outputs for `images`, computed in whichever batch they end up in."""
         if self._task is None:
             raise RuntimeError("MicroBatcher.start() was not awaited")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         self._pending.append(_Job(images, future))
         self._arrived.set()
         return await future
@@ -84,7 +91,7 @@ class MicroBatcher:
             jobs = await self._collect(loop)
             batch = torch.cat([job.images for job in jobs]) if len(jobs) > 1 else jobs[0].images
             try:
-                probs = await loop.run_in_executor(self._executor, self.run_batch, batch)
+                outputs = await loop.run_in_executor(self._executor, self.run_batch, batch)
             except Exception as exc:  # reported to every caller of this batch
                 for job in jobs:
                     if not job.future.done():
@@ -96,7 +103,9 @@ class MicroBatcher:
             for job in jobs:
                 end = start + len(job.images)
                 if not job.future.done():  # the client may have gone away
-                    job.future.set_result(probs[start:end])
+                    job.future.set_result(
+                        tuple(None if out is None else out[start:end] for out in outputs)
+                    )
                 start = end
 
     async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[_Job]:

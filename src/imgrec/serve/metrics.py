@@ -1,14 +1,16 @@
 """Prometheus metrics in the text exposition format, written by hand.
 
-Five series are all a dashboard needs here; the official client library would add a
-dependency and a process-global registry for that. Updates happen on the event loop; the
-lock only guards against a scrape reading a half-updated histogram from another thread.
+Five series (seven with the prediction log) are all a dashboard needs here; the official
+client library would add a dependency and a process-global registry for that. Updates happen
+on the event loop; the lock only guards against a scrape reading a half-updated histogram from
+another thread.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -52,6 +54,8 @@ class Metrics:
         self.errors: dict[str, int] = defaultdict(int)
         self.images = 0
         self.batch_size = _Histogram(BATCH_BUCKETS)
+        # (rows written, rows dropped) of the prediction log, when the server keeps one
+        self.log_counts: Callable[[], tuple[int, int]] | None = None
 
     def record_request(self, endpoint: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -97,6 +101,17 @@ class Metrics:
                 "# HELP imgrec_batch_size Images per forward pass (micro-batching at work).",
                 "# TYPE imgrec_batch_size histogram",
                 *self.batch_size.lines("imgrec_batch_size", ""),
+            ]
+        if self.log_counts is not None:
+            written, dropped = self.log_counts()
+            lines += [
+                "# HELP imgrec_log_rows_total Predictions written to the prediction log.",
+                "# TYPE imgrec_log_rows_total counter",
+                f"imgrec_log_rows_total {written}",
+                "# HELP imgrec_log_dropped_total Predictions the log could not keep (it fell "
+                "behind, or a write failed).",
+                "# TYPE imgrec_log_dropped_total counter",
+                f"imgrec_log_dropped_total {dropped}",
             ]
         return "\n".join(lines) + "\n"
 

@@ -1,10 +1,11 @@
 """The loaded model, split into the two halves that serving schedules separately.
 
-`prepare` (bytes -> tensor) runs in many threads, one per upload; `forward` (batch ->
-probabilities) runs on the batcher's single thread. Both are the very functions
-`imgrec predict` uses, so the server's answers equal the CLI's: the forward pass is the same
-engine (ONNX Runtime when installed, see models/engine.py), here with one pinned session per
-power-of-two batch size up to the largest micro-batch, so a lone request runs a batch of 1.
+`prepare` (bytes -> tensor) runs in many threads, one per upload; `run` (batch ->
+probabilities and drift signatures) runs on the batcher's single thread. Both
+are the very functions `imgrec predict` uses, so the server's answers equal the CLI's: the
+forward pass is the same engine (ONNX Runtime when installed, see models/engine.py), here with
+one pinned session per power-of-two batch size up to the largest micro-batch, so a lone
+request runs a batch of 1.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class Predictor:
 
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         return self.engine(batch)
+
+    def run(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (N, C), signatures (N, SIGNATURE_DIMS) or None): the answer, and
+        what the prediction log keeps for drift; the signature costs next to nothing."""
+        return self.engine.run(batch)
 
     def top_k(self, filenames: list[str], probs: np.ndarray, k: int) -> list[Prediction]:
         return self.classifier.predictions(filenames, probs, k)  # type: ignore[arg-type]
