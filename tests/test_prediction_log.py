@@ -24,7 +24,7 @@ import pytest
 import torch
 from imagegen import write_kind
 from PIL import Image, ImageCms
-from runhelpers import assert_user_error, read_csv, run_imgrec, sample_files
+from runhelpers import SAMPLE, assert_user_error, read_csv, run_imgrec, sample_files
 from servehelpers import running_server, small_model
 
 from imgrec.bundle.format import read_metadata
@@ -425,3 +425,23 @@ def test_log_options_without_log_are_refused(model, tmp_path):
         with pytest.raises(ImgrecError, match="need --log FILE"):
             create_app(model, settings)  # before the model loads: nothing else to wait for
     assert list(tmp_path.iterdir()) == []
+
+
+def test_drift_reads_the_log_that_predict_writes(model, tmp_path):
+    """The writer and the reader of the schema agree: abstentions are logged as 'unknown', yet
+    drift compares the model's top classes, and every logged row is in the current window."""
+    photos = sample_files("val", "ants", 12) + sample_files("val", "bees", 12)
+    db, out = tmp_path / "predict.db", tmp_path / "out.csv"
+    args = ["-f", "csv", "-o", out, "--log", db, "--min-confidence", "0.999", "-q"]
+    assert run_imgrec("predict", model, *photos, *args).returncode == 0
+    logged = rows(db)
+    assert len(logged) == 24 and "unknown" in {r["label"] for r in logged}
+    reference = Path(SAMPLE) / "val"
+    result = run_imgrec(
+        "drift", model, "--reference", reference, "--current", db, "--out", tmp_path / "drift"
+    )
+    assert result.returncode in (0, 3), result.stderr
+    report = json.loads((tmp_path / "drift" / "drift.json").read_text())
+    assert report["current"]["images"] == 24 and report["current"]["with_signature"] == 24
+    mix = next(t for t in report["tests"] if "class" in t["name"].lower())
+    assert "unknown" not in json.dumps(mix)

@@ -7,6 +7,7 @@ row is read: tables `predictions` and `log_info`, schema version 1, the columns 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -28,6 +29,7 @@ _LOG_COLUMNS = (
     "width",
     "height",
     "signature",
+    "top_k",
 )
 
 
@@ -147,9 +149,18 @@ def _check_log(connection: sqlite3.Connection, path: Path) -> None:
         )
 
 
+def _top_class(top_k: str | None, label: str) -> str:
+    try:
+        return str(json.loads(top_k)[0][0])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return str(label)
+
+
 def _log_window(rows: list[tuple], path: Path, since: float | None, until: float | None) -> Window:
     n = len(rows)
-    labels = np.array([str(r[2]) for r in rows], dtype=object).astype(str)
+    # the model's top class, from top_k: `label` is 'unknown' where the server abstained,
+    # which is a threshold setting, not something the reference window could show
+    labels = np.array([_top_class(r[10], r[2]) for r in rows], dtype=object).astype(str)
     numeric = np.array(
         [[_num(r[3]), _num(r[4]), _num(r[5]), _num(r[6]), _num(r[7]), _num(r[8])] for r in rows],
         dtype=np.float32,
