@@ -44,6 +44,7 @@ COMMANDS = (
     "card",
     "drift",
     "retrain",
+    "calibrate",
 )
 SKIP_REASONS = {kind: BAD_KINDS[kind] for kind in ("zero_bytes", "truncated_jpeg", "text_as_png")}
 

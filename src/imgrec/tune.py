@@ -38,6 +38,7 @@ IMAGE_SIZES = (224, 256)
 # Phase 1 writes one row per step of its regularisation path; pruning starts after it, on
 # fine-tuning epochs, where the searched settings (lr, decay, dropout, ...) have acted.
 _HEAD_STEPS = 6
+_FINISH_RESERVE = 60.0  # seconds of a budget kept for evaluating (or retraining) the best
 
 
 @dataclass
@@ -93,9 +94,11 @@ def tune(
     progress: bool = True,
     say: Callable[[str], None] = lambda _: None,
 ) -> TuneResult:
-    """Run (or continue) a search of `trials` trials within `budget` seconds."""
+    """Run (or continue) a search of `trials` trials within `budget` seconds, counted from
+    this call: decoding, the trials and retraining/evaluating the best all fit inside it."""
     import optuna
 
+    started = time.perf_counter()
     for name in backbones:
         if get_family(name).kind != "transfer":
             raise ImgrecError(f"tune searches transfer-learning backbones; '{name}' is not one.")
@@ -142,12 +145,16 @@ def tune(
     todo = max(0, trials - len(done))
     say(f"{len(done)} trials done before, {todo} to run; study in {storage}")
     objective = _Objective(folder, train, val, caches, backbones, epochs, seed, progress, say)
-    started = time.perf_counter()
-    # the trial running at the deadline stops there too (its best epoch so far counts)
-    objective.deadline = None if budget is None else started + budget
+    timeout = None
+    if budget is not None:
+        # the trial running at the deadline stops there too (its best epoch so far counts);
+        # the end of the budget is kept for evaluating and saving the best trial
+        deadline = started + budget - min(_FINISH_RESERVE, 0.05 * budget)
+        objective.deadline = deadline
+        timeout = max(1.0, deadline - time.perf_counter())
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        study.optimize(objective, n_trials=todo, timeout=budget, catch=(ImgrecError,))
+        study.optimize(objective, n_trials=todo, timeout=timeout, catch=(ImgrecError,))
     say(f"searched for {time.perf_counter() - started:.0f} s")
     return _finish(study, folder, train, val, test, caches, epochs, seed, progress, say)
 
@@ -166,8 +173,6 @@ class _Objective:
 
         params = suggest(trial, self.backbones)
         clf = _classifier(params, self.epochs, self.seed)
-        if self.deadline is not None:
-            clf.config.time_limit = max(10.0, self.deadline - time.perf_counter())
         step = [0]
 
         def report(row: dict) -> None:
@@ -177,6 +182,8 @@ class _Objective:
                 raise optuna.TrialPruned(f"pruned at step {step[0]}")
 
         decoded = decoded_for(clf.preprocessing, self.caches, self.train, self.val, self.progress)
+        if self.deadline is not None:  # after decoding: the limit counts training only
+            clf.config.time_limit = max(10.0, self.deadline - time.perf_counter())
         work = self.folder / "trials" / f"{trial.number:03d}"
         try:
             clf.fit(
