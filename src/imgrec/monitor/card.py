@@ -767,6 +767,7 @@ _FLAGS = {
     "seed": "--seed",
     "workers": "--workers",
     "image_size": "--image-size",
+    "time_limit": "--time-limit",  # seconds; the option also reads plain seconds
 }
 
 
