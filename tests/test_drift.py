@@ -27,32 +27,12 @@ from imgrec.monitor.drift import compare_windows
 from imgrec.monitor.image_window import window_from_images
 from imgrec.monitor.log_window import model_id, window_from_log
 from imgrec.monitor.window import MIN_IMAGES, SIGNATURE_DIMS, Window
+from imgrec.serve.log_db import open_log_db
 from imgrec.train import TrainConfig
 from imgrec.workflow import train_run
 
 pytestmark = pytest.mark.slow
 
-# The prediction log's schema, as `serve --log` / `predict --log` write it.
-LOG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-  id INTEGER PRIMARY KEY,
-  ts REAL NOT NULL,
-  model_id TEXT NOT NULL,
-  model_version TEXT,
-  source TEXT NOT NULL,
-  filename TEXT,
-  sha256 TEXT NOT NULL,
-  width INTEGER, height INTEGER,
-  brightness REAL, contrast REAL, sharpness REAL,
-  label TEXT NOT NULL,
-  confidence REAL NOT NULL,
-  top_k TEXT NOT NULL,
-  signature BLOB,
-  image_path TEXT
-);
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
-CREATE TABLE IF NOT EXISTS log_info (schema_version INTEGER);
-"""
 DAY = 86400.0
 NOV_1 = 1793491200.0  # 2026-11-01T00:00:00Z
 
@@ -225,19 +205,16 @@ def test_halves_of_the_same_data_are_not_flagged(setup):
 
 
 def _write_log(path: Path, rows: list[tuple], signatures: bool = True) -> sqlite3.Connection:
-    """A prediction log following the schema exactly; the connection stays open, as a running
+    """A prediction log filled with chosen rows; the connection stays open, as a running
     server's would."""
-    connection = sqlite3.connect(path)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.executescript(LOG_SCHEMA)
-    connection.execute("INSERT INTO log_info (schema_version) VALUES (1)")
+    connection = open_log_db(path)  # the writer's own schema and settings
     sql = (
         "INSERT INTO predictions (ts, model_id, model_version, source, filename, sha256, width, "
         "height, brightness, contrast, sharpness, label, confidence, top_k, signature, "
         "image_path) VALUES (?, ?, ?, 'serve', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
     )
-    connection.executemany(sql, [r[:13] + ((r[13] if signatures else None),) for r in rows])
-    connection.commit()
+    with connection:
+        connection.executemany(sql, [r[:13] + ((r[13] if signatures else None),) for r in rows])
     return connection
 
 
