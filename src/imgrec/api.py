@@ -237,12 +237,7 @@ class ImageClassifier:
 
             is_csv = isinstance(data, str | Path) and Path(data).suffix.lower() == ".csv"
             columns = select_columns(dataset.attribute_names(), group_by, is_csv)
-        unknown = sorted(set(dataset.class_counts()) - set(self.classes))
-        if unknown:
-            raise ImgrecError(
-                f"the data has labels the model does not know: {', '.join(unknown)} "
-                f"(model classes: {', '.join(self.classes)})."
-            )
+        self.check_labels(dataset)
         label_of = {s.path: s.label for s in dataset.samples}
         paths, probs, skipped = self.predict_proba([s.path for s in dataset.samples], batch_size)
         targets = np.array([self.classes.index(label_of[p]) for p in paths], dtype=int)
@@ -283,6 +278,15 @@ class ImageClassifier:
             **report.to_metadata(),
         }
         return report
+
+    def check_labels(self, dataset: Dataset) -> None:
+        """One clear sentence (ImgrecError) when `dataset` has labels this model does not know."""
+        unknown = sorted(set(dataset.class_counts()) - set(self.classes))
+        if unknown:
+            raise ImgrecError(
+                f"the data has labels the model does not know: {', '.join(unknown)} "
+                f"(model classes: {', '.join(self.classes)})."
+            )
 
     # ---- persistence ----------------------------------------------------------------------
     def describe(self) -> dict:

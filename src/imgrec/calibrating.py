@@ -82,12 +82,7 @@ def collect_logits(
     labels the model does not know.
     """
     network = clf._require_fitted()
-    unknown = sorted(set(dataset.class_counts()) - set(clf.classes))
-    if unknown:
-        raise ImgrecError(
-            f"the data has labels the model does not know: {', '.join(unknown)} "
-            f"(model classes: {', '.join(clf.classes)})."
-        )
+    clf.check_labels(dataset)
     label_of = {s.path: s.label for s in dataset.samples}
     chunks: list[np.ndarray] = []
     targets: list[int] = []
