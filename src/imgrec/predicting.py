@@ -209,7 +209,7 @@ class BatchPredictor:
         try:
             if not stream.seekable() or stream.tell() == 0:
                 writer.header(stream)
-            with _progress(progress, len(todo)) as advance:
+            with image_progress(progress, len(todo)) as advance:
                 for ok, probs, bad in self.iter_probabilities(todo, writer.min_confidence):
                     rows = top_k_rows(self.classes, probs, k) if ok else []
                     writer.batch(stream, ok, rows, bad)
@@ -304,12 +304,17 @@ class _RowWriter:
         return done, dropped
 
 
-class _progress:
-    """Context manager yielding advance(n); a Rich bar on stderr when enabled."""
+class image_progress:
+    """Context manager yielding advance(n): a Rich bar on stderr with img/s, when enabled;
+    `transient` bars disappear when done (for steps inside a longer command)."""
 
-    def __init__(self, enabled: bool, total: int) -> None:
+    def __init__(
+        self, enabled: bool, total: int, label: str = "Predicting", transient: bool = False
+    ) -> None:
         self.enabled = enabled
         self.total = total
+        self.label = label
+        self.transient = transient
         self.bar = None
 
     def __enter__(self) -> Callable[[int], None]:
@@ -333,13 +338,13 @@ class _progress:
                 return Text(f"{task.completed / elapsed if elapsed > 0 else 0.0:.0f} img/s")
 
         self.bar = Progress(
-            "Predicting",
+            self.label,
             BarColumn(),
             MofNCompleteColumn(),
             Rate(),
             TimeRemainingColumn(),
             console=Console(file=sys.stderr),
-            transient=False,
+            transient=self.transient,
         )
         self.bar.start()
         task = self.bar.add_task("predict", total=self.total)

@@ -123,6 +123,7 @@ def window_from_images(
     """Predict every image of `source` (folder, CSV, glob or file) once and describe it;
     unreadable files are skipped and listed in the window, never fatal."""
     from imgrec.models.inference import iter_decoded_batches
+    from imgrec.predicting import image_progress
 
     paths = image_paths(source)
     collected = _Collector()
@@ -131,7 +132,7 @@ def window_from_images(
     batches = iter_decoded_batches(
         paths, predictor.preprocessing, predictor.batch_size, predictor.workers
     )
-    with _Progress(progress, len(paths)) as advance:
+    with image_progress(progress, len(paths), "Describing images", transient=True) as advance:
         for ok, batch, bad in batches:
             skipped += [(str(s.path), s.reason) for s in bad]
             if ok:
@@ -192,27 +193,3 @@ def _cached_size(cache: DecodedCache, i: int) -> tuple[float, float]:
     if facts is not None:
         return float(facts.width), float(facts.height)
     return original_size(cache.paths[i])
-
-
-class _Progress:
-    """Context manager yielding advance(n): a transient Rich bar on stderr when enabled."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total, self.bar = enabled, total, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        import sys
-
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self.bar = Progress(console=Console(file=sys.stderr), transient=True)
-        self.bar.start()
-        task = self.bar.add_task("Describing images", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
