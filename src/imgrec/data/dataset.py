@@ -311,14 +311,20 @@ def _load_folder(root: Path, max_pixels: int) -> Dataset:
     return _probe_all(root, found, skipped, max_pixels)
 
 
+def read_csv_rows(path: Path, what: str = "CSV file") -> list[list[str]]:
+    """Every row of a CSV file (a byte-order mark is dropped); one clear sentence if it cannot
+    be read."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ImgrecError(f"Cannot read the {what} {path}: {exc}.") from exc
+
+
 def _load_csv(csv_path: Path, max_pixels: int) -> Dataset:
     """List a CSV whose paths are relative to the CSV's folder (or absolute)."""
     root = csv_path.parent
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ImgrecError(f"Cannot read the CSV file {csv_path}: {exc}.") from exc
+    rows = read_csv_rows(csv_path)
     header = [h.strip().lower() for h in rows[0]] if rows else []
     if "path" not in header or "label" not in header:
         raise ImgrecError(

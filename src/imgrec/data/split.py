@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from imgrec.data.dataset import SPLIT_ALIASES, Dataset, _absolute
+from imgrec.data.dataset import SPLIT_ALIASES, Dataset, _absolute, read_csv_rows
 from imgrec.errors import ImgrecError
 
 _COLUMNS = ("path", "label", "split")
@@ -16,11 +16,7 @@ def read_split_file(path: Path, dataset: Dataset) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise ImgrecError(f"The split file {path} does not exist.")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ImgrecError(f"Cannot read the split file {path}: {exc}.") from exc
+    rows = read_csv_rows(path, "split file")
     header = [h.strip().lower() for h in rows[0]] if rows else []
     missing = [c for c in _COLUMNS if c not in header]
     if missing:

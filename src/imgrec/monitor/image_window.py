@@ -7,7 +7,6 @@ and listed in the window, never fatal.
 
 from __future__ import annotations
 
-import csv
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,11 +36,9 @@ def image_paths(source: str | Path) -> list[Path]:
 
 
 def _csv_paths(csv_path: Path) -> list[Path]:
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ImgrecError(f"cannot read the CSV file {csv_path} ({exc}).") from exc
+    from imgrec.data.dataset import read_csv_rows
+
+    rows = read_csv_rows(csv_path)
     header = [c.strip().lower() for c in rows[0]] if rows else []
     if "path" not in header:
         raise ImgrecError(f"the CSV file {csv_path} needs a header with a 'path' column.")
