@@ -77,15 +77,22 @@ def test_cli_compare_errors_are_one_line(tmp_path):
     )
 
 
-def test_a_time_limited_schedule_decays_with_the_clock():
-    """Cut by its time limit, a run still ends on low learning rates, not at the peak."""
+def test_a_time_limited_schedule_follows_the_clock():
+    """Cut by its time limit, a run warms up, peaks and still ends on low learning rates,
+    even when --epochs (an upper bound) is far more than the clock allows."""
     from imgrec.train.head import warmup_cosine
 
     spent = [0.0]
     factor = warmup_cosine(1000, 0.1, time_used=lambda: spent[0])
-    assert factor(50) == warmup_cosine(1000, 0.1)(50)  # warm-up is by steps
-    assert factor(200) == pytest.approx(warmup_cosine(1000, 0.1)(200))
-    spent[0] = 0.5
-    assert factor(200) == pytest.approx(0.5)  # half the time gone: half-way down the cosine
+    assert factor(5) == warmup_cosine(1000, 0.1)(5)  # the clock is behind: warm-up by steps
+    spent[0] = 0.05
+    assert factor(5) == pytest.approx(0.5)  # the clock is ahead: half-way through warm-up
+    spent[0] = 0.1
+    assert factor(5) == pytest.approx(1.0)  # peak once a tenth of the time is gone
+    spent[0] = 0.55
+    assert factor(5) == pytest.approx(0.5)  # half-way down the cosine after warm-up
+    assert factor(200) == pytest.approx(0.5)
     spent[0] = 1.0
     assert factor(200) == pytest.approx(0.0, abs=1e-9)
+    spent[0] = 0.0
+    assert factor(550) == pytest.approx(warmup_cosine(1000, 0.1)(550))  # steps ahead

@@ -160,19 +160,24 @@ def warmup_cosine(
 ) -> Callable[[int], float]:
     """LR multiplier: linear warm-up, then cosine decay to zero.
 
-    With `time_used` (the fraction of a time limit spent, 0..1) the decay follows whichever
-    is further along, the steps or the clock, so a run cut by its time limit still ends on
-    the low learning rates where most of a schedule's gain is, not at its peak.
+    With `time_used` (the fraction of a time limit spent, 0..1) the whole schedule, warm-up
+    included, follows whichever is further along, the steps or the clock. A run cut by its
+    time limit then reaches its peak learning rate after `warmup_fraction` of the time and
+    still ends on the low learning rates where most of a schedule's gain is; `--epochs` is
+    only an upper bound.
     """
     warmup = max(1, int(total_steps * warmup_fraction))
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
+        clock = time_used() if time_used is not None else 0.0
+        warmed = (step + 1) / warmup
+        if warmup_fraction > 0:
+            warmed = max(warmed, clock / warmup_fraction)
+        if warmed < 1:
+            return warmed
         progress = (step - warmup) / max(1, total_steps - warmup)
-        if time_used is not None:
-            progress = max(progress, time_used())
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        progress = max(progress, (clock - warmup_fraction) / (1 - warmup_fraction))
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
     return factor
 
