@@ -95,3 +95,20 @@ def test_time_limited_training(tmp_path):
     assert (tmp_path / "run" / "model.imgrec").exists()
     bad = run_imgrec("train", SAMPLE, "--time-limit", "soon", "--out", tmp_path / "bad", "-q")
     assert bad.returncode != 0 and "cannot read the duration 'soon'" in bad.stderr
+
+
+def test_predictions_average_the_image_and_its_mirror(model):
+    """In eval mode the network answers the same for an image and its mirror image (it averages
+    both views); in training it sees one view, as augmented."""
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(torch.flip(x, dims=(3,))), atol=1e-5)
+        single = model.forward_head(model.stages(model.stem(x)))
+        mirrored = model.forward_head(model.stages(model.stem(torch.flip(x, dims=(3,)))))
+        assert torch.allclose(model(x), (single + mirrored) / 2, atol=1e-5)
+        model.train()
+        try:
+            assert torch.allclose(model.forward_features(x), model.stages(model.stem(x)))
+        finally:
+            model.eval()
+
