@@ -96,3 +96,28 @@ def test_a_time_limited_schedule_follows_the_clock():
     assert factor(200) == pytest.approx(0.0, abs=1e-9)
     spent[0] = 0.0
     assert factor(550) == pytest.approx(warmup_cosine(1000, 0.1)(550))  # steps ahead
+
+
+def test_the_schedule_clock_spreads_over_the_time_left_and_survives_a_resume():
+    """Phase 1 may have used part of the limit: phase 2's schedule counts from its first step,
+    and a run resumed from last.ckpt keeps that origin instead of starting the clock again."""
+    from imgrec.models.registry import create_model, get_spec
+    from imgrec.train.config import TrainConfig
+    from imgrec.train.module import FineTuneModule
+
+    spent = [0.4]
+
+    def module() -> FineTuneModule:
+        network = create_model(get_spec("cnn-scratch"), 2, "none")
+        config = TrainConfig.for_model("cnn-scratch", time_limit=60.0)
+        return FineTuneModule(network, config, 100, freeze_bn=False, time_used=lambda: spent[0])
+
+    first = module()
+    assert first.schedule_clock() == 0.0  # the first step: nothing of the time left is spent
+    spent[0] = 0.7
+    assert first.schedule_clock() == pytest.approx(0.5)
+    checkpoint: dict = {}
+    first.on_save_checkpoint(checkpoint)
+    resumed = module()
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.schedule_clock() == pytest.approx(0.5)

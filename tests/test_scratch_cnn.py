@@ -111,4 +111,3 @@ def test_predictions_average_the_image_and_its_mirror(model):
             assert torch.allclose(model.forward_features(x), model.stages(model.stem(x)))
         finally:
             model.eval()
-

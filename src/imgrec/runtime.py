@@ -89,11 +89,22 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
-    """Mixed-precision dtype for `device`: bf16 where the GPU has it, else fp16; None on CPU."""
+def autocast_dtype(device: torch.device | str, cpu_bf16: bool = False) -> torch.dtype | None:
+    """Mixed-precision dtype for `device`: bf16 where the GPU has it, else fp16. On a CPU,
+    bf16 only when asked for and the CPU computes it natively (AVX-512 BF16 or AMX: oneDNN
+    reports it); elsewhere it is emulated and slower than float32, so None."""
     if torch.device(device).type != "cuda":
-        return None
+        return torch.bfloat16 if cpu_bf16 and _cpu_has_bf16() else None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        )
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def peak_rss_mb() -> float:

@@ -160,11 +160,12 @@ def warmup_cosine(
 ) -> Callable[[int], float]:
     """LR multiplier: linear warm-up, then cosine decay to zero.
 
-    With `time_used` (the fraction of a time limit spent, 0..1) the whole schedule, warm-up
+    With `time_used` (the fraction of the time budget spent, 0..1) the whole schedule, warm-up
     included, follows whichever is further along, the steps or the clock. A run cut by its
     time limit then reaches its peak learning rate after `warmup_fraction` of the time and
     still ends on the low learning rates where most of a schedule's gain is; `--epochs` is
-    only an upper bound.
+    only an upper bound. A function, so LambdaLR keeps it out of checkpoints (FineTuneModule
+    keeps the clock's origin there instead).
     """
     warmup = max(1, int(total_steps * warmup_fraction))
 

@@ -35,6 +35,7 @@ class FineTuneModule(L.LightningModule):
     ):
         super().__init__()
         self.time_used = time_used  # fraction of the time limit spent, for the LR schedule
+        self.clock_origin: float | None = None  # time_used() at the first step of this phase
         self.model = model
         self.config = config
         self.total_steps = total_steps
@@ -85,6 +86,21 @@ class FineTuneModule(L.LightningModule):
             value = score(float(metrics["val_acc"]), float(metrics["val_loss"]))
             self.log("val_score", value)
 
+    def schedule_clock(self) -> float:
+        """The fraction of the time that was left at this phase's first step now spent: phase
+        1 may have used part of the limit, and the schedule spreads over what it left."""
+        used = self.time_used()
+        if self.clock_origin is None:
+            self.clock_origin = used
+        return (used - self.clock_origin) / max(1e-9, 1.0 - self.clock_origin)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["imgrec_clock_origin"] = self.clock_origin
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # restored before configure_optimizers: a resumed run keeps its schedule's clock
+        self.clock_origin = checkpoint.get("imgrec_clock_origin")
+
     def configure_optimizers(self):
         c = self.config
         backbone = [p for p in backbone_parameters(self.model) if p.requires_grad]
@@ -93,6 +109,11 @@ class FineTuneModule(L.LightningModule):
             groups.append({"params": backbone, "lr": c.lr * c.backbone_lr_mult})
         optimizer = make_optimizer(c.optimizer, groups, c.lr, c.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(self.total_steps, c.warmup_fraction, self.time_used)
+            optimizer,
+            warmup_cosine(
+                self.total_steps,
+                c.warmup_fraction,
+                self.schedule_clock if self.time_used is not None else None,
+            ),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
