@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from compare import IMGREC  # noqa: E402
 from transfer import DATASETS, LOADER_WORKERS, SHARED, run_child  # noqa: E402
-
-IMGREC = [sys.executable, "-m", "imgrec"]
 
 
 def baseline(root: Path, train_dir: str, val_dir: str, limit: float) -> dict:
