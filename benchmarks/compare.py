@@ -4,7 +4,7 @@ Three modes, each printing one JSON line per dataset:
 
     python benchmarks/compare.py classic [--datasets ...]      # the five classic learners
     python benchmarks/compare.py leaderboard --budget 20m [--datasets cats_and_dogs_filtered]
-    python benchmarks/compare.py tune --trials 20 [--datasets hymenoptera_data]
+    python benchmarks/compare.py tune --trials 20 [--datasets hymenoptera_data] [--keep DIR]
 
 `classic` first fills an empty embedding cache (`imgrec audit`), then times `imgrec compare`
 on the five classic families, and in the same run the baseline scripts a person writes
@@ -182,13 +182,14 @@ def leaderboard(name: str, root: Path, budget: str) -> dict:
     }
 
 
-def tune(name: str, root: Path, trials: int, budget: str | None) -> dict:
+def tune(name: str, root: Path, trials: int, budget: str | None, keep: Path | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="imgrec-bench-") as tmp:
-        args = IMGREC + ["tune", str(root), "--trials", str(trials), "--out", f"{tmp}/t", "-q"]
+        out = keep or Path(tmp) / "t"
+        args = IMGREC + ["tune", str(root), "--trials", str(trials), "--out", str(out), "-q"]
         wall, rss, _ = run_child(args + (["--budget", budget] if budget else []))
         import csv
 
-        rows = list(csv.DictReader((Path(tmp) / "t" / "trials.csv").open()))
+        rows = list(csv.DictReader((out / "trials.csv").open()))
     states = [r["state"] for r in rows]
     values = [float(r["value"]) for r in rows if r["state"] == "COMPLETE"]
     default = float(rows[0]["value"]) if rows[0]["state"] == "COMPLETE" else None
@@ -217,6 +218,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=None)
     parser.add_argument("--budget", default=None)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--keep", type=Path, default=None, help="tune: keep the search here")
     args = parser.parse_args()
     defaults = {
         "classic": list(DATASETS),
@@ -230,7 +232,7 @@ def main() -> None:
         elif args.mode == "leaderboard":
             result = leaderboard(name, root, args.budget or "20m")
         else:
-            result = tune(name, root, args.trials, args.budget)
+            result = tune(name, root, args.trials, args.budget, args.keep)
         print(json.dumps(result), flush=True)
 
 

@@ -11,7 +11,7 @@ from runhelpers import assert_user_error, make_split_dataset, run_imgrec
 from imgrec.api import ImageClassifier, load_dataset
 from imgrec.errors import ImgrecError
 from imgrec.train.lr_find import find_lr, plot_lr
-from imgrec.tune import default_params, tune
+from imgrec.tune import PruningReport, default_params, open_study, tune
 
 
 def _trials_in(db) -> int:
@@ -37,6 +37,50 @@ def test_search_runs_defaults_first_saves_the_best_and_resumes(tmp_path):
     again = tune(None, folder, trials=3, epochs=1, progress=False)
     assert _trials_in(folder / "study.db") == 3
     assert again.best_value >= result.best_value
+
+
+def _study_with_completed_trials(best_by_epoch: list[list[float]]):
+    import optuna
+
+    study = open_study(None)
+    for values in best_by_epoch:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={},
+                distributions={},
+                value=max(values),
+                intermediate_values=dict(enumerate(values, start=1)),
+            )
+        )
+    return study
+
+
+def _row(phase: str, score: float) -> dict:
+    return {"phase": phase, "val_score": score}
+
+
+def test_pruning_judges_fine_tuning_by_its_best_so_far_not_by_the_head(tmp_path):
+    import optuna
+
+    study = _study_with_completed_trials([[0.90, 0.95, 0.96]] * 3)
+    trial = study.ask()
+    report = PruningReport(trial)
+    for _ in range(6):  # a head that beats every fine-tuning epoch must not shield the trial
+        report(_row("head", 0.99))
+    report(_row("finetune", 0.80))  # epoch 1 is warm-up: never pruned
+    report(_row("finetune", 0.95))  # at the median of epoch 2: kept
+    assert study.trials[-1].intermediate_values == {1: 0.80, 2: 0.95}
+    with pytest.raises(optuna.TrialPruned, match="after 3 fine-tuning epochs"):
+        report(_row("finetune", 0.70))  # best so far 0.95, below the median 0.96 at epoch 3
+
+
+def test_a_trial_reports_what_it_has_reached_so_later_trials_meet_that(tmp_path):
+    study = _study_with_completed_trials([[0.90, 0.95], [0.91, 0.93], [0.92, 0.97]])
+    trial = study.ask()
+    report = PruningReport(trial)
+    report(_row("finetune", 0.96))
+    report(_row("finetune", 0.80))  # a worse epoch does not lower what the trial has reached
+    assert study.trials[-1].intermediate_values == {1: 0.96, 2: 0.96}
 
 
 def test_search_refuses_families_it_cannot_search(tmp_path):

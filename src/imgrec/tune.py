@@ -1,10 +1,10 @@
 """`imgrec tune`: hyper-parameter search with Optuna, resumable from its SQLite study.
 
-TPE proposes settings; every epoch row (phase 1's regularisation path, then fine-tuning
-epochs) is reported to Optuna, and the median pruner stops a trial that falls below the
-median of earlier trials at the same step. The defaults run first, so the search can only
-match or beat them on validation. Each finished trial that beats the best so far is saved as
-best.imgrec at once, so an interruption loses at most the running trial.
+TPE proposes settings; each fine-tuning epoch reports the trial's best score so far, and the
+median pruner stops a trial that is behind the median of completed trials at the same epoch.
+The defaults run first, so the search can only match or beat them on validation. Each
+finished trial that beats the best so far is saved as best.imgrec at once, so an
+interruption loses at most the running trial.
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ STUDY = "imgrec-tune"
 BEST_FILE = "best.imgrec"
 AUGMENTS = ("light", "default", "strong")
 IMAGE_SIZES = (224, 256)
-# Phase 1 writes one row per step of its regularisation path; pruning starts after it, on
-# fine-tuning epochs, where the searched settings (lr, decay, dropout, ...) have acted.
-_HEAD_STEPS = 6
+# A trial can be stopped from its second fine-tuning epoch: the first one still warms up.
+_WARMUP_EPOCHS = 2
 _FINISH_RESERVE = 60.0  # seconds of a budget kept for evaluating (or retraining) the best
 
 
@@ -129,15 +128,7 @@ def tune(
         train, val, test = split_data(dataset, ratios, None, seed, quick_audit(dataset, cache))
         write_split_file(split_file, {"train": train, "val": val, "test": test})
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=STUDY,
-        storage=storage,
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=_HEAD_STEPS),
-    )
+    study = open_study(storage, seed)
     if not study.trials:
         study.enqueue_trial(default_params(backbones[0]))
     kept = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -159,6 +150,21 @@ def tune(
     return _finish(study, folder, train, val, test, caches, epochs, seed, progress, say)
 
 
+def open_study(storage: str | None, seed: int = 0):
+    """The search's study (TPE, median pruning), continued when `storage` already holds it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=STUDY,
+        storage=storage,
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=_WARMUP_EPOCHS),
+    )
+
+
 class _Objective:
     """One trial: train with the suggested settings, reporting each epoch for pruning."""
 
@@ -173,14 +179,7 @@ class _Objective:
 
         params = suggest(trial, self.backbones)
         clf = _classifier(params, self.epochs, self.seed)
-        step = [0]
-
-        def report(row: dict) -> None:
-            step[0] += 1
-            trial.report(float(row["val_score"]), step[0])
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step[0]}")
-
+        report = PruningReport(trial)
         decoded = decoded_for(clf.preprocessing, self.caches, self.train, self.val, self.progress)
         if self.deadline is not None:  # after decoding: the limit counts training only
             clf.config.time_limit = max(10.0, self.deadline - time.perf_counter())
@@ -195,7 +194,7 @@ class _Objective:
                 on_epoch=report,
             )
         except optuna.TrialPruned:
-            self.say(f"trial {trial.number}: pruned after {step[0]} steps")
+            self.say(f"trial {trial.number}: pruned after {report.epochs} fine-tuning epochs")
             raise
         except TrainingInterrupted as stop:  # Ctrl-C in fine-tuning ends the search, not a trial
             raise KeyboardInterrupt from stop
@@ -212,6 +211,33 @@ class _Objective:
             clf.metadata["tune"] = {"trial": trial.number, "params": params, "value": value}
             clf.save(self.folder / BEST_FILE)
         return value
+
+
+class PruningReport:
+    """Reports each fine-tuning epoch's best score so far to Optuna; stops a losing trial.
+
+    Phase 1 (the head on frozen features) is not reported: its score depends on the image
+    size alone, and the pruner takes a trial's best reported value, so a good head would
+    shield bad fine-tuning settings from it. Reporting the best so far, which is what a
+    trial's value is at its end, compares like with like: what this trial has reached by
+    epoch k against what completed trials had reached by epoch k.
+    """
+
+    def __init__(self, trial):
+        self.trial = trial
+        self.epochs = 0
+        self.best = float("-inf")
+
+    def __call__(self, row: dict) -> None:
+        import optuna
+
+        if row["phase"] != "finetune":
+            return
+        self.epochs += 1
+        self.best = max(self.best, float(row["val_score"]))
+        self.trial.report(self.best, self.epochs)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after {self.epochs} fine-tuning epochs")
 
 
 def _classifier(params: dict, epochs: int | None, seed: int) -> ImageClassifier:
