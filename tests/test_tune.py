@@ -59,7 +59,7 @@ def _row(phase: str, score: float) -> dict:
     return {"phase": phase, "val_score": score}
 
 
-def test_pruning_judges_fine_tuning_by_its_best_so_far_not_by_the_head(tmp_path):
+def test_pruning_judges_fine_tuning_by_its_best_so_far_not_by_the_head():
     import optuna
 
     study = _study_with_completed_trials([[0.90, 0.95, 0.96]] * 3)
@@ -74,7 +74,7 @@ def test_pruning_judges_fine_tuning_by_its_best_so_far_not_by_the_head(tmp_path)
         report(_row("finetune", 0.70))  # best so far 0.95, below the median 0.96 at epoch 3
 
 
-def test_a_trial_reports_what_it_has_reached_so_later_trials_meet_that(tmp_path):
+def test_a_trial_reports_what_it_has_reached_so_later_trials_meet_that():
     study = _study_with_completed_trials([[0.90, 0.95], [0.91, 0.93], [0.92, 0.97]])
     trial = study.ask()
     report = PruningReport(trial)
