@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import csv
+import signal
 import sqlite3
+import subprocess
+import sys
 
 import pytest
-from runhelpers import assert_user_error, make_split_dataset, run_imgrec
+from runhelpers import (
+    assert_user_error,
+    cli_env,
+    epochs_by_phase,
+    make_split_dataset,
+    run_imgrec,
+    squash,
+    wait_for,
+)
 
 from imgrec.api import ImageClassifier, load_dataset
 from imgrec.errors import ImgrecError
@@ -81,6 +92,49 @@ def test_a_trial_reports_what_it_has_reached_so_later_trials_meet_that():
     report(_row("finetune", 0.96))
     report(_row("finetune", 0.80))  # a worse epoch does not lower what the trial has reached
     assert study.trials[-1].intermediate_values == {1: 0.96, 2: 0.96}
+
+
+def test_ctrl_c_in_a_trial_then_the_same_command_continues(tmp_path):
+    """Ctrl-C while trial 1 fine-tunes: exit 130 in one line, no traceback; trial 0 is kept
+    and the same command runs the trials still to do, the interrupted one again."""
+    data = make_split_dataset(tmp_path / "data", n_train=4, n_val=2)
+    folder = tmp_path / "tune"
+    command = ["tune", str(data), "--trials", "3", "--epochs", "3", "--out", str(folder), "-q"]
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "imgrec", *command],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=cli_env(),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    history = folder / "trials" / "001" / "history.csv"
+    try:
+        wait_for(
+            lambda: history.exists() and "finetune" in epochs_by_phase(history),
+            process,
+            300,
+            "trial 1's first fine-tuning epoch",
+            log,
+        )
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = log.read_text(errors="replace")
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert squash("Continue with the same command") in squash(stderr)
+    again = run_imgrec(*command)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    assert squash("1 trials done before, 2 to run") in squash(again.stderr)
+    states = [row["state"] for row in csv.DictReader((folder / "trials.csv").open())]
+    assert states[0] == "COMPLETE" and states[1] == "FAIL" and len(states) == 4
+    assert (folder / "best.imgrec").is_file()
 
 
 def test_search_refuses_families_it_cannot_search(tmp_path):

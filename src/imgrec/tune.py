@@ -154,7 +154,8 @@ def open_study(storage: str | None, seed: int = 0):
     """The search's study (TPE, median pruning), continued when `storage` already holds it."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs a failed trial as a warning with its traceback; the search says it in one line
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna.create_study(
         study_name=STUDY,
         storage=storage,
@@ -198,6 +199,9 @@ class _Objective:
             raise
         except TrainingInterrupted as stop:  # Ctrl-C in fine-tuning ends the search, not a trial
             raise KeyboardInterrupt from stop
+        except ImgrecError as error:  # this trial fails; the search goes on
+            self.say(f"trial {trial.number}: failed: {error}")
+            raise
         best = clf.metadata["best_epoch"]
         value = float(best["val_acc"]) - 1e-3 * float(best["val_loss"])
         trial.set_user_attr("val_acc", float(best["val_acc"]))
