@@ -1,4 +1,4 @@
-"""Shared helpers for test_cli.py and test_end_to_end.py: tiny real datasets, the real CLI.
+"""Shared test helpers: tiny real datasets, the real CLI (run, or started and interrupted).
 
 Datasets are copies of the bundled ants-vs-bees sample (real photos, so the real model has
 something to learn); the CLI runs as `python -m imgrec` in a subprocess, exactly as a user runs
@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -65,6 +66,42 @@ def run_imgrec(*args, cwd: Path | None = None, timeout: float = 300) -> subproce
         cwd=cwd,
         env=cli_env(),
     )
+
+
+def start_imgrec(*args, log: Path) -> subprocess.Popen:
+    """`python -m imgrec ARGS` in the background, stderr to `log`, stdout to the same name
+    with .out, and Ctrl-C able to reach it."""
+    with open(log.with_suffix(".out"), "w") as out, open(log, "w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "imgrec", *(str(a) for a in args)],
+            stdout=out,
+            stderr=err,
+            env=cli_env(),
+            # A shell that runs us in the background (nohup, `&`, some CI runners) leaves
+            # SIGINT ignored, and children inherit that; Ctrl-C must reach imgrec here.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+
+
+def signal_when(
+    process: subprocess.Popen,
+    condition: Callable[[], bool],
+    what: str,
+    log: Path,
+    sig: int = signal.SIGINT,
+    timeout: float = 300,
+) -> int:
+    """Send `sig` (Ctrl-C by default) once `condition` holds and return the exit code; a
+    process still running two minutes later is killed."""
+    try:
+        wait_for(condition, process, timeout, what, log)
+        process.send_signal(sig)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def cli_env() -> dict[str, str]:

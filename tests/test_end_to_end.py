@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +18,6 @@ import pytest
 from imagegen import GOOD_KINDS, write_csv, write_kind
 from runhelpers import (
     CLASSES,
-    cli_env,
     copy_files,
     epochs_by_phase,
     fast_flags,
@@ -28,8 +26,9 @@ from runhelpers import (
     read_csv,
     run_imgrec,
     sample_files,
+    signal_when,
     squash,
-    wait_for,
+    start_imgrec,
 )
 
 from imgrec import ImageClassifier, load_dataset
@@ -189,22 +188,14 @@ def test_undecodable_test_image_is_listed_in_skipped_csv(csv_run):
 
 # ---- interrupted training and resume ------------------------------------------------------
 def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
-    """Start `imgrec train` (3 fine-tuning epochs) on 4 + 2 photos per class; stderr goes to
-    a file (returned), stdout to another next to it."""
+    """Start `imgrec train` (3 fine-tuning epochs) on 4 + 2 photos per class; returns the
+    process, the run folder and the file its stderr goes to."""
     data = make_split_dataset(tmp_path / "data", n_train=4, n_val=2)
     run = tmp_path / "run"
     log = tmp_path / "stderr.txt"
-    with open(tmp_path / "stdout.txt", "w") as out, open(log, "w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "imgrec", "train", str(data), "--out", str(run)]
-            + ["--epochs", "3", "--patience", "5", "-q"],
-            stdout=out,
-            stderr=err,
-            env=cli_env(),
-            # A shell that runs us in the background (nohup, `&`, some CI runners) leaves
-            # SIGINT ignored, and children inherit that; Ctrl-C must reach imgrec here.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+    process = start_imgrec(
+        "train", data, "--out", run, "--epochs", "3", "--patience", "5", "-q", log=log
+    )
     return process, run, log
 
 
@@ -230,16 +221,9 @@ def test_ctrl_c_then_resume(tmp_path):
     """Ctrl-C during finetune epoch 2 (epoch 1 fully saved, checkpoint included): exit 130
     with the resume command; the resumed run does epochs 2 and 3 and nothing twice."""
     process, run, log = _start_training(tmp_path)
-    try:
-        wait_for(lambda: _epoch_one_checkpointed(run), process, 300, "finetune epoch 1", log)
-        process.send_signal(signal.SIGINT)  # now in epoch 2
-        process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    code = signal_when(process, lambda: _epoch_one_checkpointed(run), "finetune epoch 1", log)
     stderr = log.read_text(errors="replace")
-    assert process.returncode == 130, stderr
+    assert code == 130, stderr  # Ctrl-C landed in epoch 2
     assert "Traceback" not in stderr
     assert squash(f"imgrec train --resume {run}") in squash(stderr), stderr
     assert not (run / "model.imgrec").exists(), "the run finished before the interrupt"
@@ -256,15 +240,9 @@ def test_kill_right_after_an_epoch_then_resume(tmp_path):
     last.ckpt: the state is then exactly what a kill a moment earlier leaves, every time.
     """
     process, run, log = _start_training(tmp_path)
-    try:
-        wait_for(lambda: _finetune_rows(run) >= 1, process, 300, "finetune epoch 1", log)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == -signal.SIGKILL
+    when = lambda: _finetune_rows(run) >= 1  # noqa: E731
+    code = signal_when(process, when, "finetune epoch 1", log, sig=signal.SIGKILL)
+    assert code == -signal.SIGKILL
     assert not (run / "model.imgrec").exists(), "the run finished before the kill"
     assert epochs_by_phase(run / "checkpoints" / "history.csv")["finetune"] == [1]
     (run / "checkpoints" / "last.ckpt").unlink(missing_ok=True)

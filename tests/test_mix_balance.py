@@ -8,9 +8,6 @@ end-to-end tests); one is interrupted and resumed, since the settings must survi
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -18,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from imagegen import make_class_folder
-from runhelpers import cli_env, epochs_by_phase, run_imgrec, squash, wait_for
+from runhelpers import epochs_by_phase, run_imgrec, signal_when, squash, start_imgrec
 from torch import nn
 
 from imgrec.bundle.format import read_metadata
@@ -196,36 +193,18 @@ def test_cutmix_with_sampler_survives_interrupt_and_resume(imbalanced, tmp_path)
     from config.json, the sampler and CutMix run again, and the run completes."""
     run = tmp_path / "run"
     log = tmp_path / "stderr.txt"
-    command = [sys.executable, "-m", "imgrec", "train", str(imbalanced), "--out", str(run)]
-    command += ["--mix", "cutmix", "--balance", "sampler", "--batch-size", "4"]
-    command += ["--epochs", "3", "--patience", "5", "-q"]
-    with open(tmp_path / "stdout.txt", "w") as out, open(log, "w") as err:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=err,
-            env=cli_env(),
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+    process = start_imgrec(
+        "train", imbalanced, "--out", run, "--mix", "cutmix", "--balance", "sampler",
+        "--batch-size", "4", "--epochs", "3", "--patience", "5", "-q", log=log,
+    )  # fmt: skip
     history = run / "checkpoints" / "history.csv"
-    try:
-        wait_for(
-            lambda: (
-                1 in epochs_by_phase(history).get("finetune", [])
-                and (run / "checkpoints" / "last.ckpt").exists()
-            ),
-            process,
-            300,
-            "finetune epoch 1",
-            log,
-        )
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 130, log.read_text()
+
+    def epoch_one_checkpointed() -> bool:
+        finetuned = epochs_by_phase(history).get("finetune", [])
+        return 1 in finetuned and (run / "checkpoints" / "last.ckpt").exists()
+
+    code = signal_when(process, epoch_one_checkpointed, "finetune epoch 1", log)
+    assert code == 130, log.read_text()
     assert squash(f"imgrec train --resume {run}") in squash(log.read_text())
     assert not (run / "model.imgrec").exists(), "the run finished before the interrupt"
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,14 +16,14 @@ import pytest
 from runhelpers import (
     CLASSES,
     assert_user_error,
-    cli_env,
     copy_files,
     make_class_dataset,
     read_csv,
     run_imgrec,
     sample_files,
+    signal_when,
     squash,
-    wait_for,
+    start_imgrec,
 )
 
 from imgrec import ImageClassifier, load_dataset
@@ -186,26 +183,22 @@ def test_a_folder_that_is_not_a_run_is_refused(trained, tmp_path):
 def test_ctrl_c_leaves_the_old_model_untouched(trained, tmp_path):
     before = (trained.run / "model.imgrec").read_bytes()
     out, log = tmp_path / "interrupted", tmp_path / "stderr.txt"
-    with open(log, "w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "imgrec", "retrain", str(trained.run)]
-            + ["--new", str(trained.new_data), "--out", str(out), "--epochs", "3", "-q"],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=cli_env(),
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-    try:
-        history = out / "checkpoints" / "history.csv"
-        wait_for(history.exists, process, 300, "the retrain to start training", log)
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    process = start_imgrec(
+        "retrain",
+        trained.run,
+        "--new",
+        trained.new_data,
+        "--out",
+        out,
+        "--epochs",
+        "3",
+        "-q",
+        log=log,
+    )
+    history = out / "checkpoints" / "history.csv"
+    code = signal_when(process, history.exists, "the retrain to start training", log)
     stderr = log.read_text(errors="replace")
-    assert process.returncode == 130, stderr
+    assert code == 130, stderr
     assert "Traceback" not in stderr
     assert squash("untouched") in squash(stderr)
     assert (trained.run / "model.imgrec").read_bytes() == before

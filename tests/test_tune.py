@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import csv
-import signal
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 from runhelpers import (
     assert_user_error,
-    cli_env,
     epochs_by_phase,
     make_split_dataset,
     run_imgrec,
+    signal_when,
     squash,
-    wait_for,
+    start_imgrec,
 )
 
 from imgrec.api import ImageClassifier, load_dataset
@@ -99,33 +96,17 @@ def test_ctrl_c_in_a_trial_then_the_same_command_continues(tmp_path):
     and the same command runs the trials still to do, the interrupted one again."""
     data = make_split_dataset(tmp_path / "data", n_train=4, n_val=2)
     folder = tmp_path / "tune"
-    command = ["tune", str(data), "--trials", "3", "--epochs", "3", "--out", str(folder), "-q"]
+    command = ["tune", data, "--trials", "3", "--epochs", "3", "--out", folder, "-q"]
     log = tmp_path / "stderr.txt"
-    with open(log, "w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "imgrec", *command],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=cli_env(),
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
     history = folder / "trials" / "001" / "history.csv"
-    try:
-        wait_for(
-            lambda: history.exists() and "finetune" in epochs_by_phase(history),
-            process,
-            300,
-            "trial 1's first fine-tuning epoch",
-            log,
-        )
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    code = signal_when(
+        start_imgrec(*command, log=log),
+        lambda: history.exists() and "finetune" in epochs_by_phase(history),
+        "trial 1's first fine-tuning epoch",
+        log,
+    )
     stderr = log.read_text(errors="replace")
-    assert process.returncode == 130, stderr
+    assert code == 130, stderr
     assert "Traceback" not in stderr, stderr
     assert squash("Continue with the same command") in squash(stderr)
     again = run_imgrec(*command)
