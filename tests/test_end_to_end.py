@@ -240,8 +240,9 @@ def test_kill_right_after_an_epoch_then_resume(tmp_path):
     last.ckpt: the state is then exactly what a kill a moment earlier leaves, every time.
     """
     process, run, log = _start_training(tmp_path)
-    when = lambda: _finetune_rows(run) >= 1  # noqa: E731
-    code = signal_when(process, when, "finetune epoch 1", log, sig=signal.SIGKILL)
+    code = signal_when(
+        process, lambda: _finetune_rows(run) >= 1, "finetune epoch 1", log, sig=signal.SIGKILL
+    )
     assert code == -signal.SIGKILL
     assert not (run / "model.imgrec").exists(), "the run finished before the kill"
     assert epochs_by_phase(run / "checkpoints" / "history.csv")["finetune"] == [1]

@@ -193,10 +193,9 @@ def test_cutmix_with_sampler_survives_interrupt_and_resume(imbalanced, tmp_path)
     from config.json, the sampler and CutMix run again, and the run completes."""
     run = tmp_path / "run"
     log = tmp_path / "stderr.txt"
-    process = start_imgrec(
-        "train", imbalanced, "--out", run, "--mix", "cutmix", "--balance", "sampler",
-        "--batch-size", "4", "--epochs", "3", "--patience", "5", "-q", log=log,
-    )  # fmt: skip
+    args = ["train", imbalanced, "--out", run, "--mix", "cutmix", "--balance", "sampler"]
+    args += ["--batch-size", "4", "--epochs", "3", "--patience", "5", "-q"]
+    process = start_imgrec(*args, log=log)
     history = run / "checkpoints" / "history.csv"
 
     def epoch_one_checkpointed() -> bool:

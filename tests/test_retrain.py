@@ -183,18 +183,8 @@ def test_a_folder_that_is_not_a_run_is_refused(trained, tmp_path):
 def test_ctrl_c_leaves_the_old_model_untouched(trained, tmp_path):
     before = (trained.run / "model.imgrec").read_bytes()
     out, log = tmp_path / "interrupted", tmp_path / "stderr.txt"
-    process = start_imgrec(
-        "retrain",
-        trained.run,
-        "--new",
-        trained.new_data,
-        "--out",
-        out,
-        "--epochs",
-        "3",
-        "-q",
-        log=log,
-    )
+    args = ["retrain", trained.run, "--new", trained.new_data, "--out", out, "--epochs", "3"]
+    process = start_imgrec(*args, "-q", log=log)
     history = out / "checkpoints" / "history.csv"
     code = signal_when(process, history.exists, "the retrain to start training", log)
     stderr = log.read_text(errors="replace")

@@ -26,6 +26,7 @@ from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.families import get_family
 from imgrec.train.config import TrainConfig
+from imgrec.train.head import score
 from imgrec.train.state import TrainingInterrupted
 from imgrec.workflow import quick_audit, split_data
 
@@ -194,8 +195,8 @@ class _Objective:
                 decoded=decoded,
                 on_epoch=report,
             )
-        except optuna.TrialPruned:
-            self.say(f"trial {trial.number}: pruned after {report.epochs} fine-tuning epochs")
+        except optuna.TrialPruned as pruned:
+            self.say(f"trial {trial.number}: {pruned}")
             raise
         except TrainingInterrupted as stop:  # Ctrl-C in fine-tuning ends the search, not a trial
             raise KeyboardInterrupt from stop
@@ -203,7 +204,7 @@ class _Objective:
             self.say(f"trial {trial.number}: failed: {error}")
             raise
         best = clf.metadata["best_epoch"]
-        value = float(best["val_acc"]) - 1e-3 * float(best["val_loss"])
+        value = score(float(best["val_acc"]), float(best["val_loss"]))
         trial.set_user_attr("val_acc", float(best["val_acc"]))
         self.say(f"trial {trial.number}: val accuracy {best['val_acc']:.2%} ({_short(params)})")
         study = trial.study
