@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrec.data.audit.duplicates import HASH_DISTANCE, MIN_COSINE, find_duplicate_pairs
+from imgrec.audit.duplicates import HASH_DISTANCE, MIN_COSINE, find_duplicate_pairs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 DIM = 1280
@@ -176,8 +176,9 @@ def _features(paths: list[Path]) -> np.ndarray:
 
     from imgrec.data.decode import open_image
     from imgrec.data.transforms import Preprocessing, eval_transform, resize_for_cache
+    from imgrec.models.anatomy import forward_features
     from imgrec.models.fast_features import onnx_feature_extractor
-    from imgrec.models.registry import create_model, forward_features, get_spec
+    from imgrec.models.registry import create_model, get_spec
 
     p = Preprocessing(input_size=256, mean=(0.5,) * 3, std=(0.5,) * 3, resize_size=292)
     transform = eval_transform(p)
@@ -200,8 +201,8 @@ def _percentiles(values: np.ndarray, qs=(0, 1, 2, 5, 10, 50, 90, 95, 99, 100)) -
 def thresholds(copies_of: int, seed: int) -> list[dict]:
     """Similarity of planted copies vs nearest different photo, and the pairs found."""
 
-    from imgrec.data.audit.scan import scan_images
     from imgrec.data.decode import open_image
+    from imgrec.data.facts import scan_images
 
     originals = sorted(
         p

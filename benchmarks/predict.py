@@ -115,11 +115,11 @@ def part_pair(model: Path, data: Path, slices: int = 5, seconds: float = 3.0) ->
     """predict_to_file over the folder in `slices` parts, each after `seconds` of model-only."""
     import json as _json
 
+    from imgrec.bundle.model import open_predictor
     from imgrec.data.inputs import expand_inputs
-    from imgrec.models.inference import iter_decoded_batches
-    from imgrec.predicting import BatchPredictor
+    from imgrec.infer.batches import iter_decoded_batches
 
-    predictor = BatchPredictor.load(model, "onnx", 32)
+    predictor = open_predictor(model, "onnx", 32)
     files = expand_inputs([data])
     _, batch, _ = next(iter_decoded_batches(files[:32], predictor.preprocessing, 32))
     predictor.engine(batch)  # warm-up

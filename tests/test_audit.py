@@ -17,9 +17,9 @@ from PIL import Image
 from runhelpers import CLASSES, copy_files, make_class_dataset, run_imgrec, sample_files
 
 from imgrec import load_dataset
+from imgrec.audit.report import save_audit
+from imgrec.audit.run import audit_dataset, group_keys
 from imgrec.cli import SAMPLE
-from imgrec.data.audit.report import save_audit
-from imgrec.data.audit.run import audit_dataset, group_keys
 
 N_COPIES = 30
 FLIP_FRACTION = 0.05
@@ -121,7 +121,7 @@ def test_awkward_files_are_listed_not_fatal(tmp_path):
     data = make_class_dataset(tmp_path / "data", n=4)
     for kind in BAD_KINDS:
         write_kind(data / "ants", kind)
-    result = load_dataset(data).audit(embeddings=False)
+    result = audit_dataset(load_dataset(data), embeddings=False)
     reasons = {s.path.name: s.reason for s in result.unreadable}
     assert len(reasons) >= 3 and all(reasons.values())
     assert result.n_images >= 8 and not result.embeddings_checked

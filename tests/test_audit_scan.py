@@ -8,8 +8,8 @@ import pytest
 from imagegen import BAD_KINDS, GOOD_KINDS, SIZE, write_all_kinds, write_rgb
 from PIL import Image, ImageFilter
 
-from imgrec.data.audit.scan import THUMB_SIZE, ImageFacts, scan_image, scan_images
 from imgrec.data.decode import UnreadableImage
+from imgrec.data.facts import THUMB_SIZE, ImageFacts, scan_image, scan_images
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "imgrec" / "sample" / "hymenoptera"
 

@@ -14,16 +14,16 @@ from PIL import Image
 from runhelpers import assert_user_error, run_imgrec
 
 from imgrec.data import augment_preview
-from imgrec.data.augment_preview import (
+from imgrec.data.dataset import load_dataset
+from imgrec.data.transforms import Preprocessing
+from imgrec.errors import ImgrecError
+from imgrec.train.augment_preview import (
     CELL_INCHES,
     DPI,
     _spread_over_classes,
     grid_pixels,
     preview_augmentations,
 )
-from imgrec.data.dataset import load_dataset
-from imgrec.data.transforms import Preprocessing
-from imgrec.errors import ImgrecError
 
 P = Preprocessing(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_size=36)
 

@@ -15,7 +15,6 @@ from servehelpers import small_model
 
 from imgrec import ImageClassifier
 from imgrec.bundle.format import load_bundle, read_metadata
-from imgrec.calibrating import MIN_IMAGES, calibrate_file
 from imgrec.cli import SAMPLE
 from imgrec.errors import ImgrecError
 from imgrec.evaluate.calibration import expected_calibration_error, reliability_bins
@@ -27,7 +26,8 @@ from imgrec.evaluate.temperature import (
     negative_log_likelihood,
     softmax,
 )
-from imgrec.predicting import UNKNOWN, answer_label, check_min_confidence
+from imgrec.infer.predict import UNKNOWN, answer_label, check_min_confidence
+from imgrec.runs.calibrate import MIN_IMAGES, calibrate_file
 
 
 # ---- ECE and reliability bins, by hand ----------------------------------------------------------
@@ -177,14 +177,14 @@ def test_calibrated_probabilities_differ_but_argmax_is_identical(model, calibrat
 
 @pytest.mark.slow
 def test_onnx_export_carries_the_temperature(calibrated, photos, tmp_path):
+    from imgrec.bundle.model import open_predictor
     from imgrec.export import export_model
-    from imgrec.predicting import BatchPredictor
 
     check = make_class_dataset(tmp_path / "check", n=3)
     result = export_model(
         calibrated[0], "onnx", tmp_path / "m.onnx", calibration=check, measure_speed=False
     )
-    _, p_onnx, _ = BatchPredictor.load(result.path).predict_proba(photos)
+    _, p_onnx, _ = open_predictor(result.path).predict_proba(photos)
     _, p_cal, _ = ImageClassifier.load(calibrated[0]).predict_proba(photos)
     np.testing.assert_allclose(p_onnx, p_cal, atol=1e-4)
 

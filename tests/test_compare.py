@@ -9,8 +9,9 @@ import pytest
 from runhelpers import assert_user_error, make_split_dataset, run_imgrec
 
 from imgrec.api import ImageClassifier
-from imgrec.compare import compare, estimate_seconds, parse_duration
+from imgrec.config import parse_duration
 from imgrec.errors import ImgrecError
+from imgrec.runs.compare import compare, estimate_seconds
 
 
 def test_parse_duration():
@@ -101,8 +102,8 @@ def test_a_time_limited_schedule_follows_the_clock():
 def test_the_schedule_clock_spreads_over_the_time_left_and_survives_a_resume():
     """Phase 1 may have used part of the limit: phase 2's schedule counts from its first step,
     and a run resumed from last.ckpt keeps that origin instead of starting the clock again."""
+    from imgrec.config import TrainConfig
     from imgrec.models.registry import create_model, get_spec
-    from imgrec.train.config import TrainConfig
     from imgrec.train.module import FineTuneModule
 
     spent = [0.4]

@@ -27,9 +27,9 @@ from imgrec.monitor.drift import compare_windows
 from imgrec.monitor.image_window import window_from_images
 from imgrec.monitor.log_window import model_id, window_from_log
 from imgrec.monitor.window import MIN_IMAGES, SIGNATURE_DIMS, Window
-from imgrec.serve.log_db import open_log_db
+from imgrec.prediction_log.db import open_log_db
+from imgrec.runs.train import train_run
 from imgrec.train import TrainConfig
-from imgrec.workflow import train_run
 
 pytestmark = pytest.mark.slow
 

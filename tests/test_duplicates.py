@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imgrec.data.audit.duplicates import (
+from imgrec.audit.duplicates import (
     EXACT_SEARCH_LIMIT,
     HASH_DISTANCE,
     MIN_COSINE,
@@ -21,11 +21,12 @@ from imgrec.data.audit.duplicates import (
     find_duplicate_pairs,
     group_ids,
 )
-from imgrec.data.audit.scan import scan_images
 from imgrec.data.decode import open_image
+from imgrec.data.facts import scan_images
 from imgrec.data.transforms import Preprocessing, eval_transform, resize_for_cache
+from imgrec.models.anatomy import forward_features
 from imgrec.models.fast_features import onnx_feature_extractor
-from imgrec.models.registry import create_model, forward_features, get_spec
+from imgrec.models.registry import create_model, get_spec
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "imgrec" / "sample" / "hymenoptera"
 COPY_KINDS = ("jpeg", "resize90", "resize110", "crop1", "crop2")

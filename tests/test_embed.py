@@ -20,7 +20,7 @@ from imgrec.data.cache import DecodedCache
 from imgrec.data.embedding_store import EmbeddingStore, file_sha256
 from imgrec.data.transforms import eval_transform
 from imgrec.errors import ImgrecError
-from imgrec.models.embed import embed_files, embedding_key, preprocessing_of
+from imgrec.infer.embed import embed_files, embedding_key, preprocessing_of
 from imgrec.models.fast_features import onnx_feature_extractor
 from imgrec.models.registry import DEFAULT_MODEL, create_model, get_spec
 from imgrec.train.head import extract_features

@@ -12,11 +12,11 @@ from runhelpers import assert_user_error, make_split_dataset, run_imgrec, sample
 
 from imgrec.api import ImageClassifier, load_dataset
 from imgrec.bundle.format import load_bundle, save_bundle
+from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
 from imgrec.models.families import LEADERBOARD, families, get_family
 from imgrec.models.registry import get_spec
 from imgrec.models.signature import SIGNATURE_DIMS
-from imgrec.train.config import TrainConfig
 
 CLASSIC_AND_MLP = [f.name for f in families() if f.kind in ("classic", "mlp")]
 # the leaderboard's six; the other learner-feature pairs run the very same code

@@ -19,8 +19,8 @@ from runhelpers import epochs_by_phase, run_imgrec, signal_when, squash, start_i
 from torch import nn
 
 from imgrec.bundle.format import read_metadata
+from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
-from imgrec.train.config import TrainConfig
 from imgrec.train.finetune import balanced_sampler
 from imgrec.train.head import class_weights, fit_head
 from imgrec.train.module import FineTuneModule

@@ -18,7 +18,8 @@ from runhelpers import assert_user_error, read_csv, run_imgrec, sample_files
 from servehelpers import small_model
 
 from imgrec import ImageClassifier
-from imgrec.predicting import BatchPredictor
+from imgrec.bundle.model import open_predictor
+from imgrec.infer.predict import BatchPredictor
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,7 @@ def test_onnx_file_from_export_predicts_the_same(clf, onnx_predictor, photos, tm
     path = tmp_path / "model.onnx"
     graph = export_onnx_bytes(with_static_padding(clf.network, size), size)
     save_with_metadata(graph, path, onnx_metadata(clf.classes, clf.preprocessing, {}, "none"))
-    from_file = BatchPredictor.load(path, batch_size=4)
+    from_file = open_predictor(path, batch_size=4)
     assert from_file.classes == clf.classes
     _, expected, _ = onnx_predictor.predict_proba(photos)
     _, probs, _ = from_file.predict_proba(photos)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgrec.audit.quality import label_issues, out_of_sample_probabilities, outlier_scores
 from imgrec.cli import SAMPLE
-from imgrec.data.audit.quality import label_issues, out_of_sample_probabilities, outlier_scores
 from imgrec.data.embedding_store import EmbeddingStore
-from imgrec.models.embed import embed_files
+from imgrec.infer.embed import embed_files
 from imgrec.models.registry import DEFAULT_MODEL, get_spec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera_data"

@@ -29,9 +29,9 @@ from runhelpers import (
 from imgrec import ImageClassifier, load_dataset
 from imgrec.data.dataset import Dataset
 from imgrec.errors import ImgrecError
-from imgrec.retrain import retrain_run
+from imgrec.runs.retrain import retrain_run
+from imgrec.runs.train import train_run
 from imgrec.train import TrainConfig
-from imgrec.workflow import train_run
 
 pytestmark = pytest.mark.slow
 

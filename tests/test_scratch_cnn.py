@@ -9,11 +9,11 @@ import pytest
 import timm
 import torch
 
+from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
 from imgrec.export.onnx_export import export_onnx_bytes
-from imgrec.models import registry
+from imgrec.models import anatomy, registry
 from imgrec.models.scratch_cnn import TIMM_NAME
-from imgrec.train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +43,10 @@ def test_forward_and_features(model):
     x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         logits = model(x)
-        features = registry.forward_features(model, x)
+        features = anatomy.forward_features(model, x)
     assert logits.shape == (2, 3)
-    assert features.shape == (2, registry.num_features(model))
-    assert model.get_classifier().in_features == registry.num_features(model)
+    assert features.shape == (2, anatomy.num_features(model))
+    assert model.get_classifier().in_features == anatomy.num_features(model)
     assert torch.allclose(model.forward_head(model.forward_features(x)), logits, atol=1e-5)
 
 

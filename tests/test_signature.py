@@ -8,7 +8,7 @@ import torch
 
 from imgrec.data.properties import input_properties
 from imgrec.data.transforms import Preprocessing
-from imgrec.models.engine import OnnxEngine, TorchEngine
+from imgrec.infer.engine import OnnxEngine, TorchEngine
 from imgrec.models.registry import create_model, get_spec
 from imgrec.models.signature import SIGNATURE_DIMS, projection
 

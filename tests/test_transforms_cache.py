@@ -5,6 +5,7 @@ import torch
 from imagegen import make_class_folder, write_all_kinds, write_rgb
 from PIL import Image
 
+from imgrec.config import MIXES
 from imgrec.data.cache import DecodedCache, ImageTensorDataset, decode_batch_for_inference
 from imgrec.data.dataset import load_dataset
 from imgrec.data.decode import open_image
@@ -18,7 +19,6 @@ from imgrec.data.transforms import (
     train_transform,
 )
 from imgrec.errors import ImgrecError
-from imgrec.train.config import MIXES
 
 P = Preprocessing(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_size=36)
 

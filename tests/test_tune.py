@@ -18,8 +18,8 @@ from runhelpers import (
 
 from imgrec.api import ImageClassifier, load_dataset
 from imgrec.errors import ImgrecError
+from imgrec.runs.tune import PruningReport, default_params, open_study, tune
 from imgrec.train.lr_find import find_lr, plot_lr
-from imgrec.tune import PruningReport, default_params, open_study, tune
 
 
 def _trials_in(db) -> int:

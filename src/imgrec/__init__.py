@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-_API = {"ImageClassifier", "Prediction", "load_dataset"}
-__all__ = ["ImageClassifier", "ImgrecError", "Prediction", "__version__", "load_dataset"]
+_API = {"ImageClassifier", "Prediction", "audit", "load_dataset", "load_model"}
+__all__ = ["ImgrecError", "__version__", *sorted(_API)]
 
 from imgrec.errors import ImgrecError  # noqa: E402
 

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
+from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
-from imgrec.train.config import TrainConfig
 
 app = typer.Typer(
     help="imgrec: from a folder of labelled photos to an evaluated, deployable image classifier.",
@@ -233,12 +233,12 @@ def train(
     if resume is None and data is None:
         raise typer.BadParameter("give the DATA to train on (or --resume RUN_FOLDER).")
     ratios = parse_ratios(split)
+    from imgrec.runs.train import next_run_folder, train_run
     from imgrec.train import TrainingInterrupted
-    from imgrec.workflow import next_run_folder, train_run
 
     folder = resume or out_dir or next_run_folder()
     if time_limit is not None:
-        from imgrec.compare import parse_duration
+        from imgrec.config import parse_duration
 
         time_limit = parse_duration(time_limit)
     config = TrainConfig.for_model(
@@ -346,7 +346,7 @@ def retrain(
     """Continue training a model on its old split plus newly labelled images; keep it only if it
     is at least as good on the old test split (exit code 4 when the old model stays)."""
     ratios = parse_ratios(split)
-    from imgrec.retrain import retrain_run
+    from imgrec.runs.retrain import retrain_run
     from imgrec.train import TrainingInterrupted
 
     try:
@@ -401,10 +401,10 @@ def compare(
 
     Writes leaderboard.csv/.json/.png/.html and keeps the winner as best.imgrec.
     """
-    from imgrec.compare import compare as run_compare
-    from imgrec.compare import parse_duration
+    from imgrec.config import parse_duration
     from imgrec.models.families import LEADERBOARD
-    from imgrec.workflow import next_run_folder
+    from imgrec.runs.compare import compare as run_compare
+    from imgrec.runs.train import next_run_folder
 
     seconds = parse_duration(budget)
     names = [n.strip() for n in models.split(",") if n.strip()] if models else list(LEADERBOARD)
@@ -504,8 +504,8 @@ def tune(
 
 
 def _run_tune(data, out_dir, trials, budget, storage, models, epochs, split, seed, quiet):
-    from imgrec.compare import parse_duration
-    from imgrec.tune import tune as run_tune
+    from imgrec.config import parse_duration
+    from imgrec.runs.tune import tune as run_tune
 
     return run_tune(
         data,
@@ -536,8 +536,8 @@ def lr_find(
     Use the suggestion with `imgrec train --lr VALUE`, or let `--lr auto` run the test.
     """
     from imgrec.api import ImageClassifier, load_dataset
+    from imgrec.runs.train import split_data
     from imgrec.train.lr_find import find_lr, plot_lr
-    from imgrec.workflow import split_data
 
     clf = ImageClassifier(model, batch_size=batch_size)
     train, val, _ = split_data(load_dataset(data), (0.85, 0.15, 0.0), None, clf.config.seed)
@@ -650,19 +650,20 @@ def predict(
     ] = None,
 ) -> None:
     """Predict the class of images; unreadable files are reported and the rest still predicted."""
+    from imgrec.bundle.model import open_predictor
     from imgrec.data.inputs import expand_inputs
-    from imgrec.predicting import BatchPredictor, check_min_confidence
+    from imgrec.infer.predict import check_min_confidence
 
     check_min_confidence(min_confidence)
     streaming = fmt in (Format.csv, Format.jsonl)
     if resume and not (streaming and output):
         raise ImgrecError("--resume needs --output FILE with --format csv or jsonl.")
     paths = expand_inputs(inputs)
-    predictor = BatchPredictor.load(
+    predictor = open_predictor(
         model_file, engine.value, batch_size, on_fallback=lambda m: err.print(f"warning: {m}")
     )
     if log is not None:
-        from imgrec.serve.log import PredictionLog
+        from imgrec.prediction_log.writer import PredictionLog
 
         predictor.log = PredictionLog(
             log,
@@ -707,7 +708,7 @@ def predict(
         return
     done, probs, skipped = predictor.predict_proba(paths, min_confidence)
     from imgrec.api import Prediction
-    from imgrec.predicting import top_k_rows
+    from imgrec.infer.predict import top_k_rows
 
     rows = top_k_rows(predictor.classes, probs, top_k)
     predictions = [Prediction(str(p), c, q) for p, (c, q) in zip(done, rows, strict=True)]
@@ -726,7 +727,7 @@ def predict(
 def _write_predictions(predictions, skipped, fmt: Format, stream, min_confidence=None) -> None:
     """The whole-document formats: a JSON document or a Rich table; with `min_confidence`,
     each prediction also gets its label (the top class, or unknown)."""
-    from imgrec.predicting import answer_label
+    from imgrec.infer.predict import answer_label
 
     k = max((len(p.classes) for p in predictions), default=1)
     labelled = min_confidence is not None
@@ -876,8 +877,8 @@ def demo(
     quiet: Quiet = False,
 ) -> None:
     """Train on the bundled ants-vs-bees sample (offline, a few minutes on a laptop CPU)."""
+    from imgrec.runs.train import train_run
     from imgrec.train import TrainConfig
-    from imgrec.workflow import train_run
 
     run = train_run(SAMPLE, out_dir, TrainConfig(epochs=epochs), exist_ok=True, progress=not quiet)
     m = run.evaluation.metrics
@@ -910,8 +911,8 @@ def augment_preview(
     ] = "efficientnet_lite0",
 ) -> None:
     """Show what an augmentation preset does: each image, then views as training sees them."""
-    from imgrec.data.augment_preview import preview_augmentations
     from imgrec.models.registry import get_spec
+    from imgrec.train.augment_preview import preview_augmentations
 
     path = preview_augmentations(data, augment, out_file, images, views, seed, get_spec(model))
     out.print(f"preview: {path}")
@@ -945,9 +946,9 @@ def audit(
 ) -> None:
     """Audit labelled photos: broken files, balance, odd images, duplicates and leakage between
     splits, likely label errors and outliers. Exit code 0 when clean, 3 when issues are found."""
-    from imgrec.data.audit.report import save_audit
+    from imgrec.audit.report import save_audit
     from imgrec.data.dataset import load_dataset
-    from imgrec.workflow import next_run_folder
+    from imgrec.runs.train import next_run_folder
 
     dataset = load_dataset(data)
     if not dataset.samples:
@@ -978,7 +979,7 @@ def split_command(
 ) -> None:
     """Stratified split that keeps every group of duplicates inside one split, written as a
     split.csv that `imgrec train --split-file` reuses. Existing split folders are ignored."""
-    from imgrec.data.audit.run import audit_dataset, group_keys
+    from imgrec.audit.run import audit_dataset, group_keys
     from imgrec.data.dataset import Dataset, load_dataset
     from imgrec.data.split import write_split_file
 
@@ -1025,7 +1026,7 @@ def calibrate(
 ) -> None:
     """Fit the model's temperature so its confidence matches its accuracy (temperature
     scaling); accuracy never changes. Prints ECE and NLL (log loss) before -> after."""
-    from imgrec.calibrating import calibrate_file
+    from imgrec.runs.calibrate import calibrate_file
 
     report, path = calibrate_file(model_file, data, out_file, split, batch_size)
     c = report.cross_fitted
@@ -1103,7 +1104,7 @@ def serve(
     """Serve a model over HTTP: JSON API (/v1/predict), web page (/), docs, /metrics."""
     import os
 
-    from imgrec.predicting import check_min_confidence
+    from imgrec.infer.predict import check_min_confidence
     from imgrec.serve import ServeSettings, create_app
 
     check_min_confidence(min_confidence)

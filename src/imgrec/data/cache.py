@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from imgrec.data.audit.scan import ImageFacts, decode_with_facts
 from imgrec.data.dataset import Skipped
 from imgrec.data.decode import UnreadableImage, open_image
+from imgrec.data.facts import ImageFacts, decode_with_facts
 from imgrec.data.threads import run_threaded
 from imgrec.data.transforms import Preprocessing, eval_transform, resize_for_cache
 

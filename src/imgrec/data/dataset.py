@@ -19,13 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from imgrec.data.decode import IMAGE_EXTENSIONS, MAX_PIXELS, UnreadableImage, probe_image
 from imgrec.errors import ImgrecError
-
-if TYPE_CHECKING:
-    from imgrec.data.audit.result import AuditResult
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {
@@ -186,15 +182,6 @@ class Dataset:
             random.Random(f"{seed}:{label}").shuffle(names)
             order.update((name, i) for i, name in enumerate(names))
         return sorted(units, key=lambda u: (-len(u), order[self.relative(u[0].path)], u[0].label))
-
-    def audit(
-        self, *, embeddings: bool = True, model: str = "efficientnet_lite0", progress: bool = False
-    ) -> AuditResult:
-        """Check the data before training: unreadable files, balance, odd images, duplicates
-        and leakage between splits, likely label errors and outliers. See docs/data-quality.md."""
-        from imgrec.data.audit.run import audit_dataset
-
-        return audit_dataset(self, embeddings=embeddings, model=model, progress=progress)
 
     def with_splits(self, splits: dict[Path, str]) -> Dataset:
         """Assign splits from a path -> split mapping; unlisted samples get no split."""
@@ -520,3 +507,13 @@ def _file_sha256(path: Path) -> str:
         raise ImgrecError(
             f"Cannot read {path} to fingerprint the dataset: {exc.strerror}."
         ) from exc
+
+
+def check_known_labels(dataset: Dataset, classes: Sequence[str]) -> None:
+    """One clear sentence (ImgrecError) when `dataset` has labels outside `classes`."""
+    unknown = sorted(set(dataset.class_counts()) - set(classes))
+    if unknown:
+        raise ImgrecError(
+            f"the data has labels the model does not know: {', '.join(unknown)} "
+            f"(model classes: {', '.join(classes)})."
+        )

@@ -3,7 +3,7 @@
 Embedding a photo with a frozen backbone costs ~10 ms of CPU; looking it up costs microseconds.
 Keying by the SHA-256 of the file (not its path) means a copy of the same photo in another
 folder, a renamed file or a second dataset that shares images reuses the vector, and an edited
-file never gets a stale one. Keying by `model_key` (see `imgrec.models.embed.embedding_key`)
+file never gets a stale one. Keying by `model_key` (see `imgrec.infer.embed.embedding_key`)
 means any change of backbone, weights or preprocessing starts afresh.
 
 The store is SQLite: one file, atomic transactions, WAL so a reader never blocks a writer and

@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as F
 from imgrec.errors import ImgrecError
 
 AUGMENT_PRESETS = ("none", "light", "default", "strong")
-MIX_MODES = ("none", "mixup", "cutmix", "both")  # same as imgrec.train.config.MIXES
+MIX_MODES = ("none", "mixup", "cutmix", "both")  # same as imgrec.config.MIXES
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader
 from matplotlib.figure import Figure
 
 from imgrec.evaluate.groups import gap_sentence, group_metrics
+from imgrec.evaluate.html import data_uri, png_bytes, thumbnail_uri
 from imgrec.evaluate.metrics import compute_metrics
 from imgrec.evaluate.plots import (
     plot_confusion_matrix,
@@ -26,7 +27,6 @@ from imgrec.evaluate.plots import (
     plot_reliability,
     plot_training_curves,
 )
-from imgrec.reporting import data_uri, png_bytes, thumbnail_uri
 
 _TEMPLATES = Path(__file__).parent / "templates"
 _GALLERY_SIZE = 24

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from imgrec.data.transforms import Preprocessing
-from imgrec.models.onnx_graph import INPUT, OPSET, OUTPUT, WithSoftmax, export_onnx_bytes
+from imgrec.infer.onnx_graph import INPUT, OPSET, OUTPUT, WithSoftmax, export_onnx_bytes
 
 __all__ = ["INPUT", "OPSET", "OUTPUT", "WithSoftmax", "export_onnx_bytes", "onnx_metadata"]
 

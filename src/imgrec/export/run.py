@@ -65,7 +65,7 @@ def export_model(
     Raises ImgrecError (one sentence) for a bad model file, an unwritable output, an unknown
     format, or an export that strays beyond tolerance.
     """
-    from imgrec.api import ImageClassifier
+    from imgrec.bundle.model import load_model
     from imgrec.models.classic import ClassicNetwork
     from imgrec.runtime import configure_cpu_runtime
 
@@ -74,7 +74,7 @@ def export_model(
     if int8 and fmt != "onnx":
         raise ImgrecError("--int8 is available for --format onnx only.")
     model_path = Path(model_path)
-    clf = ImageClassifier.load(model_path)
+    clf = load_model(model_path)
     if isinstance(clf.network, ClassicNetwork):
         raise ImgrecError(
             f"{model_path} is a scikit-learn model ({clf.spec.name}); export covers neural "

@@ -18,7 +18,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in __all__:
-        from imgrec.models import registry
+        from imgrec.models import anatomy, registry
 
-        return getattr(registry, name)
+        return getattr(anatomy if hasattr(anatomy, name) else registry, name)
     raise AttributeError(f"module 'imgrec.models' has no attribute {name!r}")

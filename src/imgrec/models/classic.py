@@ -91,7 +91,7 @@ class EmbedFeatures(nn.Module):
         self.backbone = backbone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from imgrec.models.registry import forward_features
+        from imgrec.models.anatomy import forward_features
 
         return forward_features(self.backbone, x).float()
 

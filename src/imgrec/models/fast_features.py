@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from imgrec.models.registry import forward_features
+from imgrec.models.anatomy import forward_features
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from imgrec.models.anatomy import forward_features
 from imgrec.models.classic import ClassicNetwork
-from imgrec.models.registry import forward_features
 
 SIGNATURE_DIMS = 32
 _SEED = 20261129

@@ -24,10 +24,10 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader
 
 from imgrec.bundle.format import load_bundle, save_bundle
+from imgrec.bundle.run_folder import RunFolder, read_run_folder
 from imgrec.errors import ImgrecError
 from imgrec.evaluate.groups import gap_sentence
 from imgrec.evaluate.intervals import wilson_interval
-from imgrec.monitor.run_folder import RunFolder, read_run_folder
 
 if TYPE_CHECKING:
     from imgrec.evaluate import EvaluationResult
@@ -177,8 +177,8 @@ def build_card(
     ]
     figures = {}
     if run.groups:
+        from imgrec.evaluate.html import data_uri, png_bytes
         from imgrec.evaluate.plots import plot_group_accuracy
-        from imgrec.reporting import data_uri, png_bytes
 
         figures["group_accuracy"] = data_uri(
             png_bytes(plot_group_accuracy(run.groups)), "image/png"
@@ -640,13 +640,13 @@ def _ece_from_predictions(
     if evaluation is not None:
         return expected_calibration_error(evaluation.probs, evaluation.targets), "the predictions"
     try:
-        from imgrec.api import ImageClassifier
+        from imgrec.bundle.model import load_model
         from imgrec.data.dataset import load_dataset
         from imgrec.data.split import read_split_file
 
         dataset = read_split_file(run.folder / "split.csv", load_dataset(f.source)).subset(f.split)
-        clf = ImageClassifier.load(run.model_path)
-        paths, probs, _ = clf.predict_proba(dataset.paths)
+        predictor = load_model(run.model_path).predictor("torch")
+        paths, probs, _ = predictor.predict_proba(dataset.paths)
     except ImgrecError as exc:
         return None, f"the {f.split} images could not be predicted again: {exc}"
     label = {s.path: f.classes.index(s.label) for s in dataset.samples}
@@ -773,7 +773,7 @@ _FLAGS = {
 
 def reproduce_command(config: dict, folder: Path) -> str:
     """`imgrec train` with every setting of config.json spelled out and this run's split."""
-    from imgrec.train.config import TrainConfig
+    from imgrec.config import TrainConfig
 
     parts = [
         "imgrec",

@@ -85,9 +85,9 @@ def detect_drift(
         if kind == "log":
             return window_from_log(source, window_since, window_until, own_id)
         if predictor is None:
-            from imgrec.api import ImageClassifier
+            from imgrec.bundle.model import load_model
 
-            predictor = ImageClassifier.load(model_path).batch_predictor(engine)
+            predictor = load_model(model_path).predictor(engine)
         return window_from_images(predictor, source, progress)
 
     if reference is None:

@@ -14,9 +14,9 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader
 from matplotlib.figure import Figure
 
+from imgrec.evaluate.html import data_uri, png_bytes
 from imgrec.monitor.detect import DriftRun
 from imgrec.monitor.window import PROPERTY_NAMES, Window
-from imgrec.reporting import data_uri, png_bytes
 
 _TEMPLATES = Path(__file__).parent / "templates"
 _REF, _CUR = "#64748b", "#dc2626"

@@ -19,7 +19,7 @@ from imgrec.monitor.window import Window
 
 if TYPE_CHECKING:
     from imgrec.data.cache import DecodedCache
-    from imgrec.predicting import BatchPredictor
+    from imgrec.infer.predict import BatchPredictor
 
 REFERENCE_LIMIT = 500  # images in a model file's reference: as many as the MMD test uses
 
@@ -119,8 +119,8 @@ def window_from_images(
 ) -> Window:
     """Predict every image of `source` (folder, CSV, glob or file) once and describe it;
     unreadable files are skipped and listed in the window, never fatal."""
-    from imgrec.models.inference import iter_decoded_batches
-    from imgrec.predicting import image_progress
+    from imgrec.infer.batches import iter_decoded_batches
+    from imgrec.infer.predict import image_progress
 
     paths = image_paths(source)
     collected = _Collector()

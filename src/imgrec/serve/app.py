@@ -20,9 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from imgrec import __version__
 from imgrec.data.decode import UnreadableImage
 from imgrec.errors import ImgrecError
-from imgrec.predicting import answer_label
+from imgrec.infer.predict import answer_label
+from imgrec.prediction_log.writer import PredictionLog
 from imgrec.serve.batching import MicroBatcher
-from imgrec.serve.log import PredictionLog
 from imgrec.serve.metrics import Metrics
 from imgrec.serve.middleware import BodySizeLimit, RequestMetrics
 from imgrec.serve.predictor import Predictor

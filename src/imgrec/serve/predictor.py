@@ -3,7 +3,7 @@
 `prepare` (bytes -> tensor) runs in many threads, one per upload; `run` (batch ->
 probabilities and drift signatures) runs on the batcher's single thread. Both
 are the very functions `imgrec predict` uses, so the server's answers equal the CLI's: the
-forward pass is the same engine (ONNX Runtime when installed, see models/engine.py), here with
+forward pass is the same engine (ONNX Runtime when installed, see infer/engine.py), here with
 one pinned session per power-of-two batch size up to the largest micro-batch, so a lone
 request runs a batch of 1.
 """
@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgrec.api import ImageClassifier, Prediction
+from imgrec.bundle.model import load_model
 from imgrec.data.cache import prepare_for_inference
 from imgrec.data.transforms import eval_transform
-from imgrec.models.engine import make_engine
+from imgrec.infer.engine import make_engine
+from imgrec.infer.predict import Prediction, top_k_predictions
 from imgrec.runtime import configure_cpu_runtime
 
 
@@ -29,9 +30,9 @@ class Predictor:
     def __init__(self, model_path: str | Path, engine: str = "auto", max_batch: int = 32) -> None:
         configure_cpu_runtime()  # torch threads = cores; batches use them all
         self.path = Path(model_path)
-        self.classifier = ImageClassifier.load(self.path)
-        self.network = self.classifier.network
-        self.preprocessing = self.classifier.preprocessing
+        self.model = load_model(self.path)
+        self.network = self.model.network
+        self.preprocessing = self.model.preprocessing
         self._transform = eval_transform(self.preprocessing)
         sizes = [1 << i for i in range(max(1, max_batch).bit_length()) if 1 << i < max_batch]
         self.engine = make_engine(
@@ -39,12 +40,12 @@ class Predictor:
             self.preprocessing.input_size,
             engine,
             [*sizes, max(1, max_batch)],
-            temperature=self.classifier.temperature,
+            temperature=self.model.temperature,
         )
 
     @property
     def classes(self) -> list[str]:
-        return self.classifier.classes
+        return self.model.classes
 
     def prepare(self, data: bytes) -> torch.Tensor:
         """Decode one upload into model input; raises UnreadableImage with a short reason."""
@@ -59,11 +60,11 @@ class Predictor:
         return self.engine.run(batch)
 
     def top_k(self, filenames: list[str], probs: np.ndarray, k: int) -> list[Prediction]:
-        return self.classifier.predictions(filenames, probs, k)  # type: ignore[arg-type]
+        return top_k_predictions(self.classes, filenames, probs, k)
 
     def describe(self) -> dict:
         """What GET /v1/model shows: enough to know which model answers and how it scored."""
-        meta = self.classifier.metadata
+        meta = self.model.metadata
         return {
             "name": f"{self.path.parent.name}/{self.path.name}".lstrip("/"),
             "backbone": meta.get("model"),
@@ -75,7 +76,7 @@ class Predictor:
             "created": meta.get("created"),
             "versions": meta.get("versions", {}),
             "engine": self.engine.name,
-            "temperature": self.classifier.temperature,
+            "temperature": self.model.temperature,
         }
 
 

@@ -1,6 +1,6 @@
 """The fitting engine: two-phase transfer learning on Lightning."""
 
-from imgrec.train.config import TrainConfig
+from imgrec.config import TrainConfig
 from imgrec.train.state import TrainingInterrupted
 
 __all__ = ["FitOutcome", "TrainConfig", "TrainingInterrupted", "fit_model"]

@@ -18,9 +18,10 @@ from rich.progress import Progress
 from imgrec.data.cache import DecodedCache
 from imgrec.data.embedding_store import EmbeddingStore
 from imgrec.data.transforms import Preprocessing, eval_transform
-from imgrec.models.embed import embedding_key, hash_files
+from imgrec.infer.embed import embedding_key, hash_files
+from imgrec.models.anatomy import num_features
 from imgrec.models.fast_features import onnx_feature_extractor
-from imgrec.models.registry import get_spec, num_features
+from imgrec.models.registry import get_spec
 from imgrec.runtime import torch_threads
 from imgrec.train.head import extract_features
 

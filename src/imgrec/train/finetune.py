@@ -18,14 +18,14 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from imgrec.config import TrainConfig
 from imgrec.data.cache import ImageTensorDataset
 from imgrec.data.transforms import eval_transform, train_transform
-from imgrec.models.registry import freeze_early_layers
+from imgrec.models.anatomy import freeze_early_layers
 from imgrec.runtime import autocast_dtype, device
 from imgrec.train.callbacks import KeepBestAndHistory
-from imgrec.train.config import TrainConfig
-from imgrec.train.fit import Fitting
 from imgrec.train.head import class_weights
+from imgrec.train.job import Fitting
 from imgrec.train.module import FineTuneModule
 from imgrec.train.state import TrainingInterrupted
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from imgrec.config import TrainConfig
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, Skipped
 from imgrec.data.transforms import Preprocessing
@@ -18,28 +19,12 @@ from imgrec.errors import ImgrecError
 from imgrec.models.classic import ClassicNetwork
 from imgrec.models.mlp_head import MLPHead
 from imgrec.runtime import torch_threads
-from imgrec.train.config import TrainConfig
 from imgrec.train.features import backbone_features, job_features
 from imgrec.train.head import class_weights, fit_head, fit_mlp_head
+from imgrec.train.job import Fitting
 from imgrec.train.state import RunState
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Fitting:
-    """What both training phases work on, prepared once by `fit_model`."""
-
-    model: torch.nn.Module
-    preprocessing: Preprocessing
-    train_cache: DecodedCache
-    val_cache: DecodedCache
-    train_targets: list[int]
-    val_targets: list[int]
-    config: TrainConfig
-    state: RunState
-    started: float
-    progress: bool
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from imgrec.models.registry import forward_features
+from imgrec.models.anatomy import forward_features
 
 
 @torch.no_grad()  # not inference_mode: the head fit needs these as autograd inputs

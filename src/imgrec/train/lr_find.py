@@ -44,8 +44,8 @@ def find_lr(
 
     from imgrec.data.cache import DecodedCache, ImageTensorDataset
     from imgrec.data.transforms import train_transform
+    from imgrec.models.anatomy import freeze_early_layers
     from imgrec.models.classic import ClassicNetwork
-    from imgrec.models.registry import freeze_early_layers
     from imgrec.train.module import FineTuneModule
 
     config = classifier.config

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from imgrec.config import TrainConfig
 from imgrec.data.transforms import batch_mix
-from imgrec.models.registry import backbone_parameters, head_parameters
-from imgrec.train.config import TrainConfig
+from imgrec.models.anatomy import backbone_parameters, head_parameters
 from imgrec.train.head import make_optimizer, score, warmup_cosine
 
 

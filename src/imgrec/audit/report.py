@@ -11,8 +11,8 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader
 from matplotlib.figure import Figure
 
-from imgrec.data.audit.result import CHECKS, AuditResult, Flag
-from imgrec.reporting import data_uri, png_bytes, thumbnail_uri
+from imgrec.audit.result import CHECKS, AuditResult, Flag
+from imgrec.evaluate.html import data_uri, png_bytes, thumbnail_uri
 
 _TEMPLATES = Path(__file__).parent / "templates"
 MAX_TILES = 48  # per section; audit.json lists every file
@@ -120,7 +120,7 @@ def _balance_figure(result: AuditResult) -> Figure:
 
 
 def _properties_figure(result: AuditResult) -> Figure:
-    from imgrec.data.audit.result import BLUR_BELOW, TINY_SIDE
+    from imgrec.audit.result import BLUR_BELOW, TINY_SIDE
 
     w = np.array([f.width for f in result.facts], dtype=float)
     h = np.array([f.height for f in result.facts], dtype=float)

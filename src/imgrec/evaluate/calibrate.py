@@ -1,22 +1,22 @@
-"""`imgrec calibrate`: fit a model's temperature on held-out images and write it into the file.
+"""Temperature scaling of a trained network on held-out images: logits, fit, before/after.
 
 Held-out means images the model did not train on: the validation (or test) split when the
 data has split folders or a split column, otherwise every image given, which the user vouches
 for. The logits come from one eager PyTorch pass; the fit itself is evaluate/temperature.py.
-The model file is rewritten with only `metadata["calibration"]` changed, atomically (a crash
-leaves the old file), in place or to a new path.
+`imgrec calibrate` (runs/calibrate.py) writes the result into the model file.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from imgrec.data.dataset import Dataset, Skipped, load_dataset
+from imgrec.data.dataset import Dataset, Skipped, check_known_labels, load_dataset
+from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.evaluate.calibration import expected_calibration_error
 from imgrec.evaluate.temperature import (
@@ -25,10 +25,17 @@ from imgrec.evaluate.temperature import (
     negative_log_likelihood,
     softmax,
 )
-from imgrec.models.inference import iter_decoded_batches
+from imgrec.infer.batches import iter_decoded_batches
 
-if TYPE_CHECKING:
-    from imgrec.api import ImageClassifier
+
+class Calibratable(Protocol):
+    """A trained network with its classes and preprocessing (a TrainedModel or a classifier)."""
+
+    network: torch.nn.Module | None
+    preprocessing: Preprocessing
+    classes: list[str]
+    temperature: float
+
 
 MIN_IMAGES = 20  # two halves of 10 for the cross-fitted figure; fewer fit noise
 SPLITS = ("val", "test")
@@ -74,15 +81,17 @@ def held_out(data: Dataset | str | Path, split: str = "val") -> tuple[Dataset, s
 
 
 def collect_logits(
-    clf: ImageClassifier, dataset: Dataset, batch_size: int = 32
+    clf: Calibratable, dataset: Dataset, batch_size: int = 32
 ) -> tuple[np.ndarray, np.ndarray, list[Skipped]]:
     """(logits (N, C) float64, targets (N,), unreadable files) of `dataset` under `clf`.
 
     A classic model's logits are its log-probabilities. Raises ImgrecError when the data has
     labels the model does not know.
     """
-    network = clf._require_fitted()
-    clf.check_labels(dataset)
+    network = clf.network
+    if network is None:
+        raise ImgrecError("this classifier is not trained yet; call fit() or load() first.")
+    check_known_labels(dataset, clf.classes)
     label_of = {s.path: s.label for s in dataset.samples}
     chunks: list[np.ndarray] = []
     targets: list[int] = []
@@ -102,7 +111,7 @@ def collect_logits(
 
 
 def calibrate_classifier(
-    clf: ImageClassifier, data: Dataset | str | Path, split: str = "val", batch_size: int = 32
+    clf: Calibratable, data: Dataset | str | Path, split: str = "val", batch_size: int = 32
 ) -> CalibrationReport:
     """Fit `clf.temperature` on held-out `data` (see `held_out`) and report before -> after."""
     dataset, source = held_out(data, split)
@@ -131,30 +140,3 @@ def calibrate_classifier(
         cross_fitted=cross_fitted(logits, targets, folds=2, base_temperature=before),
         skipped=[(str(s.path), s.reason) for s in skipped],
     )
-
-
-def calibrate_file(
-    model_path: str | Path,
-    data: Dataset | str | Path,
-    out: str | Path | None = None,
-    split: str = "val",
-    batch_size: int = 32,
-) -> tuple[CalibrationReport, Path]:
-    """Calibrate the model in `model_path` and write it to `out` (default: in place), with
-    only its calibration metadata changed. Returns the report and the path written."""
-    from imgrec.api import ImageClassifier
-    from imgrec.bundle.format import load_bundle, save_bundle
-
-    model_path = Path(model_path)
-    clf = ImageClassifier.load(model_path)
-    report = calibrate_classifier(clf, data, split, batch_size)
-    state, metadata = load_bundle(model_path)  # the file as it is, not as re-saved by clf
-    metadata["calibration"] = {**metadata.get("calibration", {}), **report.to_metadata()}
-    target = Path(out) if out is not None else model_path
-    if target.is_dir():
-        raise ImgrecError(f"--out {target} is a folder; give a file name such as model.imgrec.")
-    try:
-        save_bundle(target, state, metadata)
-    except OSError as exc:
-        raise ImgrecError(f"cannot write {target} ({exc.strerror or exc}).") from None
-    return report, target

@@ -24,8 +24,8 @@ import torch
 
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
+from imgrec.infer.onnx_graph import INPUT, OUTPUT, SIGNATURE
 from imgrec.models.classic import ClassicNetwork
-from imgrec.models.onnx_graph import INPUT, OUTPUT, SIGNATURE
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,12 @@ class TorchEngine:
         self.temperature = temperature
         self._with_signature = WithSignature(self.network, temperature).eval()
 
+    @torch.inference_mode()
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
-        from imgrec.models.inference import forward_probabilities
-
+        """Softmax probabilities (n, C) of a normalised batch."""
         x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
-        return forward_probabilities(self.network, x, self.temperature)
+        logits = self.network(x.contiguous(memory_format=torch.channels_last)).float()
+        return torch.softmax(logits / self.temperature, dim=1).numpy()
 
     @torch.inference_mode()
     def run(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +117,7 @@ class OnnxEngine:
     ) -> OnnxEngine:
         """Export `network` (+ softmax at `temperature`, + the drift signature) to ONNX in
         memory; raises ImgrecError if it cannot be."""
-        from imgrec.models.onnx_graph import export_onnx_bytes
+        from imgrec.infer.onnx_graph import export_onnx_bytes
         from imgrec.models.static_pad import with_static_padding
 
         was_training = network.training

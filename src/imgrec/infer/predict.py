@@ -1,11 +1,11 @@
 """Prediction over many files: an engine, the decoding pipeline, and streaming CSV / JSON Lines.
 
-`BatchPredictor.load(model)` takes a model.imgrec (or an ONNX file from `imgrec export`) and an
-engine choice; `predict_to_file` writes each batch's rows as soon as it is done and flushes, so
-memory stays flat for any number of images and a crash loses at most the batch in flight.
-With `resume=True` the files already in the output are skipped and new rows are appended; a
-half-written last line (the process died mid-write) is cut off first and its image predicted
-again. Complete lines are never rewritten.
+A BatchPredictor (`imgrec.bundle.model.open_predictor` makes one of a model.imgrec or of an
+ONNX file from `imgrec export`) streams files: `predict_to_file` writes each batch's rows as
+soon as it is done and flushes, so memory stays flat for any number of images and a crash
+loses at most the batch in flight. With `resume=True` the files already in the output are
+skipped and new rows are appended; a half-written last line (the process died mid-write) is
+cut off first and its image predicted again. Complete lines are never rewritten.
 
 Output conventions (also in docs/deploy.md):
 - CSV: header `path,class1,prob1,...,classK,probK,skipped`. A predicted image has an empty
@@ -28,21 +28,60 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, Protocol
 
 import numpy as np
 
 from imgrec.data.dataset import Skipped
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
-from imgrec.models.engine import Engine, read_onnx_file
-from imgrec.models.inference import iter_decoded_batches, stream_probabilities
+from imgrec.infer.batches import iter_decoded_batches, stream_probabilities
+from imgrec.infer.engine import Engine
 
-if TYPE_CHECKING:
-    from imgrec.serve.log import PredictionLog
+
+class Recorder(Protocol):
+    """Where predictions are also recorded (the prediction log's writer is one)."""
+
+    def record(
+        self,
+        filenames: Sequence[str],
+        probabilities: np.ndarray,
+        sources: Sequence[bytes | Path],
+        *,
+        signatures: np.ndarray | None = None,
+        inputs: np.ndarray | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> int: ...
+
 
 STREAM_FORMATS = ("csv", "jsonl")
 UNKNOWN = "unknown"  # the label of a prediction below the minimum confidence
+
+
+@dataclass
+class Prediction:
+    """Top-k classes for one image, most likely first."""
+
+    path: str
+    classes: list[str]
+    probabilities: list[float]
+
+    @property
+    def label(self) -> str:
+        return self.classes[0]
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[0]
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "top": [
+                {"class": c, "probability": round(p, 6)}
+                for c, p in zip(self.classes, self.probabilities, strict=True)
+            ],
+        }
 
 
 def check_min_confidence(value: float | None) -> float | None:
@@ -62,6 +101,14 @@ def answer_label(
     if min_confidence is not None and probs[0] < min_confidence:
         return UNKNOWN
     return classes[0]
+
+
+def top_k_predictions(
+    classes: list[str], paths: Sequence[str | Path], probs: np.ndarray, top_k: int = 1
+) -> list[Prediction]:
+    """One Prediction per row of `probs`, its `top_k` classes most likely first."""
+    rows = top_k_rows(classes, probs, top_k)
+    return [Prediction(str(p), c, q) for p, (c, q) in zip(paths, rows, strict=True)]
 
 
 def top_k_rows(
@@ -103,29 +150,7 @@ class BatchPredictor:
     workers: int | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
-    log: PredictionLog | None = None  # when set, every prediction is also recorded there
-
-    @classmethod
-    def load(
-        cls,
-        model_path: str | Path,
-        engine: str = "auto",
-        batch_size: int = 32,
-        on_fallback: Callable[[str], None] | None = None,
-    ) -> BatchPredictor:
-        """A model.imgrec with the chosen engine, or an ONNX file (always the onnx engine)."""
-        path = Path(model_path)
-        if path.suffix.lower() == ".onnx":
-            if engine == "torch":
-                raise ImgrecError(f"{path} is an ONNX file; --engine torch needs a .imgrec model.")
-            if not path.is_file():
-                raise ImgrecError(f"no such model file: {path}")
-            classes, preprocessing, onnx_engine = read_onnx_file(path, (batch_size,))
-            return cls(classes, preprocessing, onnx_engine, batch_size, source=str(path))
-        from imgrec.api import ImageClassifier
-
-        clf = ImageClassifier.load(path)
-        return clf.batch_predictor(engine, batch_size, on_fallback)
+    log: Recorder | None = None  # when set, every prediction is also recorded there
 
     # ---- in memory ----------------------------------------------------------------------
     def iter_probabilities(

@@ -35,8 +35,8 @@ from PIL import Image
 from imgrec.data.properties import input_properties
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
-from imgrec.serve.image_store import ImageStore, remove_stored
-from imgrec.serve.log_db import INSERT, open_log_db, prune
+from imgrec.prediction_log.db import INSERT, open_log_db, prune
+from imgrec.prediction_log.image_store import ImageStore, remove_stored
 
 log = logging.getLogger(__name__)
 

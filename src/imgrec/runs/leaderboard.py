@@ -1,15 +1,87 @@
-"""The leaderboard's files: CSV and JSON for tools, a plot, and one self-contained HTML page."""
+"""The leaderboard: its rows, their ranking, and its files (CSV and JSON for tools, a plot,
+and one self-contained HTML page)."""
 
 from __future__ import annotations
 
+import csv
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from imgrec.compare import Leaderboard, write_csv, write_json
-from imgrec.reporting import data_uri, png_bytes
+from imgrec.evaluate.html import data_uri, png_bytes
+
+@dataclass
+class Entry:
+    """One leaderboard row."""
+
+    family: str
+    kind: str
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+    accuracy: float | None = None
+    balanced_accuracy: float | None = None
+    macro_f1: float | None = None
+    train_seconds: float | None = None
+    ms_per_image: float | None = None
+    size_mb: float | None = None
+    model: str | None = None
+
+
+@dataclass
+class Leaderboard:
+    folder: Path
+    entries: list[Entry]
+    evaluated_on: str
+    eval_images: int
+    selection_split: bool  # True when the scored split also chose epochs and settings
+    budget_seconds: float
+    wall_seconds: float
+    best: Path | None = None
+    source: str = ""
+    classes: list[str] = field(default_factory=list)
+
+    def ranked(self) -> list[Entry]:
+        return [e for e in self.entries if e.status == "ok"]
+
+
+def rank_key(e: Entry) -> tuple:
+    """Finished rows first, best accuracy, then macro-F1, then the faster model."""
+    if e.status != "ok":
+        return (1, 0.0, 0.0, 0.0)
+    return (0, -e.accuracy, -(e.macro_f1 or 0.0), e.ms_per_image or 0.0)
+
+
+def entries_as_rows(board: Leaderboard) -> list[dict]:
+    return [
+        {"rank": i if e.status == "ok" else "", **asdict(e)} for i, e in enumerate(board.entries, 1)
+    ]
+
+
+def write_csv(board: Leaderboard, path: Path) -> None:
+    rows = entries_as_rows(board)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["family"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_json(board: Leaderboard, path: Path) -> None:
+    document = {
+        "source": board.source,
+        "classes": board.classes,
+        "evaluated_on": board.evaluated_on,
+        "eval_images": board.eval_images,
+        "selection_split": board.selection_split,
+        "budget_seconds": board.budget_seconds,
+        "wall_seconds": round(board.wall_seconds, 1),
+        "best": str(board.best) if board.best else None,
+        "entries": entries_as_rows(board),
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 _TEMPLATES = Path(__file__).parent / "templates"
 

@@ -28,8 +28,9 @@ from imgrec.data.dataset import Skipped
 from imgrec.data.embedding_store import EmbeddingStore, file_sha256
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
+from imgrec.models.anatomy import forward_features, num_features
 from imgrec.models.fast_features import onnx_feature_extractor
-from imgrec.models.registry import ModelSpec, create_model, forward_features, num_features
+from imgrec.models.registry import ModelSpec, create_model
 
 log = logging.getLogger(__name__)
 

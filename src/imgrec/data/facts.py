@@ -1,4 +1,4 @@
-"""One streaming pass over the files: read each once, hash it, decode a small thumbnail.
+"""Image facts from one streaming pass over the files: read each once, hash it, decode a thumbnail.
 
 Everything the audit knows about a single file comes from here: exact hash, perceptual
 hash, header size/mode/format, transparency, EXIF rotation, grayscale, brightness and blur.

@@ -10,8 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgrec.data.audit.scan import ImageFacts
 from imgrec.data.dataset import Dataset, Skipped
+from imgrec.data.facts import ImageFacts
 
 # Image-property limits. EfficientNet-Lite0 looks at 256 px: a short side under 100 px is
 # upscaled more than 2.5x, i.e. mostly blur. Brightness is mean luminance 0..255.

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgrec.data.audit.duplicates import DuplicatePair, duplicate_clusters, find_duplicate_pairs
-from imgrec.data.audit.result import (
+from imgrec.audit.duplicates import DuplicatePair, duplicate_clusters, find_duplicate_pairs
+from imgrec.audit.result import (
     AuditResult,
     DuplicateGroup,
     LabelSuspect,
     Outlier,
     property_flags,
 )
-from imgrec.data.audit.scan import ImageFacts, scan_images
 from imgrec.data.dataset import Dataset, Skipped
+from imgrec.data.facts import ImageFacts, scan_images
 
 if TYPE_CHECKING:
     from imgrec.data.cache import DecodedCache  # torch: only the training path passes one
@@ -110,7 +110,7 @@ def _embeddings(
 ) -> np.ndarray | None:
     if not mode:
         return None
-    from imgrec.models.embed import embed_files, embedding_key  # loads torch and timm
+    from imgrec.infer.embed import embed_files, embedding_key  # loads torch and timm
     from imgrec.models.registry import get_spec
 
     spec = get_spec(model)
@@ -154,7 +154,7 @@ def _embedding_checks(
     good: Dataset, vectors: np.ndarray
 ) -> tuple[list[LabelSuspect], list[Outlier]]:
     # cleanlab and scikit-learn take ~2 s to import: only audits with embeddings pay for them
-    from imgrec.data.audit.quality import label_issues, out_of_sample_probabilities, outlier_scores
+    from imgrec.audit.quality import label_issues, out_of_sample_probabilities, outlier_scores
 
     labels = np.array(good.targets())
     suspects: list[LabelSuspect] = []

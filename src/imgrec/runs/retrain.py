@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 from imgrec.data.dataset import SPLITS, Dataset, Sample, Skipped, load_dataset
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
-from imgrec.train.config import TrainConfig
+from imgrec.config import TrainConfig
 
 if TYPE_CHECKING:
-    from imgrec.api import ImageClassifier
-    from imgrec.data.audit.result import AuditResult
+    from imgrec.classifier import ImageClassifier
+    from imgrec.audit.result import AuditResult
     from imgrec.data.cache import DecodedCache
     from imgrec.evaluate import EvaluationResult
 
@@ -80,9 +80,9 @@ def retrain_run(
         )
     if epochs is not None and epochs < 1:
         raise ImgrecError(f"--epochs {epochs} leaves nothing to retrain; use at least 1.")
-    from imgrec.api import ImageClassifier
+    from imgrec.classifier import ImageClassifier
     from imgrec.data.cache import DecodedCache
-    from imgrec.workflow import (
+    from imgrec.runs.train import (
         MODEL_FILE,
         headline_metrics,
         next_run_folder,
@@ -322,7 +322,7 @@ def _split_new(
 ) -> tuple[dict[str, list[Sample]], int]:
     """New samples per split: copies of old images follow them, the rest keep the splits they
     were given or are split stratified (their own duplicate groups kept together)."""
-    from imgrec.data.audit.run import group_keys
+    from imgrec.audit.run import group_keys
 
     old_split = {s.path: s.split for s in old.samples}
     follow: dict[Path, str] = {}
@@ -446,7 +446,7 @@ def _verdict(accepted: bool, old: float, new: float, min_gain: float, split: str
 
 
 def _summary(result: EvaluationResult | None) -> dict | None:
-    from imgrec.workflow import headline_metrics
+    from imgrec.runs.train import headline_metrics
 
     return None if result is None else headline_metrics(result.metrics)
 

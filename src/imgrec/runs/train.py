@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imgrec.api import ImageClassifier
+from imgrec.classifier import ImageClassifier
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, Skipped, load_dataset
 from imgrec.data.split import read_split_file, write_split_file
@@ -20,7 +20,7 @@ from imgrec.errors import ImgrecError
 from imgrec.train import TrainConfig
 
 if TYPE_CHECKING:
-    from imgrec.data.audit.result import AuditResult
+    from imgrec.audit.result import AuditResult
     from imgrec.evaluate import EvaluationResult
 
 MODEL_FILE = "model.imgrec"
@@ -83,7 +83,7 @@ def split_data(
 def _groups(dataset: Dataset, audit: AuditResult | None) -> list | None:
     if audit is None:
         return None
-    from imgrec.data.audit.run import group_keys
+    from imgrec.audit.run import group_keys
 
     return group_keys(dataset, audit)
 
@@ -98,7 +98,7 @@ def quick_audit(dataset: Dataset, decoded: DecodedCache) -> AuditResult:
     """The audit `imgrec train` runs first, on the facts its own decode gathered: file checks,
     balance, hashes and duplicates; embeddings (label errors, outliers, cropped copies) only
     when an earlier audit cached them all."""
-    from imgrec.data.audit.run import audit_dataset
+    from imgrec.audit.run import audit_dataset
 
     return audit_dataset(dataset, embeddings="cached", decoded=decoded)
 

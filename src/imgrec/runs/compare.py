@@ -8,24 +8,21 @@ files (decoding included), so its milliseconds per image are what a user would s
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from imgrec.api import ImageClassifier
+from imgrec.classifier import ImageClassifier
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, load_dataset
 from imgrec.data.split import write_split_file
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.families import LEADERBOARD, get_family
-from imgrec.workflow import MODEL_FILE, prepare_folder, quick_audit, split_data
+from imgrec.runs.leaderboard import Entry, Leaderboard, rank_key, save_leaderboard
+from imgrec.runs.train import MODEL_FILE, prepare_folder, quick_audit, split_data
 
 log = logging.getLogger(__name__)
 
@@ -39,55 +36,6 @@ _SCRATCH_MIN = 120.0  # below two minutes a CNN from scratch learns little worth
 # extra epoch, transfer learning is usually done after phase 1 and a few epochs.
 _SHARE = {"transfer": 1.0, "scratch": 1.5}
 _EVAL_PER_IMAGE = {"classic": 0.01, "mlp": 0.01, "transfer": 0.015, "scratch": 0.005}
-
-
-@dataclass
-class Entry:
-    """One leaderboard row."""
-
-    family: str
-    kind: str
-    status: str = "ok"  # ok | skipped | failed
-    note: str = ""
-    accuracy: float | None = None
-    balanced_accuracy: float | None = None
-    macro_f1: float | None = None
-    train_seconds: float | None = None
-    ms_per_image: float | None = None
-    size_mb: float | None = None
-    model: str | None = None
-
-
-@dataclass
-class Leaderboard:
-    folder: Path
-    entries: list[Entry]
-    evaluated_on: str
-    eval_images: int
-    selection_split: bool  # True when the scored split also chose epochs and settings
-    budget_seconds: float
-    wall_seconds: float
-    best: Path | None = None
-    source: str = ""
-    classes: list[str] = field(default_factory=list)
-
-    def ranked(self) -> list[Entry]:
-        return [e for e in self.entries if e.status == "ok"]
-
-
-def parse_duration(text: str) -> float:
-    """'20m', '1h', '90s', '1h30m' or plain seconds -> seconds."""
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
-        if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-            raise ImgrecError(f"cannot read the duration '{text}'; use e.g. 20m, 1h, 90s.")
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-    if seconds <= 0:
-        raise ImgrecError(f"the duration '{text}' must be positive.")
-    return seconds
 
 
 def estimate_seconds(kind: str, n_train: int) -> float:
@@ -169,7 +117,7 @@ def compare(
             )
         )
 
-    entries.sort(key=_rank_key)
+    entries.sort(key=rank_key)
     board = Leaderboard(
         folder=folder,
         entries=entries,
@@ -185,17 +133,8 @@ def compare(
     if ranked:
         board.best = folder / BEST_FILE
         shutil.copyfile(ranked[0].model, board.best)
-    from imgrec.leaderboard import save_leaderboard
-
     save_leaderboard(board)
     return board
-
-
-def _rank_key(e: Entry) -> tuple:
-    """Finished rows first, best accuracy, then macro-F1, then the faster model."""
-    if e.status != "ok":
-        return (1, 0.0, 0.0, 0.0)
-    return (0, -e.accuracy, -(e.macro_f1 or 0.0), e.ms_per_image or 0.0)
 
 
 def _run_family(
@@ -263,32 +202,3 @@ def decoded_for(
         caches[p] = DecodedCache(train.paths + val.paths, p, progress=progress)
         caches[p].build()
     return caches[p]
-
-
-def entries_as_rows(board: Leaderboard) -> list[dict]:
-    return [
-        {"rank": i if e.status == "ok" else "", **asdict(e)} for i, e in enumerate(board.entries, 1)
-    ]
-
-
-def write_csv(board: Leaderboard, path: Path) -> None:
-    rows = entries_as_rows(board)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["family"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def write_json(board: Leaderboard, path: Path) -> None:
-    document = {
-        "source": board.source,
-        "classes": board.classes,
-        "evaluated_on": board.evaluated_on,
-        "eval_images": board.eval_images,
-        "selection_split": board.selection_split,
-        "budget_seconds": board.budget_seconds,
-        "wall_seconds": round(board.wall_seconds, 1),
-        "best": str(board.best) if board.best else None,
-        "entries": entries_as_rows(board),
-    }
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

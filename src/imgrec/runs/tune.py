@@ -17,18 +17,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgrec.api import ImageClassifier
-from imgrec.compare import decoded_for
+from imgrec.classifier import ImageClassifier
+from imgrec.runs.compare import decoded_for
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import load_dataset
 from imgrec.data.split import write_split_file
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.families import get_family
-from imgrec.train.config import TrainConfig
+from imgrec.config import TrainConfig
 from imgrec.train.head import score
 from imgrec.train.state import TrainingInterrupted
-from imgrec.workflow import quick_audit, split_data
+from imgrec.runs.train import quick_audit, split_data
 
 log = logging.getLogger(__name__)
 

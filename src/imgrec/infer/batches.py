@@ -14,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from imgrec.data.cache import prepare_for_inference
 from imgrec.data.dataset import Skipped
@@ -84,33 +83,9 @@ def stream_probabilities(
     workers: int | None = None,
 ) -> Iterator[tuple[list[Path], np.ndarray, list[Skipped]]]:
     """Yield (readable paths, probabilities (n, C), skipped files) batch by batch; `forward`
-    is an engine (models/engine.py) and runs while the next batches decode."""
+    is an engine (infer/engine.py) and runs while the next batches decode."""
     for ok, images, skipped in iter_decoded_batches(paths, preprocessing, batch_size, workers):
         if not ok:
             yield [], np.zeros((0, 0), dtype=np.float32), skipped
             continue
         yield ok, forward(images), skipped
-
-
-def predict_probabilities(
-    model: torch.nn.Module,
-    paths: Sequence[Path],
-    preprocessing: Preprocessing,
-    batch_size: int = 32,
-    temperature: float = 1.0,
-) -> Iterator[tuple[list[Path], np.ndarray, list[Skipped]]]:
-    """Eager PyTorch over files, chunk by chunk (kept for callers of the old interface)."""
-    from imgrec.models.engine import TorchEngine
-
-    yield from stream_probabilities(
-        TorchEngine(model, temperature), paths, preprocessing, batch_size
-    )
-
-
-@torch.inference_mode()
-def forward_probabilities(
-    model: torch.nn.Module, x: torch.Tensor, temperature: float = 1.0
-) -> np.ndarray:
-    """Softmax probabilities (n, C) for a normalised batch; the PyTorch engine's forward."""
-    logits = model(x.contiguous(memory_format=torch.channels_last)).float()
-    return torch.softmax(logits / temperature, dim=1).numpy()

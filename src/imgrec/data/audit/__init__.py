@@ -1,1 +1,0 @@
-"""Data audit: per-file facts, duplicates and label problems, found before any training run."""

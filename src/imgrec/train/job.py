@@ -1,0 +1,29 @@
+"""What both training phases work on: prepared once by `fit_model`, read by the head fit,
+the classic learners and fine-tuning (its own module so they need not import fit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from imgrec.config import TrainConfig
+from imgrec.data.cache import DecodedCache
+from imgrec.data.transforms import Preprocessing
+from imgrec.train.state import RunState
+
+
+@dataclass
+class Fitting:
+    """What both training phases work on, prepared once by `fit_model`."""
+
+    model: torch.nn.Module
+    preprocessing: Preprocessing
+    train_cache: DecodedCache
+    val_cache: DecodedCache
+    train_targets: list[int]
+    val_targets: list[int]
+    config: TrainConfig
+    state: RunState
+    started: float
+    progress: bool
