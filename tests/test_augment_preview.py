@@ -13,7 +13,7 @@ from imagegen import make_class_folder, write_kind
 from PIL import Image
 from runhelpers import assert_user_error, run_imgrec
 
-from imgrec.data import augment_preview
+from imgrec.train import augment_preview
 from imgrec.data.dataset import load_dataset
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError

@@ -33,7 +33,7 @@ from imgrec.data.properties import input_properties
 from imgrec.errors import ImgrecError
 from imgrec.models.signature import SIGNATURE_DIMS
 from imgrec.prediction_log.writer import PredictionLog
-from imgrec.serve import log as log_module
+from imgrec.prediction_log import writer as log_module
 
 pytestmark = pytest.mark.slow
 

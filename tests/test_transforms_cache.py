@@ -5,13 +5,11 @@ import torch
 from imagegen import make_class_folder, write_all_kinds, write_rgb
 from PIL import Image
 
-from imgrec.config import MIXES
 from imgrec.data.cache import DecodedCache, ImageTensorDataset, decode_batch_for_inference
 from imgrec.data.dataset import load_dataset
 from imgrec.data.decode import open_image
 from imgrec.data.transforms import (
     AUGMENT_PRESETS,
-    MIX_MODES,
     Preprocessing,
     batch_mix,
     eval_transform,
@@ -66,10 +64,6 @@ def test_train_presets_shapes(preset):
 def test_unknown_preset_lists_valid_ones():
     with pytest.raises(ImgrecError, match="none, light, default, strong"):
         train_transform(P, "extreme")
-
-
-def test_mix_modes_match_the_config_choices():
-    assert MIX_MODES == MIXES
 
 
 @pytest.mark.parametrize("mode", ["mixup", "cutmix", "both"])

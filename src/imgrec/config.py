@@ -1,4 +1,9 @@
-"""Training settings: one validated dataclass, written to config.json and into the model file."""
+"""Training settings and every choice list, declared once.
+
+TrainConfig is written to config.json and into the model file; the CLI's choices, the model
+card's "settings" section and the data layer's augmentation all read the lists below. No torch
+here, so `imgrec --help` can import it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ from dataclasses import asdict, dataclass, fields
 
 from imgrec.errors import ImgrecError
 
-OPTIMIZERS = ("adamw", "sgd")
-WEIGHTS = ("imagenet", "none")
-# Kept here, not imported from imgrec.data.transforms, so the CLI's --help never loads torch.
+AUGMENT_PRESETS = ("none", "light", "default", "strong")  # weakest to strongest
 MIXES = ("none", "mixup", "cutmix", "both")
 BALANCES = ("none", "weights", "sampler")
+OPTIMIZERS = ("adamw", "sgd")
+WEIGHTS = ("imagenet", "none")
+ENGINES = ("auto", "onnx", "torch")  # how a model runs: see imgrec.infer.engine
 
 
 @dataclass
@@ -63,6 +69,11 @@ class TrainConfig:
             )
         if self.weights not in WEIGHTS:
             raise ImgrecError(f"unknown weights '{self.weights}'; use one of {', '.join(WEIGHTS)}.")
+        if self.augment not in AUGMENT_PRESETS:
+            raise ImgrecError(
+                f"unknown augmentation preset '{self.augment}'; "
+                f"use one of {', '.join(AUGMENT_PRESETS)}."
+            )
         if self.mix not in MIXES:
             raise ImgrecError(f"unknown mix '{self.mix}'; use one of {', '.join(MIXES)}.")
         if self.balance not in BALANCES:

@@ -17,10 +17,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
+from imgrec.config import AUGMENT_PRESETS, MIXES
 from imgrec.errors import ImgrecError
-
-AUGMENT_PRESETS = ("none", "light", "default", "strong")
-MIX_MODES = ("none", "mixup", "cutmix", "both")  # same as imgrec.config.MIXES
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -129,8 +127,8 @@ def batch_mix(mode: str, num_classes: int, alpha: float = 1.0) -> BatchTransform
     loss that accepts probabilities. "both" picks one of the two at random for each batch, as
     timm and torchvision's reference recipes do.
     """
-    if mode not in MIX_MODES:
-        raise ImgrecError(f"Unknown mix mode '{mode}'; choose one of {', '.join(MIX_MODES)}.")
+    if mode not in MIXES:
+        raise ImgrecError(f"Unknown mix mode '{mode}'; choose one of {', '.join(MIXES)}.")
     if alpha <= 0:
         raise ImgrecError(f"mix alpha must be positive; got {alpha}.")
     if mode == "none":

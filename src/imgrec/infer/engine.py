@@ -22,14 +22,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from imgrec.config import ENGINES
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.infer.onnx_graph import INPUT, OUTPUT, SIGNATURE
 from imgrec.models.classic import ClassicNetwork
 
 log = logging.getLogger(__name__)
-
-ENGINES = ("auto", "onnx", "torch")
 
 
 class Engine(Protocol):
