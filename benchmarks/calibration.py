@@ -28,9 +28,9 @@ HALVINGS = 10  # random 2-fold splits averaged; one split of a few hundred image
 
 def run(name: str) -> dict:
     from imgrec import ImageClassifier, load_dataset
+    from imgrec.evaluate.calibrate import collect_logits
     from imgrec.evaluate.calibration import expected_calibration_error
     from imgrec.evaluate.temperature import cross_fitted, fit_temperature, softmax
-    from imgrec.runs.calibrate import collect_logits
 
     dataset = load_dataset(SHARED / name)
     train, val = dataset.subset("train"), dataset.subset("val")

@@ -13,10 +13,10 @@ from imagegen import make_class_folder, write_kind
 from PIL import Image
 from runhelpers import assert_user_error, run_imgrec
 
-from imgrec.train import augment_preview
 from imgrec.data.dataset import load_dataset
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
+from imgrec.train import augment_preview
 from imgrec.train.augment_preview import (
     CELL_INCHES,
     DPI,

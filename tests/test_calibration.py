@@ -17,6 +17,7 @@ from imgrec import ImageClassifier
 from imgrec.bundle.format import load_bundle, read_metadata
 from imgrec.cli import SAMPLE
 from imgrec.errors import ImgrecError
+from imgrec.evaluate.calibrate import MIN_IMAGES
 from imgrec.evaluate.calibration import expected_calibration_error, reliability_bins
 from imgrec.evaluate.selective import coverage_curve, selective_summary, threshold_for
 from imgrec.evaluate.temperature import (
@@ -27,7 +28,7 @@ from imgrec.evaluate.temperature import (
     softmax,
 )
 from imgrec.infer.predict import UNKNOWN, answer_label, check_min_confidence
-from imgrec.runs.calibrate import MIN_IMAGES, calibrate_file
+from imgrec.runs.calibrate import calibrate_file
 
 
 # ---- ECE and reliability bins, by hand ----------------------------------------------------------

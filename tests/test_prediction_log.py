@@ -32,8 +32,8 @@ from imgrec.data.decode import open_image
 from imgrec.data.properties import input_properties
 from imgrec.errors import ImgrecError
 from imgrec.models.signature import SIGNATURE_DIMS
-from imgrec.prediction_log.writer import PredictionLog
 from imgrec.prediction_log import writer as log_module
+from imgrec.prediction_log.writer import PredictionLog
 
 pytestmark = pytest.mark.slow
 

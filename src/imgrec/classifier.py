@@ -236,7 +236,7 @@ class ImageClassifier:
         """Fit `temperature` on held-out images so confidence matches accuracy (the ranking,
         so accuracy, never changes). `data`'s `split` ("val" or "test") when it has splits,
         else all of it: images the model did not train on. `save` keeps the temperature."""
-        from imgrec.runs.calibrate import calibrate_classifier
+        from imgrec.evaluate.calibrate import calibrate_classifier
 
         report = calibrate_classifier(self, data, split, batch_size)
         self.metadata["calibration"] = {
