@@ -11,7 +11,8 @@ from runhelpers import assert_user_error, make_split_dataset, run_imgrec
 from imgrec.api import ImageClassifier
 from imgrec.config import parse_duration
 from imgrec.errors import ImgrecError
-from imgrec.runs.compare import compare, estimate_seconds
+from imgrec.models.families import KINDS, train_config
+from imgrec.runs.compare import compare
 
 
 def test_parse_duration():
@@ -55,7 +56,7 @@ def test_leaderboard_ranks_families_on_one_split_and_keeps_the_best(tmp_path):
 
 def test_families_that_cannot_fit_are_skipped_and_said_so(tmp_path):
     data = make_split_dataset(tmp_path / "data", n_train=6, n_val=3)
-    budget = estimate_seconds("classic", 12) + 8  # room for one classic family, not more
+    budget = KINDS["classic"].least_seconds(12) + 8  # room for one classic family, not more
     board = compare(
         data, tmp_path / "cmp", ["tree-hog", "efficientnet_lite0"], budget=budget, progress=False
     )
@@ -102,7 +103,6 @@ def test_a_time_limited_schedule_follows_the_clock():
 def test_the_schedule_clock_spreads_over_the_time_left_and_survives_a_resume():
     """Phase 1 may have used part of the limit: phase 2's schedule counts from its first step,
     and a run resumed from last.ckpt keeps that origin instead of starting the clock again."""
-    from imgrec.config import TrainConfig
     from imgrec.models.registry import create_model, get_spec
     from imgrec.train.module import FineTuneModule
 
@@ -110,7 +110,7 @@ def test_the_schedule_clock_spreads_over_the_time_left_and_survives_a_resume():
 
     def module() -> FineTuneModule:
         network = create_model(get_spec("cnn-scratch"), 2, "none")
-        config = TrainConfig.for_model("cnn-scratch", time_limit=60.0)
+        config = train_config("cnn-scratch", time_limit=60.0)
         return FineTuneModule(network, config, 100, freeze_bn=False, time_used=lambda: spent[0])
 
     first = module()

@@ -14,7 +14,7 @@ from imgrec.api import ImageClassifier, load_dataset
 from imgrec.bundle.format import load_bundle, save_bundle
 from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
-from imgrec.models.families import LEADERBOARD, families, get_family
+from imgrec.models.families import LEADERBOARD, families, get_family, train_config
 from imgrec.models.registry import get_spec
 from imgrec.models.signature import SIGNATURE_DIMS
 
@@ -57,10 +57,10 @@ def test_classic_search_is_in_the_history(colours, tmp_path):
 
 
 def test_family_settings_are_defaults_that_options_override():
-    assert TrainConfig.for_model("svm-hog").epochs == 0
-    assert TrainConfig.for_model("mlp-embed").dropout == 0.5
-    assert TrainConfig.for_model("mlp-embed", dropout=0.3, lr=None).dropout == 0.3
-    assert TrainConfig.for_model("efficientnet_lite0") == TrainConfig()
+    assert train_config("svm-hog").epochs == 0
+    assert train_config("mlp-embed").dropout == 0.5
+    assert train_config("mlp-embed", dropout=0.3, lr=None).dropout == 0.3
+    assert train_config("efficientnet_lite0") == TrainConfig()
     assert get_spec("svm-embed").input_size == get_spec("efficientnet_lite0").input_size
     assert get_spec("rf-hog").input_size == 128
     assert set(LEADERBOARD) - {"cnn-scratch", "efficientnet_lite0"} <= set(CLASSIC_AND_MLP)

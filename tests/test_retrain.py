@@ -29,9 +29,9 @@ from runhelpers import (
 from imgrec import ImageClassifier, load_dataset
 from imgrec.data.dataset import Dataset
 from imgrec.errors import ImgrecError
+from imgrec.models.families import train_config
 from imgrec.runs.retrain import retrain_run
 from imgrec.runs.train import train_run
-from imgrec.train import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
         copy_files(sample_files("val", label, 5), new_data / label)
     copied = sorted((old_data / "ants").glob("*.jpg"))[0]
     shutil.copy2(copied, new_data / "ants" / "copy-of-an-old-photo.jpg")
-    config = TrainConfig.for_model("efficientnet_lite0", epochs=1, image_size=96)
+    config = train_config("efficientnet_lite0", epochs=1, image_size=96)
     run = train_run(old_data, base / "runs" / "old", config, progress=False)
     return SimpleNamespace(base=base, old_data=old_data, new_data=new_data, run=run.folder)
 

@@ -9,10 +9,10 @@ import pytest
 import timm
 import torch
 
-from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
 from imgrec.export.onnx_export import export_onnx_bytes
 from imgrec.models import anatomy, registry
+from imgrec.models.families import get_family, train_config
 from imgrec.models.scratch_cnn import TIMM_NAME
 
 
@@ -29,8 +29,10 @@ def test_spec_is_a_scratch_model():
     assert spec.mean == spec.std == (0.5, 0.5, 0.5)
     assert spec.resize_size > spec.input_size
     assert "cnn-scratch" in [s.name for s in registry.list_models()]
-    config = TrainConfig.for_model("cnn-scratch")  # the family's recipe is valid settings
-    assert config.weights == "none" and not config.head and config.family == "scratch"
+    config = train_config("cnn-scratch")  # the family's recipe is valid settings
+    assert (
+        config.weights == "none" and not config.head and get_family(config.model).kind == "scratch"
+    )
 
 
 def test_timm_builds_it_by_name():

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from imgrec.bundle.model import TrainedModel, load_model, save_model
-from imgrec.config import TrainConfig
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, Skipped, check_known_labels, load_dataset
 from imgrec.data.inputs import expand_inputs
@@ -24,6 +23,7 @@ from imgrec.data.split import check_split
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.infer.predict import Prediction, top_k_predictions
+from imgrec.models.families import train_config
 from imgrec.models.registry import create_model, get_spec
 from imgrec.runtime import configure_cpu_runtime
 
@@ -41,7 +41,7 @@ class ImageClassifier:
     """
 
     def __init__(self, model: str = "efficientnet_lite0", **settings):
-        self.config = TrainConfig.for_model(model, **settings)
+        self.config = train_config(model, **settings)
         self.spec = get_spec(model)
         size = self.config.image_size or self.spec.input_size
         self.preprocessing = Preprocessing(

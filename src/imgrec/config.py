@@ -98,30 +98,6 @@ class TrainConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ImgrecError(f"invalid value {getattr(self, name)!r} for {name}.")
-        if self.family in ("classic", "mlp"):
-            return  # no epochs of back-propagation through a backbone: nothing else to check
-        if self.epochs == 0 and not self.head:
-            raise ImgrecError("nothing to train: --epochs is 0 and the head phase is off.")
-        if self.weights == "none" and self.epochs == 0:
-            raise ImgrecError(
-                "training from scratch (--weights none) needs --epochs of at least 1."
-            )
-
-    @property
-    def family(self) -> str:
-        """The model family's kind: transfer, scratch, mlp or classic."""
-        from imgrec.models.families import get_family
-
-        return get_family(self.model).kind
-
-    @classmethod
-    def for_model(cls, model: str = "efficientnet_lite0", **given) -> TrainConfig:
-        """Settings for `model`: its family's starting values, overridden by those given
-        (None means "not given"), so `--model cnn-scratch` alone trains from scratch."""
-        from imgrec.models.families import get_family
-
-        chosen = {k: v for k, v in given.items() if v is not None}
-        return cls(model=model, **{**get_family(model).defaults, **chosen})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -66,7 +66,7 @@ def export_model(
     format, or an export that strays beyond tolerance.
     """
     from imgrec.bundle.model import load_model
-    from imgrec.models.classic import ClassicNetwork
+    from imgrec.models.families import get_family
     from imgrec.runtime import configure_cpu_runtime
 
     if fmt not in FORMATS:
@@ -75,7 +75,7 @@ def export_model(
         raise ImgrecError("--int8 is available for --format onnx only.")
     model_path = Path(model_path)
     clf = load_model(model_path)
-    if isinstance(clf.network, ClassicNetwork):
+    if not get_family(clf.spec.name).traits.exportable:
         raise ImgrecError(
             f"{model_path} is a scikit-learn model ({clf.spec.name}); export covers neural "
             "networks. Serve it with `imgrec serve` or load it with ImageClassifier.load."

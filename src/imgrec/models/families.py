@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from imgrec.config import TrainConfig
+from imgrec.errors import ImgrecError
+
 LEARNERS = {
     "svm": "RBF support-vector machine",
     "rf": "random forest",
@@ -27,15 +30,82 @@ _NO_FINETUNE = {"weights": "imagenet", "head": True, "epochs": 0}
 
 
 @dataclass(frozen=True)
+class Kind:
+    """What every family of one kind shares: how it trains, runs, exports, and what it costs.
+
+    Code that must behave differently per kind asks these fields, never the kind's name, so a
+    new kind is one entry in KINDS.
+    """
+
+    name: str
+    backprop: bool  # trained by back-propagation through a network: epochs, lr, lr-find
+    sklearn: bool  # a scikit-learn learner inside: its own engine, no ONNX graph to export
+    tunable: bool  # `imgrec tune` searches its settings
+    # Rough training cost on this project's 2-core reference CPU: seconds per training image
+    # plus a fixed part; enough for `imgrec compare` to decide what cannot fit its budget.
+    seconds_per_image: float
+    fixed_seconds: float
+    eval_seconds_per_image: float
+    min_seconds: float | None = None  # below this it learns little worth ranking
+    # How the deep kinds split the time the others leave in a budget: a CNN from scratch
+    # gains from every extra epoch, transfer learning is usually done after a few.
+    budget_share: float | None = None
+
+    @property
+    def exportable(self) -> bool:
+        return not self.sklearn
+
+    @property
+    def has_learning_rate(self) -> bool:
+        return not self.sklearn
+
+    def least_seconds(self, n_train: int) -> float:
+        """The least time a family of this kind needs on `n_train` images."""
+        if self.min_seconds is not None:
+            return self.min_seconds
+        return self.fixed_seconds + self.seconds_per_image * n_train
+
+
+KINDS = {
+    k.name: k
+    for k in (
+        Kind("transfer", True, False, True, 0.06, 30.0, 0.015, budget_share=1.0),
+        Kind("scratch", True, False, False, 0.06, 30.0, 0.005, 120.0, budget_share=1.5),
+        Kind("mlp", False, False, False, 0.02, 10.0, 0.01),
+        Kind("classic", False, True, False, 0.02, 10.0, 0.01),
+    )
+}
+
+
+@dataclass(frozen=True)
 class Family:
     """A kind of model: how it is built and trained, and its starting settings."""
 
     name: str
-    kind: str  # "transfer" | "scratch" | "mlp" | "classic"
+    kind: str  # a key of KINDS: "transfer" | "scratch" | "mlp" | "classic"
     summary: str
     learner: str | None = None
-    features: str | None = None
+    features: str | None = None  # built on fixed features (HOG or frozen embeddings)
     defaults: dict = field(default_factory=dict)  # TrainConfig values unless given
+
+    @property
+    def traits(self) -> Kind:
+        return KINDS[self.kind]
+
+    def train_config(self, **given) -> TrainConfig:
+        """Settings for this family: its starting values, overridden by those given (None
+        means "not given"), so `--model cnn-scratch` alone trains from scratch."""
+        chosen = {k: v for k, v in given.items() if v is not None}
+        config = TrainConfig(**{"model": self.name, **self.defaults, **chosen})
+        if not self.traits.backprop:
+            return config  # no epochs of back-propagation through a backbone
+        if config.epochs == 0 and not config.head:
+            raise ImgrecError("nothing to train: --epochs is 0 and the head phase is off.")
+        if config.weights == "none" and config.epochs == 0:
+            raise ImgrecError(
+                "training from scratch (--weights none) needs --epochs of at least 1."
+            )
+        return config
 
 
 def _classic(learner: str, features: str) -> Family:
@@ -121,5 +191,6 @@ def families() -> list[Family]:
     return first + [f for f in _FAMILIES.values() if f not in first]
 
 
-def is_classic(name: str) -> bool:
-    return get_family(name).kind == "classic"
+def train_config(model: str = "efficientnet_lite0", **given) -> TrainConfig:
+    """Settings for `model` (see Family.train_config)."""
+    return get_family(model).train_config(**given)

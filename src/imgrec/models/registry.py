@@ -130,7 +130,7 @@ def _family_spec(family: Family) -> ModelSpec:
 def get_spec(name: str) -> ModelSpec:
     """Resolve a user-facing model name (a family, the offline default or any timm name)."""
     family = get_family(name)
-    if family.kind in ("classic", "mlp"):
+    if family.features is not None:
         return _family_spec(family)
     if name in _OFFLINE:
         return _OFFLINE[name]
@@ -174,7 +174,7 @@ def create_model(
             f"'{SCRATCH_MODEL}' has no pretrained weights; train it from scratch with "
             f"--weights none, or use the offline default {DEFAULT_MODEL}."
         )
-    if spec.family in ("classic", "mlp"):
+    if get_family(spec.name).features is not None:
         return _create_family_model(spec, num_classes, weights, drop_rate)
     pretrained = weights == "imagenet" and not spec.offline_weights
     if pretrained and not _has_hub_weights(spec):
@@ -208,7 +208,7 @@ def _create_family_model(
         weights,
         drop_rate,
     )
-    if family.kind == "mlp":
+    if not family.traits.sklearn:  # a network head on the features (mlp-embed)
         backbone.classifier = MLPHead(num_features(backbone), num_classes, drop_rate)
         return backbone
     backbone.reset_classifier(0)  # only the pooled features are used

@@ -28,23 +28,6 @@ log = logging.getLogger(__name__)
 
 BEST_FILE = "best.imgrec"
 
-# Rough training cost on this project's 2-core reference CPU, in seconds per training image,
-# plus a fixed part: enough to decide what cannot fit, not to promise a finish time.
-_COST = {"classic": (0.02, 10.0), "mlp": (0.02, 10.0), "transfer": (0.06, 30.0)}
-_SCRATCH_MIN = 120.0  # below two minutes a CNN from scratch learns little worth ranking
-# How the deep families split the time the others leave: a CNN from scratch gains from every
-# extra epoch, transfer learning is usually done after phase 1 and a few epochs.
-_SHARE = {"transfer": 1.0, "scratch": 1.5}
-_EVAL_PER_IMAGE = {"classic": 0.01, "mlp": 0.01, "transfer": 0.015, "scratch": 0.005}
-
-
-def estimate_seconds(kind: str, n_train: int) -> float:
-    """The least time a family of `kind` needs on `n_train` images (see _COST)."""
-    if kind == "scratch":
-        return _SCRATCH_MIN
-    per_image, fixed = _COST.get(kind, _COST["transfer"])
-    return fixed + per_image * n_train
-
 
 def compare(
     source: str | Path,
@@ -84,13 +67,14 @@ def compare(
 
     entries: list[Entry] = []
     for position, name in enumerate(names):
-        kind = get_family(name).kind
+        traits = get_family(name).traits
+        kind = traits.name
         elapsed = time.perf_counter() - started
-        rest = [get_family(n).kind for n in names[position + 1 :]]
-        later = sum(estimate_seconds(k, len(train)) for k in rest if k not in _SHARE)
-        evaluation = _EVAL_PER_IMAGE.get(kind, 0.015) * len(target) + 5.0
+        rest = [get_family(n).traits for n in names[position + 1 :]]
+        later = sum(k.least_seconds(len(train)) for k in rest if k.budget_share is None)
+        evaluation = traits.eval_seconds_per_image * len(target) + 5.0
         left = budget - elapsed - evaluation
-        need = estimate_seconds(kind, len(train))
+        need = traits.least_seconds(len(train))
         if need > left:
             entries.append(
                 Entry(name, kind, "skipped", f"needs ~{need:.0f} s, {max(0.0, left):.0f} s left")
@@ -98,9 +82,9 @@ def compare(
             say(f"{name}: skipped, needs ~{need:.0f} s and {max(0.0, left):.0f} s are left")
             continue
         limit = None
-        if kind in _SHARE:  # deep families split what the others leave, by their shares
-            shares = _SHARE[kind] + sum(_SHARE[k] for k in rest if k in _SHARE)
-            limit = max(need, (left - later) * _SHARE[kind] / shares)
+        if traits.budget_share is not None:  # deep families split what the others leave
+            shares = traits.budget_share + sum(k.budget_share or 0.0 for k in rest)
+            limit = max(need, (left - later) * traits.budget_share / shares)
         say(f"{name}: training" + (f" (at most {limit:.0f} s)" if limit else ""))
         entries.append(
             _run_family(

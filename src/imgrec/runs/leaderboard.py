@@ -14,6 +14,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from imgrec.evaluate.html import data_uri, png_bytes
 
+
 @dataclass
 class Entry:
     """One leaderboard row."""
@@ -82,6 +83,7 @@ def write_json(board: Leaderboard, path: Path) -> None:
         "entries": entries_as_rows(board),
     }
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
 
 _TEMPLATES = Path(__file__).parent / "templates"
 

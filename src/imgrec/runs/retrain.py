@@ -18,14 +18,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imgrec.config import TrainConfig
 from imgrec.data.dataset import SPLITS, Dataset, Sample, Skipped, load_dataset
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
-from imgrec.config import TrainConfig
+from imgrec.models.families import get_family
 
 if TYPE_CHECKING:
-    from imgrec.classifier import ImageClassifier
     from imgrec.audit.result import AuditResult
+    from imgrec.classifier import ImageClassifier
     from imgrec.data.cache import DecodedCache
     from imgrec.evaluate import EvaluationResult
 
@@ -33,7 +34,6 @@ COMPARISON_FILE = "retrain.json"
 DATA_FILE = "data.csv"  # old + new images with their splits: the new run's data source
 PREVIOUS_FILE = "previous.imgrec"  # the replaced model, kept in the new run folder
 LR_DIVISOR = 3  # fine-tuning a trained model: a third of its learning rate
-DEEP = ("transfer", "scratch")  # families fine-tuned by back-propagation from their weights
 # Epoch 0's selection score counts a validation loss of 1 (score = accuracy - 1e-3 * loss), so
 # a fine-tuned epoch that is as accurate on validation wins: it has learned the new images, and
 # on a small validation split the old weights would otherwise win most ties on loss alone.
@@ -128,7 +128,7 @@ def retrain_run(
     clf = ImageClassifier.load(old_model)  # a second copy: `old` must stay as it was
     clf.config = config
     clf.temperature = 1.0  # a calibration fitted to the old weights does not hold for new ones
-    deep = config.family in DEEP
+    deep = get_family(config.model).traits.backprop
     work = folder / "checkpoints"
     start = _seed_start(clf, parts["val"], decoded, work) if deep else None
     clf.fit(
@@ -138,7 +138,7 @@ def retrain_run(
         resume=deep,  # keeps the seeded epoch 0; the folder holds nothing else yet
         progress=progress,
         decoded=decoded,
-        warm_start=config.family != "classic",
+        warm_start=get_family(config.model).traits.has_learning_rate,
     )
 
     # the drift reference of the new weights (the old one described another feature space)
@@ -206,7 +206,11 @@ def retrain_run(
         "previous_model": str((folder / PREVIOUS_FILE).resolve()) if replaced else None,
         "reason": message,
         "old_test_split": old_split,
-        "settings": {"epochs": config.epochs, "lr": config.lr, "family": config.family},
+        "settings": {
+            "epochs": config.epochs,
+            "lr": config.lr,
+            "family": get_family(config.model).kind,
+        },
         "start": start,
         "best_epoch": clf.metadata["best_epoch"],
         "images": {
@@ -305,9 +309,10 @@ def _new_samples(source: Path, old: Dataset, classes: list[str]) -> tuple[list[S
 def _retrain_config(base: TrainConfig, epochs: int | None, lr: float | None) -> TrainConfig:
     """The old settings, with fewer epochs and a lower learning rate: the model is trained."""
     changes: dict = {}
-    if base.family != "classic":  # scikit-learn learners have no learning rate or epochs
+    traits = get_family(base.model).traits
+    if traits.has_learning_rate:  # scikit-learn learners have no learning rate or epochs
         changes["lr"] = lr if lr is not None else base.lr / LR_DIVISOR
-    if base.family in DEEP:
+    if traits.backprop:
         changes["epochs"] = epochs if epochs is not None else max(1, base.epochs // 2)
     return TrainConfig.from_dict({**base.to_dict(), **changes})
 

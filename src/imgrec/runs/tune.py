@@ -18,17 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgrec.classifier import ImageClassifier
-from imgrec.runs.compare import decoded_for
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import load_dataset
 from imgrec.data.split import write_split_file
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
-from imgrec.models.families import get_family
-from imgrec.config import TrainConfig
+from imgrec.models.families import get_family, train_config
+from imgrec.runs.compare import decoded_for
+from imgrec.runs.train import quick_audit, split_data
 from imgrec.train.head import score
 from imgrec.train.state import TrainingInterrupted
-from imgrec.runs.train import quick_audit, split_data
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ def suggest(trial, backbones: Sequence[str]) -> dict:
 
 
 def default_params(backbone: str) -> dict:
-    d = TrainConfig.for_model(backbone)
+    d = train_config(backbone)
     return {
         "model": backbone,
         "lr": d.lr,
@@ -100,7 +99,7 @@ def tune(
 
     started = time.perf_counter()
     for name in backbones:
-        if get_family(name).kind != "transfer":
+        if not get_family(name).traits.tunable:
             raise ImgrecError(f"tune searches transfer-learning backbones; '{name}' is not one.")
         ImageClassifier(name)  # unknown names fail now
     folder = Path(folder)

@@ -16,7 +16,7 @@ from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, Skipped
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
-from imgrec.models.classic import ClassicNetwork
+from imgrec.models.families import get_family
 from imgrec.models.mlp_head import MLPHead
 from imgrec.runtime import torch_threads
 from imgrec.train.features import backbone_features, job_features
@@ -89,7 +89,7 @@ def fit_model(
         started,
         progress,
     )
-    if isinstance(model, ClassicNetwork):
+    if get_family(config.model).traits.sklearn:
         if state.best() is None:
             from imgrec.train.classic import fit_classic  # loads scikit-learn
 

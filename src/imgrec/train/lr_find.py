@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from imgrec.errors import ImgrecError
+from imgrec.models.families import get_family
 
 
 @dataclass
@@ -49,7 +50,7 @@ def find_lr(
     from imgrec.train.module import FineTuneModule
 
     config = classifier.config
-    if config.family in ("classic", "mlp"):
+    if not get_family(config.model).traits.backprop:
         raise ImgrecError(f"{config.model} has no learning rate to find; it fits in seconds.")
     from_scratch = config.weights == "none"
     head_only = classifier.config.__class__.from_dict(
