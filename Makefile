@@ -15,13 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/imgrec demo --out runs/demo
 
-test: $(STAMP) browser
-	$(BIN)/ruff check src tests benchmarks
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -q
 
+# Style, complexity, and the package's layers (import-linter contracts in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 # Headless Chromium + chromedriver for tests/test_web_page.py (Debian/Ubuntu packages).
 browser:

@@ -1,11 +1,10 @@
 """imgrec: from a folder of labelled photos to an evaluated, deployable image classifier."""
 
-__version__ = "0.1.0"
+from imgrec.errors import ImgrecError
+from imgrec.version import __version__
 
 _API = {"ImageClassifier", "Prediction", "audit", "load_dataset", "load_model"}
 __all__ = ["ImgrecError", "__version__", *sorted(_API)]
-
-from imgrec.errors import ImgrecError  # noqa: E402
 
 
 def __getattr__(name: str):

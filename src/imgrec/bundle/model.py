@@ -164,7 +164,7 @@ def library_versions() -> dict:
     import timm
     import torchvision
 
-    from imgrec import __version__
+    from imgrec.version import __version__
 
     return {
         "imgrec": __version__,

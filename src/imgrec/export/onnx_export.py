@@ -23,7 +23,7 @@ def onnx_metadata(
     classes: list[str], preprocessing: Preprocessing, source: dict, quantization: str
 ) -> dict[str, str]:
     """The metadata_props written into every exported ONNX file (all values are strings)."""
-    from imgrec import __version__
+    from imgrec.version import __version__
 
     return {
         "classes": json.dumps(classes),

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imgrec import __version__
 from imgrec.data.decode import UnreadableImage
 from imgrec.errors import ImgrecError
 from imgrec.infer.predict import answer_label
@@ -28,6 +28,7 @@ from imgrec.serve.middleware import BodySizeLimit, RequestMetrics
 from imgrec.serve.predictor import Predictor
 from imgrec.serve.settings import ServeSettings
 from imgrec.serve.uploads import ApiError, form_number, read_uploads
+from imgrec.version import __version__
 
 # The page may only talk to this server and show images the user picked (blob: URLs).
 PAGE_HEADERS = {
@@ -71,14 +72,50 @@ class ErrorOut(BaseModel):
     filename: str | None = None
 
 
+ERRORS = {s: {"model": ErrorOut} for s in (401, 413, 415, 422)}  # for /docs
+
+
+@dataclass
+class _Service:
+    """What the routes share: the settings and the parts `create_app` opened."""
+
+    settings: ServeSettings
+    predictor: Predictor
+    metrics: Metrics
+    batcher: MicroBatcher
+    log: PredictionLog | None
+
+
 def create_app(model_path: str | Path, settings: ServeSettings | None = None) -> FastAPI:
     """An app serving `model_path`; the model (and the prediction log, when `settings.log` is
     set) open now, so a bad file fails before binding."""
     settings = settings or ServeSettings()
+    _check_log_options(settings)
+    service = _open_service(model_path, settings)
+    app = FastAPI(
+        title="imgrec",
+        version=__version__,
+        summary=f"Image classifier: {', '.join(service.predictor.classes)}",
+        lifespan=_lifespan(service),
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestMetrics, metrics=service.metrics)  # outermost: sees 413s too
+    _add_error_handlers(app)
+    require_key = _key_check(settings)
+    _add_predict_route(app, service, require_key)
+    _add_info_routes(app, service, require_key)
+    return app
+
+
+def _check_log_options(settings: ServeSettings) -> None:
+    """The log's options mean nothing without a log: refused before the model loads."""
     if settings.log is None and (
         settings.store_images is not None or settings.log_max_rows or settings.log_max_days
     ):
         raise ImgrecError("--store-images, --log-max-rows and --log-max-days need --log FILE.")
+
+
+def _open_service(model_path: str | Path, settings: ServeSettings) -> _Service:
     predictor = Predictor(model_path, settings.engine, settings.max_batch)
     metrics = Metrics()
     prediction_log = _open_log(settings, predictor)
@@ -90,27 +127,27 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
         max_wait_s=settings.max_wait_ms / 1000,
         on_batch=metrics.record_batch,
     )
-    page = files("imgrec.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+    return _Service(settings, predictor, metrics, batcher, prediction_log)
+
+
+def _lifespan(service: _Service):
+    """Start the batcher with the server; on shutdown stop it and flush the log."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        await batcher.start()
+        await service.batcher.start()
         try:
             yield
         finally:
-            await batcher.stop()
-            if prediction_log is not None:  # every queued row reaches the file before exit
-                await asyncio.to_thread(prediction_log.close)
+            await service.batcher.stop()
+            if service.log is not None:  # every queued row reaches the file before exit
+                await asyncio.to_thread(service.log.close)
 
-    app = FastAPI(
-        title="imgrec",
-        version=__version__,
-        summary=f"Image classifier: {', '.join(predictor.classes)}",
-        lifespan=lifespan,
-    )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: sees 413s too
-    _add_error_handlers(app)
+    return lifespan
+
+
+def _key_check(settings: ServeSettings):
+    """The dependency that guards /v1/*: a no-op unless `settings.api_key` is set."""
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
     def require_key(key: str | None = Depends(key_header)) -> None:
@@ -121,18 +158,22 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
         if key is None or not hmac.compare_digest(key.encode(), expected.encode()):
             raise ApiError(401, "missing or wrong API key: send it in the X-API-Key header")
 
-    errors = {s: {"model": ErrorOut} for s in (401, 413, 415, 422)}
+    return require_key
 
+
+def _add_predict_route(app: FastAPI, service: _Service, require_key) -> None:
     @app.post(
         "/v1/predict",
         response_model=PredictResponse,
-        responses=errors,
+        responses=ERRORS,
         openapi_extra={"requestBody": PREDICT_BODY},
         dependencies=[Depends(require_key)],
     )
     async def predict(
         request: Request,
-        top_k: int = Query(settings.default_top_k, ge=1, le=1000, description="Classes per image"),
+        top_k: int = Query(
+            service.settings.default_top_k, ge=1, le=1000, description="Classes per image"
+        ),
         min_confidence: float | None = Query(
             None,
             ge=0,
@@ -142,63 +183,71 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
     ) -> PredictResponse:
         """Classify one or several images (multipart `files`, or a raw image/* body); the
         minimum confidence may also come as a form field next to the files."""
-        start = time.perf_counter()
-        uploads = await read_uploads(request, settings.max_files)
-        threshold = _min_confidence(
-            min_confidence, await form_number(request, "min_confidence"), settings
-        )
-        tensors = await asyncio.gather(*(_prepare(predictor, n, data) for n, data in uploads))
-        images = torch.stack(tensors)
-        probs, signatures = await batcher.predict(images)
-        metrics.record_images(len(uploads))
-        names = [name for name, _ in uploads]
-        out = [
-            PredictionOut(
-                filename=p.path,
-                label=answer_label(p.classes, p.probabilities, threshold),
-                labels=p.classes,
-                probabilities=p.probabilities,
-            )
-            for p in predictor.top_k(names, probs, top_k)
-        ]
-        if prediction_log is not None:  # only queues: the work happens on the log's thread
-            data = [data for _, data in uploads]
-            labels = [p.label for p in out]  # 'unknown' where the answer abstained
-            prediction_log.record(
-                names, probs, data, signatures=signatures, inputs=images, labels=labels
-            )
-        return PredictResponse(
-            predictions=out,
-            min_confidence=threshold,
-            latency_ms=round((time.perf_counter() - start) * 1000, 2),
-        )
+        return await _predict(service, request, top_k, min_confidence)
 
-    @app.get("/v1/model", dependencies=[Depends(require_key)], responses={401: errors[401]})
+
+async def _predict(
+    service: _Service, request: Request, top_k: int, min_confidence: float | None
+) -> PredictResponse:
+    start = time.perf_counter()
+    predictor = service.predictor
+    uploads = await read_uploads(request, service.settings.max_files)
+    threshold = _min_confidence(
+        min_confidence, await form_number(request, "min_confidence"), service.settings
+    )
+    tensors = await asyncio.gather(*(_prepare(predictor, n, data) for n, data in uploads))
+    images = torch.stack(tensors)
+    probs, signatures = await service.batcher.predict(images)
+    service.metrics.record_images(len(uploads))
+    names = [name for name, _ in uploads]
+    out = [
+        PredictionOut(
+            filename=p.path,
+            label=answer_label(p.classes, p.probabilities, threshold),
+            labels=p.classes,
+            probabilities=p.probabilities,
+        )
+        for p in predictor.top_k(names, probs, top_k)
+    ]
+    if service.log is not None:  # only queues: the work happens on the log's thread
+        data = [data for _, data in uploads]
+        labels = [p.label for p in out]  # 'unknown' where the answer abstained
+        service.log.record(names, probs, data, signatures=signatures, inputs=images, labels=labels)
+    return PredictResponse(
+        predictions=out,
+        min_confidence=threshold,
+        latency_ms=round((time.perf_counter() - start) * 1000, 2),
+    )
+
+
+def _add_info_routes(app: FastAPI, service: _Service, require_key) -> None:
+    """The model's description, liveness, Prometheus metrics and the prediction page."""
+    page = files("imgrec.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @app.get("/v1/model", dependencies=[Depends(require_key)], responses={401: ERRORS[401]})
     async def model_info() -> dict:
         """The model's classes, backbone, preprocessing and validation metrics."""
         return {
-            **predictor.describe(),
-            "max_upload_bytes": settings.max_upload_bytes,
-            "min_confidence": settings.min_confidence,
+            **service.predictor.describe(),
+            "max_upload_bytes": service.settings.max_upload_bytes,
+            "min_confidence": service.settings.min_confidence,
         }
 
     @app.get("/healthz")
     async def healthz() -> dict:
         """Liveness for load balancers; needs no API key."""
-        return {"status": "ok", "classes": len(predictor.classes)}
+        return {"status": "ok", "classes": len(service.predictor.classes)}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
         """Prometheus text format: requests, latency histogram, errors, images, batch sizes."""
         return PlainTextResponse(
-            metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+            service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=PAGE_HEADERS)
-
-    return app
 
 
 def _min_confidence(query: float | None, form: float | None, settings: ServeSettings) -> float:
