@@ -1,7 +1,9 @@
-"""Read a training run folder back: the files a model card is written from, checked once.
+"""The run folder: what each file is called, writing its settings, and reading it back.
 
-A card must not be written from half a run, so a missing or damaged file ends in one sentence
-that names it, instead of a card with holes.
+Every job (train, retrain, compare, tune) writes the same files under the same names, so the
+names live here and nowhere else. Reading a run back (for a model card, a retrain) checks the
+files once: a missing or damaged file ends in one sentence that names it, instead of a card
+with holes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,82 @@ from imgrec.bundle.format import read_metadata
 from imgrec.errors import ImgrecError
 
 MODEL_FILE = "model.imgrec"
-REQUIRED = (MODEL_FILE, "metrics.json", "config.json")
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+REQUIRED = (MODEL_FILE, METRICS_FILE, CONFIG_FILE)
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The path of every file a run folder may hold."""
+
+    folder: Path
+
+    @property
+    def model(self) -> Path:
+        return self.folder / MODEL_FILE  # the trained model (safetensors + JSON metadata)
+
+    @property
+    def config(self) -> Path:
+        return self.folder / CONFIG_FILE  # the settings and the data source: what --resume reads
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / METRICS_FILE
+
+    @property
+    def split(self) -> Path:
+        return self.folder / "split.csv"  # every image and its split
+
+    @property
+    def audit(self) -> Path:
+        return self.folder / "audit.json"
+
+    @property
+    def skipped(self) -> Path:
+        return self.folder / "skipped.csv"  # unreadable images and why
+
+    @property
+    def history(self) -> Path:
+        return self.folder / "history.csv"  # one row per epoch of either phase
+
+    @property
+    def report(self) -> Path:
+        return self.folder / "report.html"
+
+    @property
+    def plots(self) -> Path:
+        return self.folder / "plots"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / "checkpoints"  # what an interrupted run resumes from
+
+    @property
+    def lr_find(self) -> Path:
+        return self.folder / "lr_find.png"
+
+    @property
+    def card_markdown(self) -> Path:
+        return self.folder / "model_card.md"
+
+    @property
+    def card_html(self) -> Path:
+        return self.folder / "model_card.html"
+
+
+def write_config(folder: Path, config: dict, source: str | Path) -> None:
+    """config.json: the run's settings plus its data source (absolute), what --resume needs."""
+    document = {**config, "source": str(Path(source).resolve())}
+    RunFiles(folder).config.write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+
+def read_config(folder: Path) -> dict:
+    """config.json of a run folder (settings plus "source"); ImgrecError when missing."""
+    path = RunFiles(folder).config
+    if not path.is_file():
+        raise ImgrecError(f"nothing to resume in {folder}: it holds no {CONFIG_FILE}.")
+    return _json(path)
 _METRIC_KEYS = ("n", "accuracy", "balanced_accuracy", "per_class", "confusion_matrix", "classes")
 
 
@@ -56,21 +133,20 @@ def read_run_folder(folder: str | Path) -> RunFolder:
             "(imgrec train writes model.imgrec, metrics.json and config.json)."
         )
     folder = folder.resolve()  # the card names it, and its reproduce command must work anywhere
-    metrics = _json(folder / "metrics.json")
+    files = RunFiles(folder)
+    metrics = _json(files.metrics)
     if not _overall_metrics_ok(metrics):
         raise ImgrecError(
-            f"{folder / 'metrics.json'} is damaged (it lacks the overall metrics); "
+            f"{files.metrics} is damaged (it lacks the overall metrics); "
             "re-run imgrec train to write it again."
         )
-    run = RunFolder(
-        folder, read_metadata(folder / MODEL_FILE), metrics, _json(folder / "config.json")
-    )
-    if (folder / "split.csv").is_file():
-        run.split_counts = _split_counts(folder / "split.csv")
-    if (folder / "audit.json").is_file():
-        run.audit = _json(folder / "audit.json")
-    if (folder / "skipped.csv").is_file():
-        run.skipped = max(0, len(_csv_rows(folder / "skipped.csv")) - 1)
+    run = RunFolder(folder, read_metadata(files.model), metrics, _json(files.config))
+    if files.split.is_file():
+        run.split_counts = _split_counts(files.split)
+    if files.audit.is_file():
+        run.audit = _json(files.audit)
+    if files.skipped.is_file():
+        run.skipped = max(0, len(_csv_rows(files.skipped)) - 1)
     run.groups, run.groups_from = _groups(folder, metrics)
     run.extra_columns = _csv_columns(run.config.get("source"))
     return run
@@ -135,7 +211,7 @@ def _groups(folder: Path, metrics: dict) -> tuple[dict | None, Path | None]:
     """Per-group results: the run's own metrics.json, else the newest `imgrec evaluate
     --group-by` result inside the run folder (eval-*/metrics.json)."""
     found = sorted(folder.glob("*/metrics.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path, groups in [(folder / "metrics.json", metrics.get("groups"))] + [
+    for path, groups in [(RunFiles(folder).metrics, metrics.get("groups"))] + [
         (p, _json(p).get("groups")) for p in found
     ]:
         if groups and not _groups_ok(groups):

@@ -214,22 +214,7 @@ class BatchPredictor:
         k = max(1, min(top_k, len(self.classes)))
         writer = _RowWriter(fmt, k, check_min_confidence(min_confidence))
         summary = StreamSummary(engine=self.engine.name)
-        if isinstance(output, str | Path):
-            path = Path(output)
-            done: set[str] = set()
-            if resume and path.exists():
-                done, summary.dropped_partial_line = writer.read_existing(path)
-            todo = [p for p in paths if str(p) not in done]
-            summary.already_done = len(paths) - len(todo)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                stream = path.open("a" if resume else "w", newline="", encoding="utf-8")
-            except OSError as exc:
-                raise ImgrecError(f"cannot write {path} ({exc.strerror or exc}).") from None
-        else:
-            if resume:
-                raise ImgrecError("--resume needs --output FILE (it reads what is there).")
-            todo, stream = list(paths), output
+        todo, stream = _open_output(output, paths, resume, writer, summary)
         start = time.perf_counter()
         try:
             if not stream.seekable() or stream.tell() == 0:
@@ -250,6 +235,32 @@ class BatchPredictor:
                 stream.close()
         summary.seconds = time.perf_counter() - start
         return summary
+
+
+def _open_output(
+    output: str | Path | IO[str],
+    paths: Sequence[Path],
+    resume: bool,
+    writer: _RowWriter,
+    summary: StreamSummary,
+) -> tuple[list[Path], IO[str]]:
+    """The inputs still to predict and the stream to append their rows to: with `resume`,
+    the paths already in the output file are left out (and counted in `summary`)."""
+    if not isinstance(output, str | Path):
+        if resume:
+            raise ImgrecError("--resume needs --out FILE (it reads what is there).")
+        return list(paths), output
+    path = Path(output)
+    done: set[str] = set()
+    if resume and path.exists():
+        done, summary.dropped_partial_line = writer.read_existing(path)
+    todo = [p for p in paths if str(p) not in done]
+    summary.already_done = len(paths) - len(todo)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return todo, path.open("a" if resume else "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise ImgrecError(f"cannot write {path} ({exc.strerror or exc}).") from None
 
 
 class _RowWriter:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from imgrec.bundle.run_folder import RunFiles
 from imgrec.classifier import ImageClassifier
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, load_dataset
@@ -21,8 +22,9 @@ from imgrec.data.split import write_split_file
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.families import LEADERBOARD, get_family
+from imgrec.runs.finish import finish_run
 from imgrec.runs.leaderboard import Entry, Leaderboard, rank_key, save_leaderboard
-from imgrec.runs.train import MODEL_FILE, prepare_folder, quick_audit, split_data
+from imgrec.runs.train import prepare_folder, quick_audit, split_data
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def compare(
     audit = quick_audit(dataset, caches[first.preprocessing])
     train, val, test = split_data(dataset, ratios, split_file, seed, audit)
     prepare_folder(folder, resume=False, exist_ok=exist_ok)
-    write_split_file(folder / "split.csv", {"train": train, "val": val, "test": test})
+    write_split_file(RunFiles(folder).split, {"train": train, "val": val, "test": test})
     target, evaluated_on = (test, "test") if len(test) else (val, "val")
     say(
         f"{len(train)} training, {len(val)} validation images; scoring on the {evaluated_on} "
@@ -67,39 +69,17 @@ def compare(
 
     entries: list[Entry] = []
     for position, name in enumerate(names):
-        traits = get_family(name).traits
-        kind = traits.name
-        elapsed = time.perf_counter() - started
-        rest = [get_family(n).traits for n in names[position + 1 :]]
-        later = sum(k.least_seconds(len(train)) for k in rest if k.budget_share is None)
-        evaluation = traits.eval_seconds_per_image * len(target) + 5.0
-        left = budget - elapsed - evaluation
-        need = traits.least_seconds(len(train))
-        if need > left:
-            entries.append(
-                Entry(name, kind, "skipped", f"needs ~{need:.0f} s, {max(0.0, left):.0f} s left")
-            )
-            say(f"{name}: skipped, needs ~{need:.0f} s and {max(0.0, left):.0f} s are left")
+        left = budget - (time.perf_counter() - started)
+        limit = _time_for(name, names[position + 1 :], left, len(train), len(target))
+        if isinstance(limit, Entry):
+            entries.append(limit)
+            say(f"{name}: skipped, {limit.note}")
             continue
-        limit = None
-        if traits.budget_share is not None:  # deep families split what the others leave
-            shares = traits.budget_share + sum(k.budget_share or 0.0 for k in rest)
-            limit = max(need, (left - later) * traits.budget_share / shares)
         say(f"{name}: training" + (f" (at most {limit:.0f} s)" if limit else ""))
-        entries.append(
-            _run_family(
-                name, kind, train, val, target, caches, folder / name, seed, limit, progress
-            )
-        )
-        e = entries[-1]
-        say(
-            f"{name}: {e.status}"
-            + (
-                f", accuracy {e.accuracy:.2%} in {e.train_seconds:.0f} s"
-                if e.status == "ok"
-                else f" ({e.note})"
-            )
-        )
+        scored = (target, evaluated_on)
+        e = _run_family(name, train, val, scored, caches, folder / name, seed, limit, progress)
+        entries.append(e)
+        say(f"{name}: {e.status}" + (_scored(e) if e.status == "ok" else f" ({e.note})"))
 
     entries.sort(key=rank_key)
     board = Leaderboard(
@@ -121,29 +101,54 @@ def compare(
     return board
 
 
+def _scored(e: Entry) -> str:
+    return f", accuracy {e.accuracy:.2%} in {e.train_seconds:.0f} s"
+
+
+def _time_for(
+    name: str, later: Sequence[str], left: float, n_train: int, n_scored: int
+) -> float | None | Entry:
+    """Seconds `name` may train (None: as long as it needs), or its skipped row when the
+    budget `left` cannot fit it. Deep families split what the others leave, by their shares."""
+    traits = get_family(name).traits
+    rest = [get_family(n).traits for n in later]
+    fixed_later = sum(k.least_seconds(n_train) for k in rest if k.budget_share is None)
+    left -= traits.eval_seconds_per_image * n_scored + 5.0
+    need = traits.least_seconds(n_train)
+    if need > left:
+        return Entry(
+            name, traits.name, "skipped", f"needs ~{need:.0f} s, {max(0.0, left):.0f} s left"
+        )
+    if traits.budget_share is None:
+        return None
+    shares = traits.budget_share + sum(k.budget_share or 0.0 for k in rest)
+    return max(need, (left - fixed_later) * traits.budget_share / shares)
+
+
 def _run_family(
     name: str,
-    kind: str,
     train: Dataset,
     val: Dataset,
-    target: Dataset,
+    scored: tuple[Dataset, str],
     caches: dict[Preprocessing, DecodedCache],
     folder: Path,
     seed: int,
     limit: float | None,
     progress: bool,
 ) -> Entry:
+    kind = get_family(name).kind
     settings = {"seed": seed} | ({"time_limit": limit} if limit else {})
     try:
         clf = ImageClassifier(name, **settings)
         decoded = decoded_for(clf.preprocessing, caches, train, val, progress)
         folder.mkdir(parents=True, exist_ok=True)
         tic = time.perf_counter()
-        clf.fit(train, val, work_dir=folder / "checkpoints", progress=progress, decoded=decoded)
+        work = RunFiles(folder).checkpoints
+        clf.fit(train, val, work_dir=work, progress=progress, decoded=decoded)
         trained = time.perf_counter() - tic
         tic = time.perf_counter()
-        result = clf.evaluate(target)
-        scored = time.perf_counter() - tic
+        result = clf.evaluate(scored[0])
+        scoring = time.perf_counter() - tic
     except ImgrecError as exc:
         return Entry(name, kind, "failed", str(exc))
     except Exception as exc:  # noqa: BLE001 - one family's failure must not cost the others
@@ -151,9 +156,7 @@ def _run_family(
         return Entry(name, kind, "failed", f"{type(exc).__name__}: {exc}".splitlines()[0])
     m = result.metrics
     result.title = f"imgrec compare — {name}"
-    result.save_report(folder / "report.html")
-    result.save_metrics(folder / "metrics.json")
-    path = clf.save(folder / MODEL_FILE, metrics={k: m[k] for k in ("n", "accuracy", "macro_f1")})
+    path = finish_run(folder, clf, result, scored[1], full=False).model_path
     return Entry(
         family=name,
         kind=kind,
@@ -161,7 +164,7 @@ def _run_family(
         balanced_accuracy=float(m.get("balanced_accuracy", m["accuracy"])),
         macro_f1=float(m["macro_f1"]),
         train_seconds=round(trained, 1),
-        ms_per_image=round(1000 * scored / max(1, m["n"]), 2),
+        ms_per_image=round(1000 * scoring / max(1, m["n"]), 2),
         size_mb=round(path.stat().st_size / 1e6, 2),
         model=str(path),
         note=_describe_best(clf.metadata.get("best_epoch", {})),

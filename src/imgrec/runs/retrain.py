@@ -18,11 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imgrec.bundle.run_folder import CONFIG_FILE, MODEL_FILE, RunFiles, write_config
 from imgrec.config import TrainConfig
 from imgrec.data.dataset import SPLITS, Dataset, Sample, Skipped, load_dataset
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
 from imgrec.models.families import get_family
+from imgrec.runs.finish import finish_run, headline_metrics, write_audit
 
 if TYPE_CHECKING:
     from imgrec.audit.result import AuditResult
@@ -55,6 +57,24 @@ class RetrainResult:
     comparison: dict
 
 
+@dataclass
+class _Plan:
+    """The data of one retraining: old and new images, split, decoded once."""
+
+    old_model: Path
+    folder: Path
+    old: ImageClassifier
+    data_run: Path
+    old_data: Dataset
+    new_parts: dict[str, list[Sample]]
+    parts: dict[str, Dataset]
+    decoded: DecodedCache
+    given_new: dict
+    followed: int
+    old_split: str
+    new_split: str
+
+
 def retrain_run(
     run_folder: str | Path,
     new_data: str | Path,
@@ -81,16 +101,73 @@ def retrain_run(
     if epochs is not None and epochs < 1:
         raise ImgrecError(f"--epochs {epochs} leaves nothing to retrain; use at least 1.")
     from imgrec.classifier import ImageClassifier
-    from imgrec.data.cache import DecodedCache
-    from imgrec.runs.train import (
-        MODEL_FILE,
-        headline_metrics,
-        next_run_folder,
-        quick_audit,
-        reference_summary,
-    )
 
     old_model = _model_file(Path(run_folder), MODEL_FILE)
+    old = ImageClassifier.load(old_model)
+    config = _retrain_config(old.config, epochs, lr)
+    plan = _plan(old_model, old, Path(new_data), out, ratios, config, progress)
+    clf, start = _fit(plan, config, progress)
+    targets = {
+        "old_test": plan.old_data.subset(plan.old_split),
+        "new_test": Dataset(plan.folder, plan.new_parts[plan.new_split], old.classes),
+        "combined": plan.parts[plan.new_split],
+    }
+    before, after = _scores(old, targets), _scores(clf, targets)
+    if before["old_test"] is None or after["old_test"] is None:
+        raise ImgrecError(
+            f"none of the old {plan.old_split} images could be read, so nothing to compare."
+        )
+    old_acc, new_acc = before["old_test"].accuracy, after["old_test"].accuracy
+    accepted = new_acc >= old_acc + min_gain - 1e-12
+    message = _verdict(
+        accepted, old_acc, new_acc, min_gain, plan.old_split, len(targets["old_test"])
+    )
+    if clf.metadata["best_epoch"]["phase"] == "start":
+        message += " No fine-tuning epoch was as accurate on validation: it keeps the old weights."
+    result = _describe(after["combined"], clf, plan, targets, before, after, message)
+    clf.metadata["retrained"] = {"from": str(old_model.resolve()), "run": str(plan.folder)}
+    unreadable = plan.given_new["skipped"] + plan.old_data.skipped + plan.decoded.skipped
+    unreadable += [Skipped(Path(p), r) for p, r in result.skipped or []]
+    done = finish_run(plan.folder, clf, result, plan.new_split, skipped=unreadable)
+    replaced = accepted and replace_old
+    comparison = _comparison(plan, config, new_data, min_gain, accepted, replaced, message)
+    comparison.update(
+        new_model=str(done.model_path.resolve()),
+        start=start,
+        best_epoch=clf.metadata["best_epoch"],
+        evaluation={
+            name: {"old": _summary(before[name]), "new": _summary(after[name])} for name in targets
+        },
+    )
+    (plan.folder / COMPARISON_FILE).write_text(json.dumps(comparison, indent=2) + "\n")
+    if replaced:
+        _replace(done.model_path, old_model, plan.folder / PREVIOUS_FILE)
+    return RetrainResult(
+        plan.folder,
+        done.model_path,
+        done.report_path,
+        old_model,
+        accepted,
+        replaced,
+        message,
+        comparison,
+    )
+
+
+def _plan(
+    old_model: Path,
+    old: ImageClassifier,
+    new_data: Path,
+    out: str | Path | None,
+    ratios: tuple[float, float, float],
+    config: TrainConfig,
+    progress: bool,
+) -> _Plan:
+    """Old split + new images split the same way, decoded and audited once; the inputs are
+    written into the new run folder."""
+    from imgrec.data.cache import DecodedCache
+    from imgrec.runs.train import next_run_folder, quick_audit
+
     run_folder = old_model.parent
     folder = (
         Path(out)
@@ -100,13 +177,9 @@ def retrain_run(
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ImgrecError(f"{folder} already exists and is not empty; choose another --out.")
     folder = folder.resolve()
-
-    old = ImageClassifier.load(old_model)
     data_run = _data_run(run_folder, old)
     old_data = _old_data(data_run, old.classes)
-    fresh, given_new = _new_samples(Path(new_data), old_data, old.classes)
-    config = _retrain_config(old.config, epochs, lr)
-
+    fresh, given_new = _new_samples(new_data, old_data, old.classes)
     decoded = DecodedCache(
         old_data.paths + [s.path for s in fresh],
         old.preprocessing,
@@ -120,53 +193,66 @@ def retrain_run(
         name: Dataset(folder, old_data.subset(name).samples + new_parts[name], old.classes)
         for name in SPLITS
     }
-    old_split = "test" if len(old_data.subset("test")) else "val"
-    new_split = "test" if len(parts["test"]) else "val"
-
     _write_inputs(folder, config, parts, audit)
-
-    clf = ImageClassifier.load(old_model)  # a second copy: `old` must stay as it was
-    clf.config = config
-    clf.temperature = 1.0  # a calibration fitted to the old weights does not hold for new ones
-    deep = get_family(config.model).traits.backprop
-    work = folder / "checkpoints"
-    start = _seed_start(clf, parts["val"], decoded, work) if deep else None
-    clf.fit(
-        parts["train"],
-        parts["val"],
-        work_dir=work,
-        resume=deep,  # keeps the seeded epoch 0; the folder holds nothing else yet
-        progress=progress,
-        decoded=decoded,
-        warm_start=get_family(config.model).traits.has_learning_rate,
+    return _Plan(
+        old_model,
+        folder,
+        old,
+        data_run,
+        old_data,
+        new_parts,
+        parts,
+        decoded,
+        given_new,
+        followed,
+        old_split="test" if len(old_data.subset("test")) else "val",
+        new_split="test" if len(parts["test"]) else "val",
     )
 
-    # the drift reference of the new weights (the old one described another feature space)
-    clf.metadata["monitor"] = {
-        "reference": reference_summary(clf, decoded, parts["val"], config.seed)
-    }
-    targets = {
-        "old_test": old_data.subset(old_split),
-        "new_test": Dataset(folder, new_parts[new_split], old.classes),
-        "combined": parts[new_split],
-    }
-    before, after = _scores(old, targets), _scores(clf, targets)
-    if before["old_test"] is None or after["old_test"] is None:
-        raise ImgrecError(
-            f"none of the old {old_split} images could be read, so nothing to compare."
-        )
-    old_acc, new_acc = before["old_test"].accuracy, after["old_test"].accuracy
-    accepted = new_acc >= old_acc + min_gain - 1e-12
-    message = _verdict(accepted, old_acc, new_acc, min_gain, old_split, len(targets["old_test"]))
-    if clf.metadata["best_epoch"]["phase"] == "start":
-        message += " No fine-tuning epoch was as accurate on validation: it keeps the old weights."
 
-    result = after["combined"]
+def _fit(plan: _Plan, config: TrainConfig, progress: bool) -> tuple[ImageClassifier, dict]:
+    """A second copy of the old model (the first must stay as it was), trained on.
+
+    Deep models continue from the old weights, recorded as epoch 0; classic ones refit."""
+    from imgrec.classifier import ImageClassifier
+    from imgrec.runs.train import reference_summary
+
+    clf = ImageClassifier.load(plan.old_model)
+    clf.config = config
+    clf.temperature = 1.0  # a calibration fitted to the old weights does not hold for new ones
+    traits = get_family(config.model).traits
+    work = RunFiles(plan.folder).checkpoints
+    val = plan.parts["val"]
+    start = _seed_start(clf, val, plan.decoded, work) if traits.backprop else None
+    clf.fit(
+        plan.parts["train"],
+        val,
+        work_dir=work,
+        resume=traits.backprop,  # keeps the seeded epoch 0; the folder holds nothing else yet
+        progress=progress,
+        decoded=plan.decoded,
+        warm_start=traits.has_learning_rate,
+    )
+    # the drift reference of the new weights (the old one described another feature space)
+    clf.metadata["monitor"] = {"reference": reference_summary(clf, plan.decoded, val, config.seed)}
+    return clf, start
+
+
+def _describe(
+    result: EvaluationResult,
+    clf: ImageClassifier,
+    plan: _Plan,
+    targets: dict[str, Dataset],
+    before: dict,
+    after: dict,
+    message: str,
+) -> EvaluationResult:
+    """The report's title and key facts: old against new on each set of images."""
     result.history = clf.history or None
-    result.title = f"imgrec — {folder.name} (retrained, {new_split} split)"
+    result.title = f"imgrec — {plan.folder.name} (retrained, {plan.new_split} split)"
     result.info = {
         **clf.describe(),
-        "retrained from": str(old_model.resolve()),
+        "retrained from": str(plan.old_model.resolve()),
         **{
             f"{_LABELS[name]} ({len(targets[name])} images)": _pair(before[name], after[name])
             for name in targets
@@ -174,61 +260,41 @@ def retrain_run(
         },
         "decision": message,
     }
-    unreadable = given_new["skipped"] + old_data.skipped + decoded.skipped
-    unreadable += [Skipped(Path(p), r) for p, r in result.skipped or []]
-    unreadable = list({s.path: s for s in unreadable}.values())
-    if unreadable:
-        Dataset(folder, [], old.classes, unreadable).write_skipped(folder / "skipped.csv")
-    result.save_metrics(folder / "metrics.json")
-    result.save_plots(folder / "plots")
-    report = result.save_report(folder / "report.html")
-    shutil.copyfile(work / "history.csv", folder / "history.csv")
-    clf.metadata["retrained"] = {"from": str(old_model.resolve()), "run": str(folder.resolve())}
-    metrics = {
-        "split": new_split,
-        **headline_metrics(result.metrics),
-        "best_epoch": clf.metadata["best_epoch"],
-    }
-    model_path = clf.save(folder / MODEL_FILE, metrics=metrics)
-    from imgrec.monitor.card import write_card
+    return result
 
-    write_card(folder, evaluation=result)  # model_card.md/.html, embedded in the new model
 
-    replaced = accepted and replace_old
-    comparison = {
-        "old_model": str(old_model.resolve()),
-        "new_model": str(model_path.resolve()),
+def _comparison(
+    plan: _Plan,
+    config: TrainConfig,
+    new_data: str | Path,
+    min_gain: float,
+    accepted: bool,
+    replaced: bool,
+    message: str,
+) -> dict:
+    """retrain.json: what was compared, on which images, and the decision."""
+    return {
+        "old_model": str(plan.old_model.resolve()),
         "new_data": str(Path(new_data).resolve()),
-        "data_from_run": str(data_run.resolve()),
+        "data_from_run": str(plan.data_run.resolve()),
         "min_gain": min_gain,
         "accepted": accepted,
         "replaced": replaced,
-        "previous_model": str((folder / PREVIOUS_FILE).resolve()) if replaced else None,
+        "previous_model": str(plan.folder / PREVIOUS_FILE) if replaced else None,
         "reason": message,
-        "old_test_split": old_split,
+        "old_test_split": plan.old_split,
         "settings": {
             "epochs": config.epochs,
             "lr": config.lr,
             "family": get_family(config.model).kind,
         },
-        "start": start,
-        "best_epoch": clf.metadata["best_epoch"],
         "images": {
-            "old": {name: len(old_data.subset(name)) for name in SPLITS},
-            "new": {name: len(new_parts[name]) for name in SPLITS},
-            "new_already_in_old_data": given_new["known"],
-            "new_copies_of_old_images": followed,
-        },
-        "evaluation": {
-            name: {"old": _summary(before[name]), "new": _summary(after[name])} for name in targets
+            "old": {name: len(plan.old_data.subset(name)) for name in SPLITS},
+            "new": {name: len(plan.new_parts[name]) for name in SPLITS},
+            "new_already_in_old_data": plan.given_new["known"],
+            "new_copies_of_old_images": plan.followed,
         },
     }
-    (folder / COMPARISON_FILE).write_text(json.dumps(comparison, indent=2) + "\n")
-    if replaced:
-        _replace(model_path, old_model, folder / PREVIOUS_FILE)
-    return RetrainResult(
-        folder, model_path, report, old_model, accepted, replaced, message, comparison
-    )
 
 
 _LABELS = {
@@ -243,7 +309,8 @@ def _model_file(path: Path, name: str) -> Path:
     folder = path.parent if path.is_file() and path.suffix == ".imgrec" else path
     if not folder.is_dir():
         raise ImgrecError(f"the run folder {path} does not exist.")
-    missing = [n for n in (name, "config.json", "split.csv") if not (folder / n).is_file()]
+    files = RunFiles(folder)
+    missing = [p.name for p in (folder / name, files.config, files.split) if not p.is_file()]
     if missing:
         raise ImgrecError(
             f"{folder} is not a finished training run folder: it lacks {', '.join(missing)}."
@@ -257,7 +324,7 @@ def _data_run(run_folder: Path, model: ImageClassifier) -> Path:
     named = model.metadata.get("retrained", {}).get("run")
     if named:
         folder = Path(named)
-        if all((folder / n).is_file() for n in ("config.json", "split.csv")):
+        if RunFiles(folder).config.is_file() and RunFiles(folder).split.is_file():
             return folder
     return run_folder
 
@@ -265,11 +332,11 @@ def _data_run(run_folder: Path, model: ImageClassifier) -> Path:
 def _old_data(run: Path, classes: list[str]) -> Dataset:
     """The old run's images with the splits they had (only those listed in its split.csv)."""
     try:
-        source = json.loads((run / "config.json").read_text())["source"]
+        source = json.loads(RunFiles(run).config.read_text())["source"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ImgrecError(f"{run / 'config.json'} does not name the run's data ({exc}).") from exc
+        raise ImgrecError(f"{run / CONFIG_FILE} does not name the run's data ({exc}).") from exc
     try:
-        dataset = read_split_file(run / "split.csv", load_dataset(source))
+        dataset = read_split_file(RunFiles(run).split, load_dataset(source))
     except ImgrecError as exc:
         raise ImgrecError(
             f"the old data of {run} is needed to retrain and could not be reloaded: {exc}"
@@ -363,12 +430,9 @@ def _write_inputs(
         for name, part in parts.items():
             for s in part.samples:
                 writer.writerow([str(s.path), s.label, name])
-    source = str((folder / DATA_FILE).resolve())
-    (folder / "config.json").write_text(
-        json.dumps({**config.to_dict(), "source": source}, indent=2)
-    )
-    write_split_file(folder / "split.csv", parts)
-    (folder / "audit.json").write_text(json.dumps(audit.to_json(), indent=2) + "\n")
+    write_config(folder, config.to_dict(), folder / DATA_FILE)
+    write_split_file(RunFiles(folder).split, parts)
+    write_audit(folder, audit)
 
 
 def _seed_start(clf: ImageClassifier, val: Dataset, decoded: DecodedCache, work: Path) -> dict:
@@ -451,8 +515,6 @@ def _verdict(accepted: bool, old: float, new: float, min_gain: float, split: str
 
 
 def _summary(result: EvaluationResult | None) -> dict | None:
-    from imgrec.runs.train import headline_metrics
-
     return None if result is None else headline_metrics(result.metrics)
 
 

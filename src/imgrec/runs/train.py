@@ -5,25 +5,24 @@ The CLI's `train` is this function; notebooks can call it too.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imgrec.bundle.run_folder import RunFiles, read_config, write_config
 from imgrec.classifier import ImageClassifier
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, Skipped, load_dataset
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
+from imgrec.runs.finish import finish_run, write_audit
 from imgrec.train import TrainConfig
 
 if TYPE_CHECKING:
     from imgrec.audit.result import AuditResult
     from imgrec.evaluate import EvaluationResult
-
-MODEL_FILE = "model.imgrec"
 
 
 @dataclass
@@ -48,8 +47,7 @@ def next_run_folder(base: Path = Path("runs"), name: str = "train") -> Path:
 
 def prepare_folder(folder: Path, resume: bool, exist_ok: bool) -> None:
     if resume:
-        if not (folder / "config.json").exists():
-            raise ImgrecError(f"nothing to resume in {folder}: it holds no config.json.")
+        read_config(folder)  # refuses a folder with nothing to resume
         return
     if folder.exists() and any(folder.iterdir()):
         if not exist_ok:
@@ -125,12 +123,12 @@ def train_run(
     on the training split picks `lr` (plot: lr_find.png; `on_lr` sees the choice).
     """
     folder = Path(folder)
+    files = RunFiles(folder)
     if resume:
-        prepare_folder(folder, resume, exist_ok)
-        saved = json.loads((folder / "config.json").read_text())
+        saved = read_config(folder)
         config = TrainConfig.from_dict(saved)
         source = source or saved["source"]
-        split_file = folder / "split.csv"
+        split_file = files.split
     if source is None:
         raise ImgrecError("no data given to train on.")
     if not resume and not exist_ok and folder.exists() and any(folder.iterdir()):
@@ -150,59 +148,47 @@ def train_run(
     if not resume:
         prepare_folder(folder, resume, exist_ok)  # only now: bad data leaves no empty folder
     if checked is not None:
-        crossing = _crossing(checked, train, val, test)
-        report = {**checked.to_json(), "cross_split_duplicates": crossing}
-        (folder / "audit.json").write_text(json.dumps(report, indent=2) + "\n")
-    (folder / "config.json").write_text(
-        json.dumps({**config.to_dict(), "source": str(Path(source).resolve())}, indent=2)
-    )
-    write_split_file(folder / "split.csv", {"train": train, "val": val, "test": test})
-
+        write_audit(folder, checked, _crossing(checked, train, val, test))
+    write_config(folder, config.to_dict(), source)
+    write_split_file(files.split, {"train": train, "val": val, "test": test})
     if lr_auto and not resume:
-        from imgrec.train.lr_find import find_lr, plot_lr
-
-        finding = find_lr(
-            ImageClassifier(**clf.config.to_dict()), train, val, decoded, progress=progress
-        )
-        plot_lr(finding, folder / "lr_find.png")
-        config = TrainConfig.from_dict({**config.to_dict(), "lr": finding.suggestion})
-        clf.config = config
-        (folder / "config.json").write_text(
-            json.dumps({**config.to_dict(), "source": str(Path(source).resolve())}, indent=2)
-        )
-        if on_lr is not None:
-            on_lr(finding.suggestion)
+        config = _find_lr(clf, train, val, decoded, folder, source, progress, on_lr)
     clf.fit(
-        train,
-        val,
-        work_dir=folder / "checkpoints",
-        resume=resume,
-        progress=progress,
-        decoded=decoded,
+        train, val, work_dir=files.checkpoints, resume=resume, progress=progress, decoded=decoded
     )
-
     clf.metadata["monitor"] = {"reference": reference_summary(clf, decoded, val, config.seed)}
     evaluated_on, target = ("test", test) if len(test) else ("val", val)
     result = clf.evaluate(target)
     result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
     unreadable = clf.skipped + [Skipped(Path(p), reason) for p, reason in result.skipped or []]
-    if dataset.skipped or unreadable:
-        dataset.without(unreadable).write_skipped(folder / "skipped.csv")
-    result.save_metrics(folder / "metrics.json")
-    result.save_plots(folder / "plots")
-    report = result.save_report(folder / "report.html")
-    shutil.copyfile(folder / "checkpoints" / "history.csv", folder / "history.csv")
-    metrics = {
-        "split": evaluated_on,
-        **headline_metrics(result.metrics),
-        "best_epoch": clf.metadata["best_epoch"],
-    }
-    model_path = clf.save(folder / MODEL_FILE, metrics=metrics)
-    from imgrec.monitor.card import write_card
+    done = finish_run(folder, clf, result, evaluated_on, skipped=[*dataset.skipped, *unreadable])
+    return RunResult(
+        folder, done.model_path, done.report_path, result, evaluated_on, clf, done.card_path
+    )
 
-    card = write_card(folder, evaluation=result)  # model_card.md/.html, embedded in the model
-    clf.metadata["model_card"] = card.text
-    return RunResult(folder, model_path, report, result, evaluated_on, clf, card.html)
+
+def _find_lr(
+    clf: ImageClassifier,
+    train: Dataset,
+    val: Dataset,
+    decoded: DecodedCache,
+    folder: Path,
+    source: str | Path,
+    progress: bool,
+    on_lr: Callable[[float], None] | None,
+) -> TrainConfig:
+    """A learning-rate range test on the training split sets `clf`'s lr (plot lr_find.png)."""
+    from imgrec.train.lr_find import find_lr, plot_lr
+
+    finding = find_lr(
+        ImageClassifier(**clf.config.to_dict()), train, val, decoded, progress=progress
+    )
+    plot_lr(finding, RunFiles(folder).lr_find)
+    clf.config = TrainConfig.from_dict({**clf.config.to_dict(), "lr": finding.suggestion})
+    write_config(folder, clf.config.to_dict(), source)
+    if on_lr is not None:
+        on_lr(finding.suggestion)
+    return clf.config
 
 
 def reference_summary(clf: ImageClassifier, decoded: DecodedCache, val: Dataset, seed: int) -> dict:
@@ -214,8 +200,3 @@ def reference_summary(clf: ImageClassifier, decoded: DecodedCache, val: Dataset,
         clf.batch_predictor("auto"), decoded.subset(val.paths), "validation split", seed=seed
     )
     return {**window.to_metadata(), "temperature": clf.temperature}
-
-
-def headline_metrics(metrics: dict) -> dict:
-    keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "log_loss")
-    return {k: metrics[k] for k in keys if k in metrics}

@@ -17,14 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgrec.bundle.run_folder import RunFiles
 from imgrec.classifier import ImageClassifier
 from imgrec.data.cache import DecodedCache
-from imgrec.data.dataset import load_dataset
+from imgrec.data.dataset import Dataset, load_dataset
 from imgrec.data.split import write_split_file
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.families import get_family, train_config
 from imgrec.runs.compare import decoded_for
+from imgrec.runs.finish import finish_run
 from imgrec.runs.train import quick_audit, split_data
 from imgrec.train.head import score
 from imgrec.train.state import TrainingInterrupted
@@ -103,30 +105,10 @@ def tune(
             raise ImgrecError(f"tune searches transfer-learning backbones; '{name}' is not one.")
         ImageClassifier(name)  # unknown names fail now
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    settings_file = folder / "tune.json"
-    if settings_file.exists():  # a search continues on its own data and split
-        saved = json.loads(settings_file.read_text())
-        source = source or saved["source"]
-        if Path(source).resolve() != Path(saved["source"]):
-            raise ImgrecError(f"{folder} holds a search on {saved['source']}; use another --out.")
-    if source is None:
-        raise ImgrecError("give the DATA to tune on.")
+    source = _search_source(folder, source)
     storage = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
-    settings_file.write_text(json.dumps({"source": str(Path(source).resolve())}, indent=2))
-
-    dataset = load_dataset(source)
-    split_file = folder / "split.csv"
-    first = ImageClassifier(backbones[0])
     caches: dict[Preprocessing, DecodedCache] = {}
-    if split_file.exists():
-        train, val, test = split_data(dataset, ratios, split_file, seed)
-    else:
-        cache = DecodedCache(dataset.paths, first.preprocessing, progress=progress, with_facts=True)
-        cache.build()
-        caches[first.preprocessing] = cache
-        train, val, test = split_data(dataset, ratios, None, seed, quick_audit(dataset, cache))
-        write_split_file(split_file, {"train": train, "val": val, "test": test})
+    train, val, test = _split(source, folder, ratios, seed, backbones[0], caches, progress)
 
     study = open_study(storage, seed)
     if not study.trials:
@@ -148,6 +130,45 @@ def tune(
         study.optimize(objective, n_trials=todo, timeout=timeout, catch=(ImgrecError,))
     say(f"searched for {time.perf_counter() - started:.0f} s")
     return _finish(study, folder, train, val, test, caches, epochs, seed, progress, say)
+
+
+def _search_source(folder: Path, source: str | Path | None) -> str | Path:
+    """The data of the search in `folder` (tune.json): a search continues on its own data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    settings_file = folder / "tune.json"
+    if settings_file.exists():
+        saved = json.loads(settings_file.read_text())
+        source = source or saved["source"]
+        if Path(source).resolve() != Path(saved["source"]):
+            raise ImgrecError(f"{folder} holds a search on {saved['source']}; use another --out.")
+    if source is None:
+        raise ImgrecError("give the DATA to tune on.")
+    settings_file.write_text(json.dumps({"source": str(Path(source).resolve())}, indent=2))
+    return source
+
+
+def _split(
+    source: str | Path,
+    folder: Path,
+    ratios: tuple[float, float, float],
+    seed: int,
+    backbone: str,
+    caches: dict[Preprocessing, DecodedCache],
+    progress: bool,
+) -> tuple[Dataset, Dataset, Dataset]:
+    """The search's split: its split.csv when it continues, else a fresh audited one (the
+    decode it needed is kept in `caches` for the trials)."""
+    dataset = load_dataset(source)
+    split_file = RunFiles(folder).split
+    if split_file.exists():
+        return split_data(dataset, ratios, split_file, seed)
+    preprocessing = ImageClassifier(backbone).preprocessing
+    cache = DecodedCache(dataset.paths, preprocessing, progress=progress, with_facts=True)
+    cache.build()
+    caches[preprocessing] = cache
+    train, val, test = split_data(dataset, ratios, None, seed, quick_audit(dataset, cache))
+    write_split_file(split_file, {"train": train, "val": val, "test": test})
+    return train, val, test
 
 
 def open_study(storage: str | None, seed: int = 0):
@@ -278,8 +299,7 @@ def _finish(study, folder, train, val, test, caches, epochs, seed, progress, say
     target, evaluated_on = (test, "test") if len(test) else (val, "val")
     result = clf.evaluate(target)
     result.title = f"imgrec tune — best trial {best.number} ({evaluated_on} split)"
-    result.save_report(folder / "report.html")
-    clf.save(best_path, metrics={"split": evaluated_on, "accuracy": result.metrics["accuracy"]})
+    finish_run(folder, clf, result, evaluated_on, model_file=BEST_FILE, full=False)
     _save_tables_and_plots(study, folder)
     first = study.trials[0] if study.trials else None
     default_value = (

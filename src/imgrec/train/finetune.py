@@ -63,13 +63,9 @@ def _time_used(config: TrainConfig, started: float):
     return lambda: (time.perf_counter() - started) / limit
 
 
-def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
-    """Fine-tune `job.model` in place from the best weights so far; on resume, from last.ckpt."""
-    model, preprocessing, config, state = job.model, job.preprocessing, job.config, job.state
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no device banners/tips
-    if state.best() is not None:
-        model.load_state_dict(load_file(state.best_weights))
+def _loaders(job: Fitting) -> tuple[DataLoader, DataLoader, list[int]]:
+    """Training and validation loaders over the decoded caches, and the training targets."""
+    config, preprocessing = job.config, job.preprocessing
     workers = config.workers if config.workers is not None else default_workers()
     loader_args = {"num_workers": workers, "persistent_workers": workers > 0}
     train_data = ImageTensorDataset(
@@ -77,7 +73,7 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
     )
     val_data = ImageTensorDataset(job.val_cache, job.val_targets, eval_transform(preprocessing))
     generator = torch.Generator().manual_seed(config.seed)
-    num_classes = model.get_classifier().out_features
+    num_classes = job.model.get_classifier().out_features
     targets = [train_data.targets[i] for i in train_data.indices]
     order = (
         {"sampler": balanced_sampler(targets, num_classes, generator)}
@@ -86,22 +82,12 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
     )
     train_loader = DataLoader(train_data, batch_size=config.batch_size, **order, **loader_args)
     val_loader = DataLoader(val_data, batch_size=config.batch_size, **loader_args)
+    return train_loader, val_loader, targets
 
-    if not from_scratch:
-        freeze_early_layers(model, config.freeze_stride)
-    if from_scratch:
-        config = TrainConfig.from_dict({**config.to_dict(), "backbone_lr_mult": 1.0})
-    total_steps = config.epochs * math.ceil(len(train_data) / config.batch_size)
-    weight = class_weights(targets, num_classes) if config.balance == "weights" else None
-    module = FineTuneModule(
-        model,
-        config,
-        total_steps,
-        freeze_bn=not from_scratch,
-        class_weight=weight,
-        time_used=_time_used(config, job.started),
-    )
-    last = state.folder / "last.ckpt"
+
+def _trainer(job: Fitting, config: TrainConfig, from_scratch: bool) -> L.Trainer:
+    """Lightning's Trainer: best weights and history kept, early stopping, last.ckpt."""
+    state = job.state
     callbacks = [
         KeepBestAndHistory(state, job.started),
         EarlyStopping(monitor="val_score", mode="max", patience=config.patience),
@@ -122,7 +108,7 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
     precision = {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed", None: "32-true"}[
         autocast_dtype(target, cpu_bf16=from_scratch)
     ]
-    trainer = L.Trainer(
+    return L.Trainer(
         max_epochs=config.epochs,
         max_time=_time_left(config, job.started),
         accelerator="gpu" if target.type == "cuda" else "cpu",
@@ -136,6 +122,33 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
         default_root_dir=state.folder,
         deterministic=False,
     )
+
+
+def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
+    """Fine-tune `job.model` in place from the best weights so far; on resume, from last.ckpt."""
+    model, config, state = job.model, job.config, job.state
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no device banners/tips
+    if state.best() is not None:
+        model.load_state_dict(load_file(state.best_weights))
+    train_loader, val_loader, targets = _loaders(job)
+    if not from_scratch:
+        freeze_early_layers(model, config.freeze_stride)
+    if from_scratch:
+        config = TrainConfig.from_dict({**config.to_dict(), "backbone_lr_mult": 1.0})
+    total_steps = config.epochs * math.ceil(len(targets) / config.batch_size)
+    num_classes = model.get_classifier().out_features
+    weight = class_weights(targets, num_classes) if config.balance == "weights" else None
+    module = FineTuneModule(
+        model,
+        config,
+        total_steps,
+        freeze_bn=not from_scratch,
+        class_weight=weight,
+        time_used=_time_used(config, job.started),
+    )
+    trainer = _trainer(job, config, from_scratch)
+    last = state.folder / "last.ckpt"
     ckpt = last if resume and last.exists() else None
     try:
         with warnings.catch_warnings():

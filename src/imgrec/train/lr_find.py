@@ -39,36 +39,18 @@ def find_lr(
     progress: bool = True,
 ) -> LRFinding:
     """Run the range test for `classifier` (an unfitted ImageClassifier) on `train`."""
-    import lightning as L
-    from lightning.pytorch.tuner import Tuner
     from torch.utils.data import DataLoader
 
     from imgrec.data.cache import DecodedCache, ImageTensorDataset
     from imgrec.data.transforms import train_transform
     from imgrec.models.anatomy import freeze_early_layers
-    from imgrec.models.classic import ClassicNetwork
     from imgrec.train.module import FineTuneModule
 
     config = classifier.config
     if not get_family(config.model).traits.backprop:
         raise ImgrecError(f"{config.model} has no learning rate to find; it fits in seconds.")
     from_scratch = config.weights == "none"
-    head_only = classifier.config.__class__.from_dict(
-        {**config.to_dict(), "epochs": 0, "head": True}
-    )
-    if not from_scratch:  # phase 1 first: the test is for the network phase 2 starts from
-        saved = classifier.config
-        classifier.config = head_only
-        with tempfile.TemporaryDirectory(prefix="imgrec-lr-") as tmp:
-            classifier.fit(train, val, work_dir=Path(tmp), progress=progress, decoded=decoded)
-        classifier.config = saved
-        model = classifier.network
-    else:
-        from imgrec.models.registry import create_model
-
-        model = create_model(classifier.spec, len(train.classes), "none", config.dropout)
-    if isinstance(model, ClassicNetwork):
-        raise ImgrecError(f"{config.model} has no learning rate to find.")
+    model = _start_network(classifier, train, val, decoded, progress)
     cache = decoded.subset(train.paths) if decoded is not None else None
     if cache is None:
         cache = DecodedCache(train.paths, classifier.preprocessing, progress=progress)
@@ -88,6 +70,38 @@ def find_lr(
         freeze_early_layers(model, config.freeze_stride)  # as fine-tuning will
     module = FineTuneModule(model, config, total_steps=steps, freeze_bn=not from_scratch)
     module.lr = config.lr
+    finder = _range_test(module, loader, steps, min_lr, max_lr, progress)
+    if finder is None or finder.suggestion() is None:
+        raise ImgrecError("the learning-rate test found no clear slope; keep the default.")
+    lrs = [float(x) for x in finder.results["lr"]]
+    losses = [float(x) for x in finder.results["loss"]]
+    if not all(math.isfinite(x) for x in lrs):
+        raise ImgrecError("the learning-rate test diverged; keep the default.")
+    return LRFinding(float(finder.suggestion()), lrs, losses)
+
+
+def _start_network(classifier, train, val, decoded, progress: bool) -> torch.nn.Module:
+    """The network fine-tuning will start from: after phase 1 (the head on frozen features),
+    or freshly initialised when training from scratch."""
+    config = classifier.config
+    if config.weights == "none":
+        from imgrec.models.registry import create_model
+
+        return create_model(classifier.spec, len(train.classes), "none", config.dropout)
+    classifier.config = config.__class__.from_dict({**config.to_dict(), "epochs": 0, "head": True})
+    try:
+        with tempfile.TemporaryDirectory(prefix="imgrec-lr-") as tmp:
+            classifier.fit(train, val, work_dir=Path(tmp), progress=progress, decoded=decoded)
+    finally:
+        classifier.config = config
+    return classifier.network
+
+
+def _range_test(module, loader, steps: int, min_lr: float, max_lr: float, progress: bool):
+    """Lightning's learning-rate finder over `steps` batches (exponentially rising rate)."""
+    import lightning as L
+    from lightning.pytorch.tuner import Tuner
+
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="imgrec-lr-") as tmp:
         trainer = L.Trainer(
@@ -110,13 +124,7 @@ def find_lr(
                 early_stop_threshold=4.0,
                 update_attr=False,
             )
-    if finder is None or finder.suggestion() is None:
-        raise ImgrecError("the learning-rate test found no clear slope; keep the default.")
-    lrs = [float(x) for x in finder.results["lr"]]
-    losses = [float(x) for x in finder.results["loss"]]
-    if not all(math.isfinite(x) for x in lrs):
-        raise ImgrecError("the learning-rate test diverged; keep the default.")
-    return LRFinding(float(finder.suggestion()), lrs, losses)
+    return finder
 
 
 def plot_lr(finding: LRFinding, path: Path) -> Path:

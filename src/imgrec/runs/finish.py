@@ -1,0 +1,84 @@
+"""The steps that end every job's run: metrics, plots, report, history, model file, card.
+
+`imgrec train`, `retrain`, `compare` and `tune` all finish here, so a run folder looks the same
+whichever job wrote it, and the model file is written in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from imgrec.bundle.run_folder import RunFiles
+from imgrec.data.dataset import Dataset, Skipped
+
+if TYPE_CHECKING:
+    from imgrec.audit.result import AuditResult
+    from imgrec.classifier import ImageClassifier
+    from imgrec.evaluate import EvaluationResult
+
+HEADLINE = ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "log_loss")
+
+
+@dataclass
+class FinishedRun:
+    model_path: Path
+    report_path: Path
+    card_path: Path | None = None
+
+
+def headline_metrics(metrics: dict) -> dict:
+    """The figures a model file carries about itself (the full set is in metrics.json)."""
+    return {k: metrics[k] for k in HEADLINE if k in metrics}
+
+
+def finish_run(
+    folder: Path,
+    clf: ImageClassifier,
+    result: EvaluationResult,
+    evaluated_on: str,
+    *,
+    skipped: Sequence[Skipped] = (),
+    model_file: str | None = None,
+    full: bool = True,
+) -> FinishedRun:
+    """Write what a finished run shows: metrics.json, report.html, the model file and (with
+    `full`) plots/, history.csv, skipped.csv and the model card, embedded in the model file.
+
+    `model_file` is a name inside `folder` (default model.imgrec); `skipped` lists the
+    unreadable images, reported once each.
+    """
+    files = RunFiles(folder)
+    result.save_metrics(files.metrics)
+    report = result.save_report(files.report)
+    metrics = {"split": evaluated_on, **headline_metrics(result.metrics)}
+    if "best_epoch" in clf.metadata:
+        metrics["best_epoch"] = clf.metadata["best_epoch"]
+    model_path = clf.save(folder / model_file if model_file else files.model, metrics=metrics)
+    if not full:
+        return FinishedRun(model_path, report)
+    unique = list({s.path: s for s in skipped}.values())
+    if unique:
+        Dataset(folder, [], list(clf.classes), unique).write_skipped(files.skipped)
+    result.save_plots(files.plots)
+    work_history = files.checkpoints / "history.csv"
+    if work_history.is_file():
+        shutil.copyfile(work_history, files.history)
+    from imgrec.monitor.card import write_card
+
+    card = write_card(folder, evaluation=result)  # model_card.md/.html, embedded in the model
+    clf.metadata["model_card"] = card.text
+    return FinishedRun(model_path, report, card.html)
+
+
+def write_audit(folder: Path, audit: AuditResult, crossing: int | None = None) -> None:
+    """audit.json: the audit the job ran first (and, after splitting, how many duplicate
+    groups straddle splits: 0 when imgrec made the split)."""
+    report = audit.to_json()
+    if crossing is not None:
+        report["cross_split_duplicates"] = crossing
+    RunFiles(folder).audit.write_text(json.dumps(report, indent=2) + "\n")
