@@ -25,9 +25,10 @@ from imgrec.models import signature
 from imgrec.monitor.detect import detect_drift
 from imgrec.monitor.drift import compare_windows
 from imgrec.monitor.image_window import window_from_images
-from imgrec.monitor.log_window import model_id, window_from_log
+from imgrec.monitor.log_window import window_from_log
 from imgrec.monitor.window import MIN_IMAGES, SIGNATURE_DIMS, Window
 from imgrec.prediction_log.db import open_log_db
+from imgrec.prediction_log.schema import model_id
 from imgrec.runs.train import train_run
 from imgrec.train import TrainConfig
 

@@ -32,7 +32,10 @@ from imgrec.data.decode import open_image
 from imgrec.data.properties import input_properties
 from imgrec.errors import ImgrecError
 from imgrec.models.signature import SIGNATURE_DIMS
+from imgrec.monitor.log_window import window_from_log
 from imgrec.prediction_log import writer as log_module
+from imgrec.prediction_log.reader import LogReader
+from imgrec.prediction_log.schema import COLUMNS, SCHEMA_VERSION, model_id
 from imgrec.prediction_log.writer import PredictionLog
 
 pytestmark = pytest.mark.slow
@@ -380,7 +383,7 @@ def _foreign_table(path: Path) -> None:
     ("make", "message"),
     [
         (lambda p: p.write_bytes(b"\x00not sqlite" * 100), "is not an SQLite database"),
-        (_newer_schema, r"newer imgrec \(log schema 2;"),
+        (_newer_schema, "schema version 2, written by a newer imgrec"),
         (_foreign_table, "not an imgrec prediction log"),
         (lambda p: p.mkdir(), "is a folder"),
     ],
@@ -391,6 +394,64 @@ def test_unusable_log_files_are_refused_at_open(model, tmp_path, make, message):
     with pytest.raises(ImgrecError, match=message) as caught:
         PredictionLog(path, model, CLASSES)
     assert "\n" not in str(caught.value)
+
+
+def test_the_reader_reads_back_every_column_the_writer_writes(model, tmp_path):
+    """One contract (prediction_log/schema.py): a row written by PredictionLog reads back through
+    LogReader with every column and value, and monitor's drift window reads it too."""
+    data = jpeg(size=(64, 48))
+    properties = np.array([[0.25, 0.125, 1.5]], dtype=np.float32)
+    signature = np.linspace(-1, 1, SIGNATURE_DIMS, dtype=np.float32)[None]
+    before = time.time()
+    store = tmp_path / "images"
+    with _open(tmp_path, model, source="predict", store_images=store) as log:
+        log.record(
+            ["a.jpg"], _probs(1), [data], signatures=signature, properties=properties,
+            labels=["unknown"],
+        )  # fmt: skip
+    with LogReader(tmp_path / "p.db") as reader:
+        (row,) = reader.rows()
+        assert reader.model_counts() == {model_id(model): 1}
+    assert row.keys() == list(COLUMNS)
+    digest = hashlib.sha256(data).hexdigest()
+    assert before - 1 < row["ts"] < time.time() + 1
+    assert row["model_id"] == hashlib.sha256(model.read_bytes()).hexdigest()[:16]
+    assert row["model_version"] == read_metadata(model)["created"]
+    assert (row["source"], row["filename"], row["sha256"]) == ("predict", "a.jpg", digest)
+    assert (row["width"], row["height"]) == (64, 48)
+    measured = [row["brightness"], row["contrast"], row["sharpness"]]
+    np.testing.assert_allclose(measured, properties[0], rtol=1e-6)
+    assert (row["label"], row["confidence"]) == ("unknown", pytest.approx(0.55))
+    top_k = [["ants", pytest.approx(0.55)], ["bees", pytest.approx(0.45)]]
+    assert json.loads(row["top_k"]) == top_k
+    np.testing.assert_allclose(np.frombuffer(row["signature"], "<f2"), signature[0], atol=1e-3)
+    assert Path(row["image_path"]) == (store / f"{digest}.jpg").absolute()
+    window = window_from_log(tmp_path / "p.db", model=model_id(model))
+    assert window.labels.tolist() == ["ants"]  # the model's top class, not the abstention
+    np.testing.assert_allclose(window.properties[0], [0.25, 0.125, 1.5, 64, 48], rtol=1e-6)
+
+
+def test_a_newer_schema_is_refused_by_writer_and_reader_alike(model, tmp_path):
+    db = tmp_path / "p.db"
+    with _open(tmp_path, model):
+        pass
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE log_info SET schema_version = ?", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    conn.close()
+    newer = f"schema version {SCHEMA_VERSION + 1}, written by a newer imgrec"
+    for open_log in (
+        lambda: PredictionLog(db, model, CLASSES),
+        lambda: LogReader(db),
+        lambda: window_from_log(db),
+    ):
+        with pytest.raises(ImgrecError, match=newer) as caught:
+            open_log()
+        message = str(caught.value)
+        assert "\n" not in message and message.endswith(".") and message.count(". ") == 0
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT schema_version FROM log_info").fetchall() == [(SCHEMA_VERSION + 1,)]
+    conn.close()
 
 
 def test_store_folder_that_is_a_file_is_refused(model, tmp_path):

@@ -14,8 +14,10 @@ from pathlib import Path
 from imgrec.errors import ImgrecError
 from imgrec.monitor.drift import ALPHA, PERMUTATIONS, DriftResult, compare_windows
 from imgrec.monitor.image_window import window_from_images
-from imgrec.monitor.log_window import check_log, is_sqlite_file, model_id, window_from_log
+from imgrec.monitor.log_window import window_from_log
 from imgrec.monitor.window import Window
+from imgrec.prediction_log.reader import check_log, is_sqlite_file
+from imgrec.prediction_log.schema import model_id
 
 MIN_PERMUTATIONS = 100
 _LOG_SUFFIXES = frozenset({".db", ".sqlite", ".sqlite3"})
@@ -67,10 +69,7 @@ def detect_drift(
     reference_kind = input_kind(reference, "--reference") if reference is not None else None
     if (since is not None or until is not None) and current_kind != "log":
         raise ImgrecError("--since and --until select predictions of a log; --current is images.")
-    if permutations < MIN_PERMUTATIONS:
-        raise ImgrecError(f"--permutations must be at least {MIN_PERMUTATIONS}.")
-    if not 0 < alpha < 1:
-        raise ImgrecError(f"--alpha must be between 0 and 1, not {alpha}.")
+    _check_settings(alpha, permutations)
     for source, kind in ((current, current_kind), (reference, reference_kind)):
         if kind == "log":
             check_log(source)
@@ -105,6 +104,13 @@ def detect_drift(
     cur_window = window(current, current_kind, since, until)
     result = compare_windows(ref_window, cur_window, alpha, permutations, seed, skip)
     return DriftRun(result, ref_window, cur_window, model_path)
+
+
+def _check_settings(alpha: float, permutations: int) -> None:
+    if permutations < MIN_PERMUTATIONS:
+        raise ImgrecError(f"--permutations must be at least {MIN_PERMUTATIONS}.")
+    if not 0 < alpha < 1:
+        raise ImgrecError(f"--alpha must be between 0 and 1, not {alpha}.")
 
 
 def _calibrated_since(stored: dict, metadata: dict) -> dict[str, str]:

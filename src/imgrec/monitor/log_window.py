@@ -1,57 +1,22 @@
-"""Windows from a prediction log: the SQLite file that `serve --log` and `predict --log` write.
-
-The log is opened read-only (a check may run while a server writes it) and checked before any
-row is read: tables `predictions` and `log_info`, schema version 1, the columns drift needs.
+"""Windows from a prediction log: its rows (read by prediction_log/reader.py, which opens the
+file read-only and checks its schema) turned into the Window that drift tests compare.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sqlite3
 from pathlib import Path
+from sqlite3 import Row
 
 import numpy as np
 
 from imgrec.errors import ImgrecError
-from imgrec.monitor.window import SIGNATURE_DIMS, Window, iso_time
+from imgrec.monitor.window import PROPERTY_NAMES, SIGNATURE_DIMS, Window, iso_time
+from imgrec.prediction_log.reader import LogReader
+from imgrec.prediction_log.schema import SIGNATURE_DTYPE
 
-LOG_SCHEMA_VERSION = 1
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-_LOG_COLUMNS = (
-    "ts",
-    "model_id",
-    "label",
-    "confidence",
-    "brightness",
-    "contrast",
-    "sharpness",
-    "width",
-    "height",
-    "signature",
-    "top_k",
-)
-
-
-def is_sqlite_file(path: Path) -> bool:
-    """True for a file that starts with SQLite's header (whatever its extension)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
-    except OSError:
-        return False
-
-
-def model_id(path: str | Path) -> str:
-    """How the prediction log names a model: the first 16 hex digits of its file's SHA-256."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise ImgrecError(f"cannot read {path} ({exc.strerror or exc}).") from exc
-    return digest.hexdigest()[:16]
+_COLUMNS = ("ts", "label", "confidence", *PROPERTY_NAMES, "signature", "top_k")  # what drift needs
+_SIGNATURE_BYTES = np.dtype(SIGNATURE_DTYPE).itemsize * SIGNATURE_DIMS
 
 
 def window_from_log(
@@ -64,24 +29,9 @@ def window_from_log(
     model whose id is `model` (all models when None). Rows without a signature still count
     for every test except the embedding test."""
     path = Path(path)
-    connection = _open_log(path)
-    try:
-        _check_log(connection, path)
-        where, args = ["1 = 1"], []
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("ts < ?")
-            args.append(until)
+    with LogReader(path) as log:
         if model is not None:
-            ids = dict(
-                connection.execute(
-                    f"SELECT model_id, COUNT(*) FROM predictions WHERE {' AND '.join(where)} "
-                    "GROUP BY model_id",
-                    args,
-                ).fetchall()
-            )
+            ids = log.model_counts(since, until)
             if ids and model not in ids:
                 found = ", ".join(sorted(ids)[:5])
                 raise ImgrecError(
@@ -89,64 +39,8 @@ def window_from_log(
                     f"range, only of other model files ({found}); pass --all-models to "
                     "compare them anyway."
                 )
-            where.append("model_id = ?")
-            args.append(model)
-        rows = connection.execute(
-            f"SELECT {', '.join(_LOG_COLUMNS)} FROM predictions WHERE {' AND '.join(where)} "
-            "ORDER BY ts",
-            args,
-        ).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise ImgrecError(f"cannot read the prediction log {path} ({exc}).") from exc
-    finally:
-        connection.close()
+        rows = log.rows(_COLUMNS, since, until, model)
     return _log_window(rows, path, since, until)
-
-
-def check_log(path: str | Path) -> None:
-    """Raise ImgrecError unless `path` is a prediction log this imgrec can read."""
-    connection = _open_log(Path(path))
-    try:
-        _check_log(connection, Path(path))
-    except sqlite3.DatabaseError as exc:
-        raise ImgrecError(f"cannot read the prediction log {path} ({exc}).") from exc
-    finally:
-        connection.close()
-
-
-def _open_log(path: Path) -> sqlite3.Connection:
-    if not path.is_file():
-        raise ImgrecError(f"no such prediction log: {path}")
-    if not is_sqlite_file(path):
-        raise ImgrecError(f"{path} is not a SQLite file, so not an imgrec prediction log.")
-    try:  # read-only: a monitor must never change the log a server is writing
-        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error as exc:
-        raise ImgrecError(f"cannot open the prediction log {path} ({exc}).") from exc
-
-
-def _check_log(connection: sqlite3.Connection, path: Path) -> None:
-    tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "predictions" not in tables or "log_info" not in tables:
-        raise ImgrecError(
-            f"{path} is a SQLite database but not an imgrec prediction log (it has no "
-            "predictions and log_info tables)."
-        )
-    row = connection.execute("SELECT schema_version FROM log_info").fetchone()
-    version = row[0] if row else None
-    if version is None:
-        raise ImgrecError(f"{path} is a prediction log without a schema version (log_info).")
-    if version != LOG_SCHEMA_VERSION:
-        raise ImgrecError(
-            f"{path} is a prediction log of schema version {version}; this imgrec reads "
-            f"version {LOG_SCHEMA_VERSION}: use the imgrec that wrote it."
-        )
-    columns = {r[1] for r in connection.execute("PRAGMA table_info(predictions)")}
-    missing = [c for c in _LOG_COLUMNS if c not in columns]
-    if missing:
-        raise ImgrecError(
-            f"{path} does not follow the prediction-log schema (no column {', '.join(missing)})."
-        )
 
 
 def _top_class(top_k: str | None, label: str) -> str:
@@ -156,29 +50,28 @@ def _top_class(top_k: str | None, label: str) -> str:
         return str(label)
 
 
-def _log_window(rows: list[tuple], path: Path, since: float | None, until: float | None) -> Window:
+def _log_window(rows: list[Row], path: Path, since: float | None, until: float | None) -> Window:
     n = len(rows)
     # the model's top class, from top_k: `label` is 'unknown' where the server abstained,
     # which is a threshold setting, not something the reference window could show
-    labels = np.array([_top_class(r[10], r[2]) for r in rows], dtype=object).astype(str)
+    labels = np.array([_top_class(r["top_k"], r["label"]) for r in rows], dtype=object).astype(str)
     numeric = np.array(
-        [[_num(r[3]), _num(r[4]), _num(r[5]), _num(r[6]), _num(r[7]), _num(r[8])] for r in rows],
-        dtype=np.float32,
-    ).reshape(n, 6)
+        [[_num(r[c]) for c in ("confidence", *PROPERTY_NAMES)] for r in rows], dtype=np.float32
+    ).reshape(n, 1 + len(PROPERTY_NAMES))
     signatures = np.full((n, SIGNATURE_DIMS), np.nan, dtype=np.float32)
     bad = 0
     for i, r in enumerate(rows):
-        blob = r[9]
+        blob = r["signature"]
         if blob is None:
             continue
-        if isinstance(blob, bytes) and len(blob) == 2 * SIGNATURE_DIMS:
-            signatures[i] = np.frombuffer(blob, dtype="<f2").astype(np.float32)
+        if isinstance(blob, bytes) and len(blob) == _SIGNATURE_BYTES:
+            signatures[i] = np.frombuffer(blob, dtype=SIGNATURE_DTYPE).astype(np.float32)
         else:
             bad += 1
     notes = []
     if bad:
         notes.append(f"{bad} signatures of the wrong size were ignored")
-    times = [float(r[0]) for r in rows]
+    times = [float(r["ts"]) for r in rows]
     span = f" from {iso_time(since)}" if since is not None else ""
     span += f" until {iso_time(until)}" if until is not None else ""
     return Window(

@@ -1,10 +1,9 @@
-"""The prediction log's SQLite file: its fixed schema, opening it safely, and retention.
+"""The prediction log's SQLite file as the writer holds it: opened (and created) safely, and
+retention.
 
-The schema is a contract: `imgrec serve --log` and `imgrec predict --log` write it and
-`imgrec drift` reads it, so columns are only ever added, and a file whose `log_info` says it was
-written by a newer schema is refused rather than half understood. Every problem with the file
-(missing folder, not SQLite, read-only, a foreign `predictions` table) surfaces here, at start,
-as one ImgrecError sentence, never as a failure in the middle of serving.
+The schema itself is in schema.py, shared with the reader. Every problem with the file (missing
+folder, not SQLite, read-only, a newer schema, a foreign `predictions` table) surfaces here, at
+start, as one ImgrecError sentence, never as a failure in the middle of serving.
 """
 
 from __future__ import annotations
@@ -15,34 +14,14 @@ import time
 from pathlib import Path
 
 from imgrec.errors import ImgrecError
-
-SCHEMA_VERSION = 1
-COLUMNS = (
-    "ts", "model_id", "model_version", "source", "filename", "sha256", "width", "height",
-    "brightness", "contrast", "sharpness", "label", "confidence", "top_k", "signature",
-    "image_path",
-)  # fmt: skip
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-  id INTEGER PRIMARY KEY,
-  ts REAL NOT NULL,
-  model_id TEXT NOT NULL,
-  model_version TEXT,
-  source TEXT NOT NULL,
-  filename TEXT,
-  sha256 TEXT NOT NULL,
-  width INTEGER, height INTEGER,
-  brightness REAL, contrast REAL, sharpness REAL,
-  label TEXT NOT NULL,
-  confidence REAL NOT NULL,
-  top_k TEXT NOT NULL,
-  signature BLOB,
-  image_path TEXT
-);
-"""
-INDEX = "CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts)"
-INSERT = (
-    f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+from imgrec.prediction_log.schema import (
+    CREATE_INDEX,
+    CREATE_INFO,
+    CREATE_TABLE,
+    SCHEMA_VERSION,
+    check_columns,
+    check_versions,
+    stored_versions,
 )
 
 
@@ -87,25 +66,14 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
     conn.execute("BEGIN IMMEDIATE")  # takes the write lock: a read-only file fails right here
     try:
-        conn.execute("CREATE TABLE IF NOT EXISTS log_info (schema_version INTEGER)")
-        versions = [row[0] for row in conn.execute("SELECT schema_version FROM log_info")]
+        conn.execute(CREATE_INFO)
+        versions = stored_versions(conn)
         if not versions:
             conn.execute("INSERT INTO log_info (schema_version) VALUES (?)", (SCHEMA_VERSION,))
-        elif any(not isinstance(v, int) or v > SCHEMA_VERSION for v in versions):
-            newest = max(versions, key=lambda v: v if isinstance(v, int) else 1 << 62)
-            raise ImgrecError(
-                f"{path} was written by a newer imgrec (log schema {newest}; this one writes "
-                f"{SCHEMA_VERSION}); upgrade imgrec or give --log a new file."
-            )
-        conn.execute(SCHEMA)
-        present = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
-        missing = [c for c in COLUMNS if c not in present]
-        if missing:
-            raise ImgrecError(
-                f"{path} has a 'predictions' table that is not an imgrec prediction log (no "
-                f"{', '.join(missing[:3])} column); give --log a new file."
-            )
-        conn.execute(INDEX)
+        check_versions(versions, path, "upgrade imgrec or give --log a new file")
+        conn.execute(CREATE_TABLE)
+        check_columns(conn, path, "give --log a new file")
+        conn.execute(CREATE_INDEX)
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")

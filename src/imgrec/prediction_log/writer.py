@@ -5,10 +5,10 @@ in-memory queue. One background thread drains it: it measures the input properti
 model input (about a sixth of a forward pass, so not on the inference thread), hashes the
 images, reads their size from the header, keeps stripped copies when asked (image_store.py),
 and inserts up to MAX_BATCH_ROWS rows per transaction, so neither the server's event loop nor
-the model ever waits for the log. `close`
-drains the queue to the last row (the server calls it on shutdown, Ctrl-C and SIGTERM
-included). Retention (`max_rows`, `max_days`) runs on the same thread at start, once a
-minute and at close, never per request. The file's schema lives in log_db.py.
+the model ever waits for the log. `close` drains the queue to the last row (the server calls it
+on shutdown, Ctrl-C and SIGTERM included). Retention (`max_rows`, `max_days`) runs on the same
+thread at start, once a minute and at close, never per request. The file's schema lives in
+schema.py; opening it for writing, and retention, in db.py.
 
 If writing falls behind, the queue is bounded: the server drops rows (counted, on /metrics)
 rather than let memory grow or requests wait; `imgrec predict` waits instead (`when_full`).
@@ -35,8 +35,9 @@ from PIL import Image
 from imgrec.data.properties import input_properties
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
-from imgrec.prediction_log.db import INSERT, open_log_db, prune
+from imgrec.prediction_log.db import open_log_db, prune
 from imgrec.prediction_log.image_store import ImageStore, remove_stored
+from imgrec.prediction_log.schema import INSERT, SIGNATURE_DTYPE, model_id
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ class PredictionLog:
             props = batch.properties[i] if batch.properties is not None else (None,) * 3
             signature = None
             if batch.signatures is not None:
-                signature = np.asarray(batch.signatures[i], dtype="<f2").tobytes()
+                signature = np.asarray(batch.signatures[i], dtype=SIGNATURE_DTYPE).tobytes()
             rows.append(
                 (
                     batch.ts, self.model_id, self.model_version, self.source, name, digest,
@@ -330,18 +331,6 @@ class PredictionLog:
         if message != self._last_error:
             self._last_error = message
             log.warning(message)
-
-
-def model_id(model_path: str | Path) -> str:
-    """The first 16 hex digits of the model file's sha256: which exact file answered."""
-    digest = hashlib.sha256()
-    try:
-        with open(model_path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    except OSError as exc:
-        raise ImgrecError(f"cannot read {model_path} ({exc.strerror or exc}).") from None
-    return digest.hexdigest()[:16]
 
 
 def model_version(model_path: str | Path) -> str | None:
