@@ -1,8 +1,8 @@
 """`imgrec serve`: a FastAPI app with a JSON API, a web page and Prometheus metrics.
 
-Nothing here imports the training engine; the model comes from `ImageClassifier.load`.
-The app is imported on first use, so `imgrec predict --log` can use the prediction log
-(serve/log.py) without loading FastAPI.
+Nothing here imports the training engine; the model comes from `bundle.load_model`. The app
+is imported on first use, so `import imgrec.serve` does not load FastAPI; the prediction log
+it writes lives in prediction_log/ (which `imgrec predict --log` uses too).
 """
 
 from __future__ import annotations

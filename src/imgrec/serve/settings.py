@@ -18,7 +18,7 @@ class ServeSettings:
     default_top_k: int = 3
     engine: str = "auto"  # forward pass: onnx (ONNX Runtime), torch, or auto (onnx if installed)
     min_confidence: float = 0.0  # top-1 probability below this answers "unknown"; per request too
-    log: Path | None = None  # SQLite prediction log (serve/log.py); off by default
+    log: Path | None = None  # SQLite prediction log (prediction_log/); off by default
     store_images: Path | None = None  # with `log`: metadata-free copies of the images here
     log_max_rows: int | None = None  # retention: keep at most this many rows
     log_max_days: float | None = None  # retention: delete rows older than this
