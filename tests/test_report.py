@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from imgrec.evaluate import EvaluationResult
+from imgrec.evaluate.plots import PhaseSpan, phase_spans, phase_ticks, plot_training_curves
 
 CLASSES = ["ant", "bee", "wasp"]
 HISTORY = [
@@ -194,3 +195,73 @@ def test_report_reads_calibration_and_coverage_in_plain_words(result, html):
     assert f"When the model says {busiest['confidence']:.0%} it is right" in html
     assert f"{busiest['accuracy']:.0%} of the time" in html
     assert "--min-confidence" in html or "no threshold reaches" in html
+
+
+def test_report_links_to_the_model_card_only_when_given(result, html, tmp_path):
+    assert "model_card.html" not in html and "Read the model card" not in html
+    linked = result.save_report(tmp_path / "report.html", card_href="model_card.html")
+    text = linked.read_text(encoding="utf-8")
+    link = '<a href="model_card.html">Read the model card</a>'
+    assert link in text
+    assert text.index(link) < text.index("Per-class metrics")  # near the top
+
+
+def _rows(phase, n):
+    return [
+        {"phase": phase, "epoch": i, "train_loss": 1 / i, "val_loss": 1.1 / i, "val_acc": 0.5}
+        for i in range(1, n + 1)
+    ]
+
+
+def _labels(fig):
+    """Bottom tick labels, top (phase) tick labels, x label and caption of the loss panel."""
+    loss = fig.axes[0]
+    (top,) = loss.child_axes
+    return (
+        [t.get_text() for t in loss.get_xticklabels()],
+        [t.get_text() for t in top.get_xticklabels()],
+        loss.get_xlabel(),
+        " ".join(t.get_text() for t in fig.texts),
+    )
+
+
+def test_training_curves_number_each_phase_from_one():
+    # HISTORY's epoch column runs on (1, 2, 3); the plot counts each phase from 1 regardless
+    assert phase_spans(HISTORY) == [PhaseSpan("head", 1, 2), PhaseSpan("finetune", 3, 1)]
+    bottom, top, xlabel, caption = _labels(plot_training_curves(HISTORY))
+    assert bottom == ["1", "2", "1"]
+    assert top == ["head 1\u20132", "fine-tune"]
+    assert xlabel == "Epoch, counted from 1 in each phase"
+    assert "head \u2014 only the new last layer learns" in caption
+    assert "then fine-tune \u2014 the whole network learns" in caption
+
+
+@pytest.mark.parametrize(
+    ("history", "top", "xlabel"),
+    [
+        (_rows("finetune", 4), ["fine-tune 1\u20134"], "Epoch"),  # cnn-scratch: no head phase
+        (_rows("head", 3), ["head 1\u20133"], "Epoch"),  # --epochs 0, or a classic head
+        (_rows("search", 2), ["search 1\u20132"], "Candidate setting"),  # classic families
+    ],
+)
+def test_training_curves_of_one_phase(history, top, xlabel):
+    bottom, top_labels, x, caption = _labels(plot_training_curves(history))
+    assert bottom == [str(i) for i in range(1, len(history) + 1)]
+    assert (top_labels, x) == (top, xlabel)
+    assert caption.startswith("Phase: ") and "then" not in caption
+
+
+def test_training_curves_without_phases_plot_plain_epochs():
+    history = [{k: v for k, v in row.items() if k != "phase"} for row in HISTORY]
+    fig = plot_training_curves(history)
+    assert fig.axes[0].child_axes == [] and fig.texts == []
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2", "3"]
+
+
+def test_long_phases_thin_their_ticks_but_each_starts_at_one():
+    spans = phase_spans(_rows("head", 8) + _rows("finetune", 60))
+    ticks, labels = phase_ticks(spans)
+    assert len(ticks) <= 14
+    assert labels[0] == "1" and ticks[0] == 1
+    first_finetune = ticks.index(9)  # row 9 is fine-tune epoch 1
+    assert labels[first_finetune:] == ["1", "10", "20", "30", "40", "50", "60"]

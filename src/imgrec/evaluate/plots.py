@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -98,64 +99,139 @@ def plot_pr_curves(probs: np.ndarray, targets: np.ndarray, classes: Sequence[str
     return fig
 
 
-def _epochs(history: Sequence[dict]) -> list[float]:
-    """The x axis: recorded epochs if strictly increasing, else the row number.
+# What a reader needs to tell the training phases apart (history rows carry the key as "phase"):
+# the name shown over its span, what happens in it, and what one point is.
+_PHASES = {
+    "head": ("head", "only the new last layer learns, on the frozen pretrained features", "Epoch"),
+    "finetune": ("fine-tune", "the whole network learns", "Epoch"),
+    "search": ("search", "each point is one candidate setting", "Candidate setting"),
+}
+_PHASE_COLOURS = ("#dbeafe", "#fef3c7", "#dcfce7", "#f3e8ff")
+_MAX_TICKS = 12  # numbered points along the x axis, all phases together
+_NICE_STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
-    Row numbers cover histories whose epoch counter restarts in each training phase.
+
+@dataclass(frozen=True)
+class PhaseSpan:
+    """Consecutive history rows of one training phase, as the training-curves plot draws them.
+
+    `first` is the x position (1-based row number) of its first row. Points are numbered from
+    1 within each phase: "head 1-6, then fine-tune 1-3" is how the training went, while
+    "epoch 1-9" hides that the network changed at the seventh.
     """
-    epochs = [row.get("epoch") for row in history]
-    if all(isinstance(e, numbers.Real) for e in epochs) and all(
-        a < b for a, b in zip(epochs, epochs[1:], strict=False)
-    ):
-        return [float(e) for e in epochs]
-    return [float(i) for i in range(1, len(history) + 1)]
+
+    phase: str | None
+    first: int
+    length: int
+
+    @property
+    def last(self) -> int:
+        return self.first + self.length - 1
+
+    @property
+    def name(self) -> str:
+        """The label over the span; empty for rows that name no phase."""
+        return _PHASES[self.phase][0] if self.phase in _PHASES else (self.phase or "")
 
 
-def _series(history: Sequence[dict], xs: list[float], key: str) -> tuple[list, list]:
+def phase_spans(history: Sequence[dict]) -> list[PhaseSpan]:
+    """The history's phases in the order they ran: each change of "phase" starts a span."""
+    spans: list[PhaseSpan] = []
+    for x, row in enumerate(history, start=1):
+        phase = row.get("phase")
+        if spans and spans[-1].phase == phase:
+            spans[-1] = PhaseSpan(phase, spans[-1].first, spans[-1].length + 1)
+        else:
+            spans.append(PhaseSpan(phase, x, 1))
+    return spans
+
+
+def phase_ticks(spans: Sequence[PhaseSpan]) -> tuple[list[int], list[str]]:
+    """x positions and labels of the numbered points: each phase counts from 1; long runs are
+    thinned to round steps (1, 5, 10, ...) so that the labels stay readable."""
+    total = sum(s.length for s in spans)
+    step = next((n for n in _NICE_STEPS if n * _MAX_TICKS >= total), -(-total // _MAX_TICKS))
+    ticks, labels = [], []
+    for span in spans:
+        for i in range(1, span.length + 1):
+            if i == 1 or (i % step == 0 and i - 1 >= step / 2):
+                ticks.append(span.first + i - 1)
+                labels.append(str(i))
+    return ticks, labels
+
+
+def _x_label(spans: Sequence[PhaseSpan]) -> str:
+    phases = {s.phase for s in spans}
+    if len(phases) > 1:
+        return "Epoch, counted from 1 in each phase"
+    return _PHASES[spans[0].phase][2] if spans[0].phase in _PHASES else "Epoch"
+
+
+def _caption(spans: Sequence[PhaseSpan]) -> str:
+    """One line under the plots: what each phase does, in the order they ran."""
+    known = list(dict.fromkeys(s.phase for s in spans if s.phase in _PHASES))
+    parts = [f"{_PHASES[p][0]} — {_PHASES[p][1]}" for p in known]
+    if len(parts) > 1:
+        return "Shaded phases, in order: " + "; then ".join(parts) + "."
+    return f"Phase: {parts[0]}." if parts else ""
+
+
+def _span_label(span: PhaseSpan) -> str:
+    """The phase's name with its numbered points ("head 1-6"): still says how long each
+    phase ran where the tick labels below are thinned."""
+    return span.name if span.length == 1 else f"{span.name} 1–{span.length}"
+
+
+def _mark_phases(ax, spans: Sequence[PhaseSpan]) -> None:
+    """Shade each phase, name it on a top axis over its span, number its points below."""
+    named = [s for s in spans if s.name]
+    for i, span in enumerate(named):
+        colour = _PHASE_COLOURS[i % len(_PHASE_COLOURS)]
+        ax.axvspan(span.first - 0.5, span.last + 0.5, color=colour, alpha=0.6, zorder=0)
+    if named:
+        top = ax.secondary_xaxis("top")
+        top.set_xticks([(s.first + s.last) / 2 for s in named], [_span_label(s) for s in named])
+        top.tick_params(length=0)
+    ax.set_xlim(0.5, spans[-1].last + 0.5)
+    ax.set_xticks(*phase_ticks(spans))
+    ax.set_xlabel(_x_label(spans))
+
+
+def _series(history: Sequence[dict], key: str) -> tuple[list, list]:
     points = [
         (x, float(row[key]))
-        for x, row in zip(xs, history, strict=True)
+        for x, row in enumerate(history, start=1)
         if isinstance(row.get(key), numbers.Real) and np.isfinite(row[key])
     ]
     return [p[0] for p in points], [p[1] for p in points]
 
 
 def plot_training_curves(history: Sequence[dict]) -> Figure:
-    """Loss and accuracy per epoch for train and validation, with phase changes marked.
+    """Loss and accuracy for train and validation, one shaded span per training phase.
 
-    The phase marker (e.g. frozen head → full fine-tune) explains the jump in the curves
-    that unfreezing the backbone usually causes.
+    Transfer learning trains in two phases (the head on frozen features, then fine-tuning
+    the whole network) and the curves jump where the backbone is unfrozen; naming and
+    numbering each phase on its own lets a reader see which epochs belong to which, and a
+    caption says what each phase does. A run with one phase gets one span.
     """
     if not history:
         raise ValueError("history has no rows to plot")
-    xs = _epochs(history)
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    spans = phase_spans(history)
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
     for ax, metric, title in ((loss_ax, "loss", "Loss"), (acc_ax, "acc", "Accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
-            x, y = _series(history, xs, f"{split}_{metric}")
+            x, y = _series(history, f"{split}_{metric}")
             if x:
                 ax.plot(x, y, style, markersize=3, label=split)
-        for i in range(1, len(history)):
-            phase = history[i].get("phase")
-            if phase != history[i - 1].get("phase"):
-                boundary = (xs[i - 1] + xs[i]) / 2
-                ax.axvline(boundary, color="grey", linestyle="--", linewidth=1)
-                ax.text(
-                    boundary,
-                    1.0,
-                    f" {phase}",
-                    transform=ax.get_xaxis_transform(),
-                    va="top",
-                    ha="left",
-                    fontsize=8,
-                    color="dimgrey",
-                )
-        ax.set_xlabel("Epoch")
+        _mark_phases(ax, spans)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
+    caption = _caption(spans)
+    if caption:
+        fig.supxlabel(caption, fontsize=9, color="dimgrey")
     return fig
 
 

@@ -200,8 +200,11 @@ class EvaluationResult:
         cards.append(("Samples", str(m["n"])))
         return cards
 
-    def render_html(self) -> str:
-        """The report as an HTML string (what save_report writes)."""
+    def render_html(self, card_href: str | None = None) -> str:
+        """The report as an HTML string (what save_report writes). `card_href`: where the
+        model card is, relative to the report (a run folder's model_card.html); the report
+        then links to it near the top, since the card says what the numbers here mean for
+        using the model."""
         env = Environment(
             loader=FileSystemLoader(_TEMPLATES),
             autoescape=True,
@@ -212,6 +215,7 @@ class EvaluationResult:
         tiles, n_wrong = self._gallery()
         return env.get_template("report.html.j2").render(
             title=self.title,
+            card_href=card_href,
             info=[(str(k), str(v)) for k, v in (self.info or {}).items()],
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             cards=self._cards(),
@@ -227,11 +231,12 @@ class EvaluationResult:
             coverage_reading=coverage_reading(self.metrics.get("coverage")),
         )
 
-    def save_report(self, path: str | Path) -> Path:
-        """Write the single-file HTML report and return its path."""
+    def save_report(self, path: str | Path, card_href: str | None = None) -> Path:
+        """Write the single-file HTML report and return its path; `card_href` as in
+        render_html."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.render_html(), encoding="utf-8")
+        path.write_text(self.render_html(card_href), encoding="utf-8")
         return path
 
 
