@@ -40,7 +40,8 @@ def copy_files(files: list[Path], folder: Path) -> list[Path]:
 
 
 def make_split_dataset(root: Path, n_train: int = 8, n_val: int = 4) -> Path:
-    """root/{train,val}/{ants,bees}/*.jpg: the layout whose splits are used as given."""
+    """root/{train,val}/{ants,bees}/*.jpg: val is scored as the test split, and validation
+    images are held out of train."""
     for label in CLASSES:
         copy_files(sample_files("train", label, n_train), root / "train" / label)
         copy_files(sample_files("val", label, n_val), root / "val" / label)

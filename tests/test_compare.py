@@ -36,10 +36,14 @@ def test_leaderboard_ranks_families_on_one_split_and_keeps_the_best(tmp_path):
     assert {e.family for e in board.entries} == set(names)
     assert all(e.status == "ok" for e in board.entries)
     assert all(e.ms_per_image > 0 and e.size_mb > 0 and e.train_seconds >= 0 for e in ok)
-    assert board.evaluated_on == "val" and board.selection_split
+    # train/ and val/ only: val is scored, and choosing happens on a part of train instead
+    assert board.evaluated_on == "test" and not board.selection_split
     # one split for every family
     split_rows = list(csv.DictReader((tmp_path / "cmp" / "split.csv").open()))
     assert len(split_rows) == 26
+    given_val = {r["path"] for r in split_rows if r["path"].startswith("val/")}
+    assert given_val == {r["path"] for r in split_rows if r["split"] == "test"}
+    assert {r["split"] for r in split_rows if r["path"].startswith("train/")} == {"train", "val"}
     # the best model is the first row's and works like any model file
     best = ImageClassifier.load(board.best)
     assert best.metadata["model"] == ok[0].family

@@ -190,18 +190,22 @@ class ImageClassifier:
         data: Dataset | str | Path,
         batch_size: int = 32,
         group_by: list[str] | None = None,
+        source: str | Path | None = None,
     ) -> EvaluationResult:
         """Metrics, plots and a report on any labelled data (a Dataset, folder or CSV).
 
         `group_by` names extra CSV columns (e.g. ["camera"]): metrics per value of each, with
-        bootstrap intervals and the gaps between groups, land in metrics["groups"].
+        bootstrap intervals and the gaps between groups, land in metrics["groups"]. `source`
+        is the folder or CSV a Dataset `data` came from (default: the path given as `data`).
         """
         dataset = load_dataset(data) if isinstance(data, str | Path) else data
+        if source is None and isinstance(data, str | Path):
+            source = data
         columns: list[str] = []
         if group_by is not None:
             from imgrec.evaluate.groups import select_columns
 
-            is_csv = isinstance(data, str | Path) and Path(data).suffix.lower() == ".csv"
+            is_csv = source is not None and Path(source).suffix.lower() == ".csv"
             columns = select_columns(dataset.attribute_names(), group_by, is_csv)
         check_known_labels(dataset, self.classes)
         label_of = {s.path: s.label for s in dataset.samples}
@@ -224,10 +228,8 @@ class ImageClassifier:
         if columns:
             attributes = {s.path: s.attributes for s in dataset.samples}
             values = {c: [attributes[p].get(c, "") for p in paths] for c in columns}
-            source = (
-                str(Path(data).resolve()) if isinstance(data, str | Path) else str(dataset.root)
-            )
-            result.add_groups(values, source, seed=self.config.seed)
+            origin = str(Path(source).resolve()) if source is not None else str(dataset.root)
+            result.add_groups(values, origin, seed=self.config.seed)
         return result
 
     def calibrate(

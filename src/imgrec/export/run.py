@@ -7,6 +7,7 @@ looks usable. The parity figures are written either way (`<out>.parity.json`).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imgrec.bundle.model import TrainedModel
 from imgrec.errors import ImgrecError
 from imgrec.export import parity
 from imgrec.export.onnx_export import (
@@ -27,7 +29,6 @@ from imgrec.export.onnx_export import (
     session_runner,
 )
 
-FORMATS = ("onnx", "torchscript")
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "hymenoptera"
 BENCH_BATCH, BENCH_THREADS = 32, 2
 
@@ -43,9 +44,35 @@ class ExportResult:
     parity_path: Path
 
 
+@dataclass
+class ExportJob:
+    """What an exporter works from: the model, where to write, and the parity check's data."""
+
+    model: TrainedModel
+    tmp: Path  # a private folder beside the destination, for intermediate files
+    staged: Path  # where the exporter writes; renamed into place after the parity check
+    metadata: dict  # string -> JSON string: classes, preprocessing, model facts
+    data: parity.CalibrationSet
+    reference: np.ndarray  # the PyTorch model's probabilities on data.images
+    int8: bool
+    measure_speed: bool
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One export format: its file suffix(es), what runs the file, and the function that
+    writes it and returns the parity figures ({"parity": ..., ...})."""
+
+    suffix: str
+    runtime: str  # the Python package that runs the exported file, checked before exporting
+    write: Callable[[ExportJob], dict]
+    int8_suffix: str | None = None  # None: no int8 variant
+
+
 def default_output(model_path: Path, fmt: str, int8: bool = False) -> Path:
     """runs/x/model.imgrec -> runs/x/model.onnx, model.int8.onnx or model.pt."""
-    suffix = {"onnx": ".int8.onnx" if int8 else ".onnx", "torchscript": ".pt"}[fmt]
+    exporter = EXPORTERS[fmt]
+    suffix = exporter.int8_suffix if int8 and exporter.int8_suffix else exporter.suffix
     return Path(model_path).with_suffix(suffix)
 
 
@@ -69,10 +96,16 @@ def export_model(
     from imgrec.models.families import get_family
     from imgrec.runtime import configure_cpu_runtime
 
-    if fmt not in FORMATS:
+    if fmt not in EXPORTERS:
         raise ImgrecError(f"unknown export format '{fmt}'; use one of: {', '.join(FORMATS)}.")
-    if int8 and fmt != "onnx":
-        raise ImgrecError("--int8 is available for --format onnx only.")
+    exporter = EXPORTERS[fmt]
+    if int8 and exporter.int8_suffix is None:
+        with_int8 = [name for name, e in EXPORTERS.items() if e.int8_suffix]
+        raise ImgrecError(f"--int8 is available for --format {' or '.join(with_int8)} only.")
+    if importlib.util.find_spec(exporter.runtime) is None:
+        raise ImgrecError(
+            f"--format {fmt} needs {exporter.runtime}: pip install {exporter.runtime}"
+        )
     model_path = Path(model_path)
     clf = load_model(model_path)
     if not get_family(clf.spec.name).traits.exportable:
@@ -92,10 +125,8 @@ def export_model(
     )
     with tempfile.TemporaryDirectory(prefix=".imgrec-export-", dir=out.parent) as tmp:
         staged = Path(tmp) / out.name
-        if fmt == "onnx":
-            figures = _onnx(clf, Path(tmp), staged, metadata, data, reference, int8, measure_speed)
-        else:
-            figures = _torchscript(clf, staged, metadata, data, reference)
+        job = ExportJob(clf, Path(tmp), staged, metadata, data, reference, int8, measure_speed)
+        figures = exporter.write(job)
         figures = {"format": fmt, "int8": int8, "calibration": str(source), **figures}
         parity_path = out.with_name(out.name + ".parity.json")
         parity_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
@@ -105,10 +136,20 @@ def export_model(
     return ExportResult(out, fmt, int8, figures, parity_path)
 
 
-def _onnx(clf, tmp: Path, staged: Path, metadata, data, reference, int8, measure_speed) -> dict:
+def _onnx(job: ExportJob) -> dict:
+    """ONNX (opset from onnx_export), with int8 static quantisation when asked."""
     from imgrec.export.quantize import quantize_int8
     from imgrec.models.static_pad import with_static_padding
 
+    clf, tmp, staged, metadata, data, reference = (
+        job.model,
+        job.tmp,
+        job.staged,
+        job.metadata,
+        job.data,
+        job.reference,
+    )
+    int8, measure_speed = job.int8, job.measure_speed
     size = clf.preprocessing.input_size
     fp32_path = tmp / "fp32.onnx" if int8 else staged
     save_with_metadata(
@@ -161,9 +202,17 @@ def _bench_batch(images: torch.Tensor) -> np.ndarray:
     return images.repeat(reps, 1, 1, 1)[:BENCH_BATCH].contiguous().numpy()
 
 
-def _torchscript(clf, staged: Path, metadata: dict, data, reference) -> dict:
+def _torchscript(job: ExportJob) -> dict:
+    """A traced TorchScript module with the metadata as extra files."""
     from imgrec.export.torchscript import export_torchscript, load_torchscript
 
+    clf, staged, metadata, data, reference = (
+        job.model,
+        job.staged,
+        job.metadata,
+        job.data,
+        job.reference,
+    )
     plain = {key: json.loads(value) for key, value in metadata.items()}
     export_torchscript(clf.network, clf.preprocessing.input_size, staged, plain, clf.temperature)
     module, _ = load_torchscript(staged)
@@ -173,6 +222,15 @@ def _torchscript(clf, staged: Path, metadata: dict, data, reference) -> dict:
         return module(torch.from_numpy(x)).numpy()
 
     return {"parity": parity.compare(reference, parity.batched(run, data.images), data.targets)}
+
+
+# The export formats, by the name `imgrec export --format` takes. A new format is one row here
+# and one function that writes the file from an ExportJob and returns its parity figures.
+EXPORTERS: dict[str, Exporter] = {
+    "onnx": Exporter(".onnx", "onnxruntime", _onnx, int8_suffix=".int8.onnx"),
+    "torchscript": Exporter(".pt", "torch", _torchscript),
+}
+FORMATS = tuple(EXPORTERS)
 
 
 def _check_writable(out: Path) -> None:

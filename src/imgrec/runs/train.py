@@ -36,6 +36,9 @@ class RunResult:
     card_path: Path | None = None
 
 
+SELECTION_SHARE = 0.15  # of train, held out to choose epochs and settings when no val is given
+
+
 def next_run_folder(base: Path = Path("runs"), name: str = "train") -> Path:
     """runs/train, runs/train-2, ... like Ultralytics, so runs never overwrite each other."""
     candidate, n = base / name, 1
@@ -66,16 +69,26 @@ def split_data(
     seed: int,
     audit: AuditResult | None = None,
 ) -> tuple[Dataset, Dataset, Dataset]:
-    """Given splits win (folders or a split column), then a split file, then a fresh split
-    that keeps the audit's duplicate groups together."""
+    """(train, val, test): given splits win (folders or a split column), then a split file,
+    then a fresh split that keeps the audit's duplicate groups together.
+
+    Validation chooses (the best epoch, a learner's settings, the temperature); test is what
+    gets reported, so it must have chosen nothing. Data that comes with a validation split and
+    no test split (train/ and val/ folders) keeps that validation split as the test split,
+    and 15% of train (stratified, duplicates kept together) becomes the validation split.
+    """
     if split_file is not None:
         dataset = read_split_file(split_file, dataset)
-    if dataset.has_splits():
-        train, val, test = (dataset.subset(s) for s in ("train", "val", "test"))
-        if len(val) == 0:
-            train, val, _ = train.split(0.85, 0.15, 0.0, seed=seed, groups=_groups(train, audit))
+    if not dataset.has_splits():
+        return dataset.split(*ratios, seed=seed, groups=_groups(dataset, audit))
+    train, val, test = (dataset.subset(s) for s in ("train", "val", "test"))
+    if len(val) and len(test):
         return train, val, test
-    return dataset.split(*ratios, seed=seed, groups=_groups(dataset, audit))
+    reported = test if len(test) else val
+    train, val, _ = train.split(
+        1 - SELECTION_SHARE, SELECTION_SHARE, 0.0, seed=seed, groups=_groups(train, audit)
+    )
+    return train, val, reported
 
 
 def _groups(dataset: Dataset, audit: AuditResult | None) -> list | None:
@@ -160,10 +173,24 @@ def train_run(
     evaluated_on, target = ("test", test) if len(test) else ("val", val)
     result = clf.evaluate(target)
     result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
+    result.info = {**(result.info or {}), "images scored": scored_note(len(test), len(val))}
     unreadable = clf.skipped + [Skipped(Path(p), reason) for p, reason in result.skipped or []]
     done = finish_run(folder, clf, result, evaluated_on, skipped=[*dataset.skipped, *unreadable])
     return RunResult(
         folder, done.model_path, done.report_path, result, evaluated_on, clf, done.card_path
+    )
+
+
+def scored_note(n_test: int, n_val: int) -> str:
+    """Which images a run's figures come from, and whether those images chose anything."""
+    if n_test:
+        return (
+            f"the {n_test} test images, which chose nothing (the best epoch and settings were "
+            f"chosen on {n_val} validation images)"
+        )
+    return (
+        f"the {n_val} validation images, which also chose the best epoch and settings: the "
+        "figures are optimistic (give a test split for an unbiased one)"
     )
 
 
