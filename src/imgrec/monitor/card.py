@@ -15,16 +15,19 @@ import hashlib
 import re
 import shlex
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from jinja2 import Environment, FileSystemLoader
+from safetensors.torch import save as save_safetensors
 
 from imgrec.bundle.format import load_bundle, save_bundle
-from imgrec.bundle.run_folder import RunFolder, read_run_folder
+from imgrec.bundle.run_folder import MODEL_FILE, RunFolder, read_run_folder
 from imgrec.errors import ImgrecError
 from imgrec.evaluate.groups import gap_sentence
 from imgrec.evaluate.intervals import wilson_interval
@@ -107,7 +110,10 @@ def write_card(
     """Write model_card.md and model_card.html (into `out`, default the run folder) and embed
     the Markdown in the run's model.imgrec. Owner-written text is kept in the model file, so a
     later regeneration without it keeps it; `evaluation` (the run's own, in memory) saves
-    re-predicting the test split when metrics.json has no calibration figures."""
+    re-predicting the test split when metrics.json has no calibration figures.
+
+    This rewrites the model file; a run that has not saved its model yet writes it once, card
+    included, with write_card_for."""
     run = read_run_folder(folder)
     owner = dict(run.metadata.get("model_card_text") or {})
     if intended_use is not None:
@@ -115,14 +121,30 @@ def write_card(
     if out_of_scope is not None:
         owner["out_of_scope"] = _text_option(out_of_scope, "--out-of-scope")
     card = build_card(run, owner.get("intended_use"), owner.get("out_of_scope"), evaluation)
-    target = Path(out) if out is not None else run.folder
+    files = _save(card, Path(out) if out is not None else run.folder, run.model_path)
+    embed_card(run.model_path, files.text, owner)
+    return files
+
+
+def write_card_for(
+    folder: str | Path,
+    metadata: dict,
+    weights_hash: str,
+    evaluation: EvaluationResult | None = None,
+) -> CardFiles:
+    """Write model_card.md and model_card.html for a model not saved yet (see build_card_for);
+    the caller then writes the model file once with ``metadata["model_card"] = files.text``."""
+    card = build_card_for(folder, metadata, weights_hash, evaluation)
+    return _save(card, Path(folder), Path(folder) / MODEL_FILE)
+
+
+def _save(card: ModelCard, target: Path, model_path: Path) -> CardFiles:
     target.mkdir(parents=True, exist_ok=True)
     markdown = card.markdown()
     md_path, html_path = target / "model_card.md", target / "model_card.html"
     md_path.write_text(markdown, encoding="utf-8")
     html_path.write_text(card.html(), encoding="utf-8")
-    embed_card(run.model_path, markdown, owner)
-    return CardFiles(md_path, html_path, run.model_path, markdown)
+    return CardFiles(md_path, html_path, model_path, markdown)
 
 
 def _text_option(text: str, option: str) -> str:
@@ -153,17 +175,29 @@ def weights_sha256(model_path: Path) -> str:
     return h.hexdigest()
 
 
+def tensor_data_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """What weights_sha256 will read from the model file that save_bundle writes of
+    `state_dict`, known before the file exists: the tensors go through safetensors as
+    save_bundle sends them, without metadata, since the data section does not depend on it."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    data = memoryview(save_safetensors(tensors))
+    (length,) = struct.unpack("<Q", data[:8])
+    return hashlib.sha256(data[8 + length :]).hexdigest()
+
+
 # ---- content ----------------------------------------------------------------------------------
 def build_card(
     run: RunFolder | str | Path,
     intended_use: str | None = None,
     out_of_scope: str | None = None,
     evaluation: EvaluationResult | None = None,
+    weights_hash: str | None = None,
 ) -> ModelCard:
-    """The card's content from a run folder (see write_card for the files)."""
+    """The card's content from a run folder (see write_card for the files); `weights_hash`
+    defaults to weights_sha256 of the run's model file."""
     if not isinstance(run, RunFolder):
         run = read_run_folder(run)
-    facts = _Facts(run)
+    facts = _Facts(run, weights_hash or weights_sha256(run.model_path))
     sections = [
         _details(run, facts),
         _intended_use(facts, intended_use),
@@ -192,10 +226,63 @@ def build_card(
     )
 
 
+def build_card_for(
+    folder: str | Path,
+    metadata: dict,
+    weights_hash: str,
+    evaluation: EvaluationResult | None = None,
+) -> ModelCard:
+    """The card of a run whose model file is not written yet, so that the file can be written
+    once with the card in it: `metadata` is what the file will carry (bundle.model's
+    model_metadata) and `weights_hash` the tensor_data_sha256 of its state dict. Everything
+    else comes from the run folder, as for build_card; owner text comes from
+    metadata["model_card_text"] (a retrained model keeps its owner's words)."""
+    run = _run_before_save(folder, metadata)
+    owner = metadata.get("model_card_text") or {}
+    return build_card(
+        run, owner.get("intended_use"), owner.get("out_of_scope"), evaluation, weights_hash
+    )
+
+
+def _run_before_save(folder: str | Path, metadata: dict) -> RunFolder:
+    """What read_run_folder reads, with `metadata` standing in for the model file's, by the
+    same helpers and checks so that both cards say the same.
+
+    read_run_folder requires the model file; when it takes the metadata instead, this becomes
+    that call."""
+    from imgrec.bundle.run_folder import (
+        _csv_columns,
+        _csv_rows,
+        _groups,
+        _json,
+        _overall_metrics_ok,
+        _split_counts,
+    )
+
+    folder = Path(folder).resolve()
+    missing = [name for name in ("metrics.json", "config.json") if not (folder / name).is_file()]
+    if missing:
+        raise ImgrecError(f"{folder} lacks {', '.join(missing)}; write them before the card.")
+    metrics = _json(folder / "metrics.json")
+    if not _overall_metrics_ok(metrics):
+        raise ImgrecError(f"{folder / 'metrics.json'} is damaged (it lacks the overall metrics).")
+    run = RunFolder(folder, metadata, metrics, _json(folder / "config.json"))
+    if (folder / "split.csv").is_file():
+        run.split_counts = _split_counts(folder / "split.csv")
+    if (folder / "audit.json").is_file():
+        run.audit = _json(folder / "audit.json")
+    if (folder / "skipped.csv").is_file():
+        run.skipped = max(0, len(_csv_rows(folder / "skipped.csv")) - 1)
+    run.groups, run.groups_from = _groups(folder, metrics)
+    run.extra_columns = _csv_columns(run.config.get("source"))
+    return run
+
+
 class _Facts:
     """Numbers several sections need, computed once."""
 
-    def __init__(self, run: RunFolder) -> None:
+    def __init__(self, run: RunFolder, weights_hash: str) -> None:
+        self.weights_hash = weights_hash
         m, meta = run.metrics, run.metadata
         self.classes = [str(c) for c in m["classes"]]
         self.class_text = (
@@ -248,7 +335,7 @@ def _details(run: RunFolder, f: _Facts) -> Section:
             f"px first), mean {p.get('mean')}, std {p.get('std')}",
         ],
         ["Version", f"created {f.created}"],
-        ["Weights SHA-256", weights_sha256(run.model_path)],
+        ["Weights SHA-256", f.weights_hash],
         ["Best epoch", _epoch_text(best)],
         [
             "Temperature",
