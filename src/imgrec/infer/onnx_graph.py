@@ -37,7 +37,7 @@ def export_onnx_bytes(
     """Trace `model` + softmax with the legacy (TorchScript-based) exporter into ONNX bytes.
 
     The batch axis is dynamic and named "batch", so a session can pin it with a free-dimension
-    override (see models/engine.py). With `signature`, the graph has a second output, the
+    override (see infer/engine.py). With `signature`, the graph has a second output, the
     drift signature of models/signature.py (the engines log it; exported files leave it out).
     """
     if signature:
