@@ -35,7 +35,13 @@ def render_html(result: AuditResult) -> str:
     flags = result.flags()
     sections = []
     for check, (title, severity, advice) in CHECKS.items():
-        if check in ("exact_duplicate", "near_duplicate", "label_conflict", "leakage"):
+        if check in (
+            "exact_duplicate",
+            "near_duplicate",
+            "label_conflict",
+            "near_label_conflict",
+            "leakage",
+        ):
             continue  # shown as groups, not tiles
         if check == "imbalance":
             continue  # its own section with the chart

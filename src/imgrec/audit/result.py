@@ -22,7 +22,10 @@ BRIGHT_ABOVE = 235.0
 BLUR_BELOW = 30.0  # Laplacian variance on the scan's fixed-size thumbnail
 IMBALANCE_WARN = 3.0  # largest class / smallest class
 
-# check -> (title, severity, what to do). "info" findings never fail the audit.
+# check -> (title, severity, what to do). The severity says what a finding means:
+# "error": it makes training or evaluation results wrong (a file the data set does not really
+#   hold, a test score inflated by copies, one picture with two labels); `imgrec audit` exits 3.
+# "warning": worth a look, but the results stay honest; "info": a fact, nothing to do.
 CHECKS: dict[str, tuple[str, str, str]] = {
     "unreadable": (
         "Unreadable files",
@@ -32,18 +35,23 @@ CHECKS: dict[str, tuple[str, str, str]] = {
     "exact_duplicate": (
         "Exact duplicates",
         "warning",
-        "Identical files count twice; keep one copy.",
+        "Identical files count twice; look at these and keep one copy of each.",
     ),
     "near_duplicate": (
         "Near duplicates",
         "warning",
-        "Resized, recompressed or cropped copies; keep one unless they are truly different "
-        "photos. imgrec's own splits keep each group in one split.",
+        "Resized, recompressed or cropped copies; look at these and keep one unless they are "
+        "truly different photos. imgrec's own splits keep each group in one split.",
     ),
     "label_conflict": (
         "Duplicates with different labels",
         "error",
-        "The same picture carries two labels: at least one is wrong.",
+        "Identical files carry different labels: at least one is wrong; fix it.",
+    ),
+    "near_label_conflict": (
+        "Near duplicates with different labels",
+        "warning",
+        "Look at these: either one label is wrong, or they are different photos that look alike.",
     ),
     "leakage": (
         "Leakage between splits",
@@ -54,14 +62,15 @@ CHECKS: dict[str, tuple[str, str, str]] = {
     "label_error": (
         "Likely label errors",
         "warning",
-        "Cross-validated predictions disagree confidently with the given label; look at each "
-        "and relabel or remove the wrong ones.",
+        "Cross-validated predictions disagree confidently with the given label; look at these "
+        "and relabel the ones that are wrong.",
     ),
     "outlier": (
         "Outliers",
         "warning",
-        "Far from every other image in the backbone's feature space: placeholders, "
-        "screenshots, wrong files. Remove what does not belong to the task.",
+        "Far from every other image in the backbone's feature space; look at these: a "
+        "placeholder, screenshot or wrong file does not belong to the task, an unusual real "
+        "photo does.",
     ),
     "imbalance": (
         "Class imbalance",
@@ -72,20 +81,21 @@ CHECKS: dict[str, tuple[str, str, str]] = {
     "tiny": (
         f"Tiny images (short side under {TINY_SIDE} px)",
         "warning",
-        "They are upscaled a lot for the model; replace them with larger originals if you can.",
+        "They are upscaled a lot for the model; look at these and use larger originals if you "
+        "have them.",
     ),
-    "dark": ("Very dark images", "warning", "Check the exposure; they may carry no signal."),
-    "bright": ("Very bright images", "warning", "Check for overexposure or blank frames."),
+    "dark": ("Very dark images", "warning", "Look at these: they may carry no signal."),
+    "bright": ("Very bright images", "warning", "Look at these for overexposure or blank frames."),
     "blurry": (
         "Blurry images",
         "warning",
-        "Low sharpness (variance of the Laplacian); check they still show the class.",
+        "Low sharpness (variance of the Laplacian); look at these: do they still show the class?",
     ),
     "grayscale": (
         "Grayscale images in a colour set",
         "warning",
-        "The model sees colour everywhere else; make sure colour is not what tells the "
-        "classes apart, or convert the whole set.",
+        "Look at these: the model sees colour everywhere else, so make sure colour is not what "
+        "tells the classes apart, or convert the whole set.",
     ),
     "huge": (
         "Huge images",
@@ -200,9 +210,8 @@ class AuditResult:
                 flags.append(Flag(check, path, label, split, f"copy of {other}", g.similarity))
                 if g.label_conflict:
                     labels = ", ".join(sorted(set(g.labels)))
-                    flags.append(
-                        Flag("label_conflict", path, label, split, f"group labels: {labels}")
-                    )
+                    conflict = "label_conflict" if g.kind == "exact" else "near_label_conflict"
+                    flags.append(Flag(conflict, path, label, split, f"group labels: {labels}"))
                 if g.leakage:
                     splits = ", ".join(sorted({s for s in g.splits if s}))
                     flags.append(Flag("leakage", path, label, split, f"group spans {splits}"))
@@ -234,8 +243,24 @@ class AuditResult:
         return {check: counts[check] for check in CHECKS if counts[check]}
 
     def issues_found(self) -> bool:
-        """True when any error or warning was found: what makes `imgrec audit` exit 3."""
+        """True when any error or warning was found."""
         return any(CHECKS[check][1] != "info" for check in self.counts())
+
+    def blocking_issues(self) -> dict[str, int]:
+        """Files per check for the findings that make training or evaluation results wrong
+        (severity "error": unreadable files, leakage between splits, identical files with
+        different labels): what makes `imgrec audit` exit 3. Warnings never block."""
+        return {check: n for check, n in self.counts().items() if CHECKS[check][1] == "error"}
+
+    def verdict(self) -> str:
+        """One line on what the findings mean for the results."""
+        blocking = self.blocking_issues()
+        if blocking:
+            what = ", ".join(CHECKS[check][0].lower() for check in blocking)
+            return f"error: results would be wrong ({what}); fix these before trusting a score."
+        if self.issues_found():
+            return "Nothing found makes results wrong; the warnings above are worth a look."
+        return "No issues found."
 
     def summary(self) -> list[str]:
         """One line per finding, for the terminal."""
@@ -254,6 +279,8 @@ class AuditResult:
                 "info: label errors and outliers not checked (no embeddings); "
                 "`imgrec audit` checks them."
             )
+        if self.issues_found():
+            lines.append(self.verdict())
         return lines
 
     def to_json(self) -> dict:
@@ -265,6 +292,7 @@ class AuditResult:
             "split_counts": self.split_counts,
             "imbalance_ratio": round(self.imbalance_ratio, 3),
             "issues_found": self.issues_found(),
+            "blocking": self.blocking_issues(),
             "counts": self.counts(),
             "embeddings_checked": self.embeddings_checked,
             "seconds": round(self.seconds, 2),
