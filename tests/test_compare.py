@@ -52,7 +52,8 @@ def test_leaderboard_ranks_families_on_one_split_and_keeps_the_best(tmp_path):
     document = json.loads((tmp_path / "cmp" / "leaderboard.json").read_text())
     assert document["entries"][0]["family"] == ok[0].family
     html = (tmp_path / "cmp" / "leaderboard.html").read_text()
-    assert "validation split" in html and "data:image/png;base64," in html
+    assert "scored on the test split" in html and "data:image/png;base64," in html
+    assert "There is no test split" not in html  # that note is for scores on a selection split
     for name in names:
         assert f">{name}</a>" in html
         assert (tmp_path / "cmp" / name / "report.html").exists()

@@ -94,6 +94,8 @@ def read_config(folder: Path) -> dict:
     if not path.is_file():
         raise ImgrecError(f"nothing to resume in {folder}: it holds no {CONFIG_FILE}.")
     return _json(path)
+
+
 _METRIC_KEYS = ("n", "accuracy", "balanced_accuracy", "per_class", "confusion_matrix", "classes")
 
 
@@ -117,8 +119,11 @@ class RunFolder:
         return self.folder / MODEL_FILE
 
 
-def read_run_folder(folder: str | Path) -> RunFolder:
-    """Load and check a run folder; raise ImgrecError naming what is missing or damaged."""
+def read_run_folder(folder: str | Path, metadata: dict | None = None) -> RunFolder:
+    """Load and check a run folder; raise ImgrecError naming what is missing or damaged.
+
+    `metadata` stands in for the model file's when the run is read before its model file is
+    written (a job builds the model card first, to write the model file once)."""
     folder = Path(folder)
     if not folder.exists():
         raise ImgrecError(f"{folder} does not exist; give the folder of a run (runs/train).")
@@ -126,7 +131,8 @@ def read_run_folder(folder: str | Path) -> RunFolder:
         raise ImgrecError(
             f"{folder} is a file; give the run folder that holds it (e.g. {folder.parent})."
         )
-    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    required = REQUIRED if metadata is None else (METRICS_FILE, CONFIG_FILE)
+    missing = [name for name in required if not (folder / name).is_file()]
     if missing:
         raise ImgrecError(
             f"{folder} is not a finished run folder: it lacks {', '.join(missing)} "
@@ -140,7 +146,9 @@ def read_run_folder(folder: str | Path) -> RunFolder:
             f"{files.metrics} is damaged (it lacks the overall metrics); "
             "re-run imgrec train to write it again."
         )
-    run = RunFolder(folder, read_metadata(files.model), metrics, _json(files.config))
+    if metadata is None:
+        metadata = read_metadata(files.model)
+    run = RunFolder(folder, metadata, metrics, _json(files.config))
     if files.split.is_file():
         run.split_counts = _split_counts(files.split)
     if files.audit.is_file():

@@ -237,45 +237,11 @@ def build_card_for(
     model_metadata) and `weights_hash` the tensor_data_sha256 of its state dict. Everything
     else comes from the run folder, as for build_card; owner text comes from
     metadata["model_card_text"] (a retrained model keeps its owner's words)."""
-    run = _run_before_save(folder, metadata)
+    run = read_run_folder(folder, metadata)
     owner = metadata.get("model_card_text") or {}
     return build_card(
         run, owner.get("intended_use"), owner.get("out_of_scope"), evaluation, weights_hash
     )
-
-
-def _run_before_save(folder: str | Path, metadata: dict) -> RunFolder:
-    """What read_run_folder reads, with `metadata` standing in for the model file's, by the
-    same helpers and checks so that both cards say the same.
-
-    read_run_folder requires the model file; when it takes the metadata instead, this becomes
-    that call."""
-    from imgrec.bundle.run_folder import (
-        _csv_columns,
-        _csv_rows,
-        _groups,
-        _json,
-        _overall_metrics_ok,
-        _split_counts,
-    )
-
-    folder = Path(folder).resolve()
-    missing = [name for name in ("metrics.json", "config.json") if not (folder / name).is_file()]
-    if missing:
-        raise ImgrecError(f"{folder} lacks {', '.join(missing)}; write them before the card.")
-    metrics = _json(folder / "metrics.json")
-    if not _overall_metrics_ok(metrics):
-        raise ImgrecError(f"{folder / 'metrics.json'} is damaged (it lacks the overall metrics).")
-    run = RunFolder(folder, metadata, metrics, _json(folder / "config.json"))
-    if (folder / "split.csv").is_file():
-        run.split_counts = _split_counts(folder / "split.csv")
-    if (folder / "audit.json").is_file():
-        run.audit = _json(folder / "audit.json")
-    if (folder / "skipped.csv").is_file():
-        run.skipped = max(0, len(_csv_rows(folder / "skipped.csv")) - 1)
-    run.groups, run.groups_from = _groups(folder, metrics)
-    run.extra_columns = _csv_columns(run.config.get("source"))
-    return run
 
 
 class _Facts:

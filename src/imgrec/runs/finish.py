@@ -47,32 +47,49 @@ def finish_run(
     full: bool = True,
 ) -> FinishedRun:
     """Write what a finished run shows: metrics.json, report.html, the model file and (with
-    `full`) plots/, history.csv, skipped.csv and the model card, embedded in the model file.
+    `full`) plots/, history.csv, skipped.csv and the model card, embedded in the model file,
+    which is written once.
 
     `model_file` is a name inside `folder` (default model.imgrec); `skipped` lists the
     unreadable images, reported once each.
     """
     files = RunFiles(folder)
     result.save_metrics(files.metrics)
-    report = result.save_report(files.report)
+    report = result.save_report(files.report, card_href=files.card_html.name if full else None)
     metrics = {"split": evaluated_on, **headline_metrics(result.metrics)}
     if "best_epoch" in clf.metadata:
         metrics["best_epoch"] = clf.metadata["best_epoch"]
-    model_path = clf.save(folder / model_file if model_file else files.model, metrics=metrics)
     if not full:
+        model_path = clf.save(folder / model_file if model_file else files.model, metrics=metrics)
         return FinishedRun(model_path, report)
     unique = list({s.path: s for s in skipped}.values())
-    if unique:
+    if unique:  # before the card, which counts them
         Dataset(folder, [], list(clf.classes), unique).write_skipped(files.skipped)
     result.save_plots(files.plots)
     work_history = files.checkpoints / "history.csv"
     if work_history.is_file():
         shutil.copyfile(work_history, files.history)
-    from imgrec.monitor.card import write_card
+    card = _save_with_card(files, clf, metrics, result)
+    return FinishedRun(files.model, report, card)
 
-    card = write_card(folder, evaluation=result)  # model_card.md/.html, embedded in the model
-    clf.metadata["model_card"] = card.text
-    return FinishedRun(model_path, report, card.html)
+
+def _save_with_card(
+    files: RunFiles, clf: ImageClassifier, metrics: dict, result: EvaluationResult
+) -> Path:
+    """Write the model card from the metadata the model file will carry, then the model file
+    once, with the card embedded. Returns the card's HTML page."""
+    from imgrec.bundle.format import save_bundle
+    from imgrec.bundle.model import model_metadata
+    from imgrec.monitor.card import tensor_data_sha256, write_card_for
+
+    trained = clf.trained()
+    state = trained.network.state_dict()
+    metadata = model_metadata(trained, metrics)
+    card = write_card_for(files.folder, metadata, tensor_data_sha256(state), evaluation=result)
+    metadata["model_card"] = card.text
+    save_bundle(files.model, state, metadata)
+    clf.metadata = metadata
+    return card.html
 
 
 def write_audit(folder: Path, audit: AuditResult, crossing: int | None = None) -> None:
