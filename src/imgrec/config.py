@@ -108,6 +108,18 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+# TrainConfig fields that `imgrec train` has no option for (set them in Python or config.json);
+# every other field is the option "--" + its name with dashes, and "head" is --head/--no-head.
+NO_OPTION = ("mix_alpha", "warmup_fraction", "freeze_stride")
+
+
+def option_for(field: str) -> str | None:
+    """The `imgrec train` option that sets TrainConfig `field`, or None when there is none."""
+    if field in NO_OPTION:
+        return None
+    return "--" + field.replace("_", "-")
+
+
 def parse_duration(text: str) -> float:
     """'20m', '1h', '90s', '1h30m' or plain seconds -> seconds."""
     text = text.strip().lower()

@@ -2,7 +2,7 @@
 
 This is the one place that turns model.imgrec into a network and back. Serving, export,
 monitoring, the jobs and the Python API all load through here, so none of them needs the
-front end (`imgrec.api`) and the metadata's layout is written down once.
+front end (the Python API) and the metadata's layout is written down once.
 """
 
 from __future__ import annotations

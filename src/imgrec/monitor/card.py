@@ -801,32 +801,11 @@ def _reproduce(run: RunFolder, f: _Facts) -> Section:
     )
 
 
-# CLI flag for each TrainConfig field that has one (the rest are noted in the text)
-_FLAGS = {
-    "model": "--model",
-    "weights": "--weights",
-    "augment": "--augment",
-    "mix": "--mix",
-    "balance": "--balance",
-    "optimizer": "--optimizer",
-    "lr": "--lr",
-    "backbone_lr_mult": "--backbone-lr-mult",
-    "epochs": "--epochs",
-    "patience": "--patience",
-    "weight_decay": "--weight-decay",
-    "dropout": "--dropout",
-    "label_smoothing": "--label-smoothing",
-    "batch_size": "--batch-size",
-    "seed": "--seed",
-    "workers": "--workers",
-    "image_size": "--image-size",
-    "time_limit": "--time-limit",  # seconds; the option also reads plain seconds
-}
-
-
 def reproduce_command(config: dict, folder: Path) -> str:
     """`imgrec train` with every setting of config.json spelled out and this run's split."""
-    from imgrec.config import TrainConfig
+    from imgrec.config import TrainConfig, option_for
+
+    flags = {f: option_for(f) for f in TrainConfig().to_dict() if f != "head" and option_for(f)}
 
     parts = [
         "imgrec",
@@ -837,7 +816,7 @@ def reproduce_command(config: dict, folder: Path) -> str:
         "--out",
         f"{folder}-again",
     ]
-    for key, flag in _FLAGS.items():
+    for key, flag in flags.items():
         value = config.get(key)
         if value is not None:
             parts += [flag, _value(value)]
@@ -848,7 +827,7 @@ def reproduce_command(config: dict, folder: Path) -> str:
     other = [
         f"{k}={_value(v)}"
         for k, v in config.items()
-        if k not in _FLAGS and k not in ("head", "source") and v != defaults.get(k, v)
+        if k not in flags and k not in ("head", "source") and v != defaults.get(k, v)
     ]
     if other:
         command += (
