@@ -32,19 +32,23 @@ from runhelpers import (
 
 COMMANDS = (
     "train",
+    "retrain",
+    "compare",
+    "tune",
+    "lr-find",
     "evaluate",
     "predict",
     "info",
+    "card",
     "models",
     "demo",
     "augment-preview",
     "audit",
     "split",
-    "serve",
-    "card",
-    "drift",
-    "retrain",
     "calibrate",
+    "serve",
+    "export",
+    "drift",
 )
 SKIP_REASONS = {kind: BAD_KINDS[kind] for kind in ("zero_bytes", "truncated_jpeg", "text_as_png")}
 
@@ -146,7 +150,8 @@ def test_train_writes_a_complete_run_folder(trained):
     assert any(line.endswith(str(run / "model.imgrec")) for line in lines), trained.result.stdout
     assert "Traceback" not in trained.result.stderr
 
-    # no test split was given, so the validation split (4 + 4 photos) is what gets reported
+    # train/ and val/ only: val/ (4 + 4 photos) is scored as the test split, which chose
+    # nothing; the validation split that chooses the best epoch is held out of train/
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n"] == 8
     assert 0.0 <= metrics["accuracy"] <= 1.0
@@ -155,10 +160,12 @@ def test_train_writes_a_complete_run_folder(trained):
 
     split = read_csv(run / "split.csv")
     counts = {s: sum(r["split"] == s for r in split) for s in ("train", "val", "test")}
-    assert counts == {"train": 16, "val": 8, "test": 0}
-    for row in split:  # paths are relative to DATA and the folders are used as given
+    assert counts["test"] == 8 and counts["train"] + counts["val"] == 16, counts
+    assert counts["val"] >= len(CLASSES), counts
+    for row in split:  # paths are relative to DATA; test is val/, train and val come from train/
         assert not Path(row["path"]).is_absolute()
-        assert row["path"].startswith(f"{row['split']}/{row['label']}/")
+        folder = "val" if row["split"] == "test" else "train"
+        assert row["path"].startswith(f"{folder}/{row['label']}/")
         assert (trained.data / row["path"]).is_file()
 
     history = epochs_by_phase(run / "history.csv")
@@ -199,12 +206,14 @@ def test_info_json_is_valid_json_with_the_metadata(trained):
     assert meta["classes"] == list(CLASSES)
     assert meta["model"] == "efficientnet_lite0"
     assert {"input_size", "resize_size", "mean", "std"} <= set(meta["preprocessing"])
-    assert meta["metrics"]["split"] == "val"
+    assert meta["metrics"]["split"] == "test"
     run_metrics = json.loads((trained.run / "metrics.json").read_text())
     assert meta["metrics"]["accuracy"] == pytest.approx(run_metrics["accuracy"])
     assert re.fullmatch(r"[0-9a-f]{64}", meta["data"]["fingerprint"]), meta["data"]
-    assert meta["data"]["train_images"] == 16
-    assert meta["data"]["val_images"] == 8
+    split = read_csv(trained.run / "split.csv")
+    assert meta["data"]["train_images"] == sum(r["split"] == "train" for r in split)
+    assert meta["data"]["val_images"] == sum(r["split"] == "val" for r in split)
+    assert meta["data"]["train_images"] + meta["data"]["val_images"] == 16
     assert "history" not in meta
 
 
@@ -277,6 +286,15 @@ def _first_column(table: str) -> list[str]:
         else:
             cells.append(row[0])
     return cells
+
+
+@pytest.mark.slow
+def test_predict_output_is_the_old_name_of_out(trained, inputs, tmp_path):
+    out = tmp_path / "old.csv"
+    result = run_imgrec("predict", trained.model, *inputs.args, "-f", "csv", "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 5 predictions" in result.stdout and out.is_file()
+    assert squash("--output is now called --out") in squash(result.stderr)
 
 
 @pytest.mark.slow

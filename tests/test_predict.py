@@ -163,8 +163,8 @@ def test_cli_jsonl_to_stdout(model, photos):
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["-f", "csv", "--resume"], "--resume needs --output"),
-        (["-f", "json", "-o", "x.json", "--resume"], "--resume needs --output"),
+        (["-f", "csv", "--resume"], "--resume needs --out"),
+        (["-f", "json", "-o", "x.json", "--resume"], "--resume needs --out"),
     ],
 )
 def test_cli_resume_misuse_is_one_line(model, photos, tmp_path, args, fragment):

@@ -1,0 +1,493 @@
+"""Commands about a trained model: evaluate, predict, info, card, models, calibrate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
+
+from imgrec.cli.common import (
+    EngineChoice,
+    Format,
+    MinConfidence,
+    Quiet,
+    batch_size_option,
+    err,
+    in_range,
+    out,
+    renamed,
+    with_default,
+)
+from imgrec.errors import ImgrecError
+
+commands = typer.Typer()
+
+# What `imgrec models` lists after the families, without a pattern: the offline models, then
+# popular hub backbones (name, input size, weights). A static table, so listing needs neither
+# torch nor timm (seconds of start-up); tests/test_cli_options.py checks it against
+# imgrec.models.registry.list_models(), which asks timm.
+BACKBONES = (
+    ("efficientnet_lite0", 256, "yes"),
+    ("cnn-scratch", 128, "none (--weights none)"),
+    ("resnet18", 224, "download"),
+    ("resnet50", 224, "download"),
+    ("mobilenetv3_large_100", 224, "download"),
+    ("efficientnet_b0", 224, "download"),
+    ("convnext_tiny", 224, "download"),
+    ("vit_small_patch16_224", 224, "download"),
+    ("regnety_016", 224, "download"),
+)
+
+
+class CalibrationSplit(StrEnum):
+    val = "val"
+    test = "test"
+
+
+@commands.command(
+    epilog="Example: imgrec evaluate runs/train/model.imgrec photos/test --out runs/eval   or, "
+    "per group: imgrec evaluate runs/train/model.imgrec photos.csv --group-by camera,site"
+)
+def evaluate(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    data: Annotated[Path, typer.Argument(help="Labelled images: folder per class or CSV.")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help=with_default(
+                "Folder for metrics.json, plots and report.html.",
+                "eval-DATA next to the model file",
+            ),
+        ),
+    ] = None,
+    batch_size: Annotated[int, batch_size_option()] = 32,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            help=with_default(
+                "Comma-separated extra CSV columns (e.g. camera,site): metrics per group with "
+                "95% bootstrap intervals and the gaps between groups.",
+                "none",
+            )
+        ),
+    ] = None,
+) -> None:
+    """Evaluate a model on labelled data: metrics, confusion matrix, PR curves, HTML report."""
+    from imgrec.api import ImageClassifier
+
+    clf = ImageClassifier.load(model_file)
+    columns = None if group_by is None else group_by.split(",")
+    result = clf.evaluate(data, batch_size=batch_size, group_by=columns)
+    folder = out_dir or model_file.parent / f"eval-{Path(data).stem}"
+    folder.mkdir(parents=True, exist_ok=True)
+    result.title = f"imgrec evaluation of {model_file.name} on {data}"
+    result.save_metrics(folder / "metrics.json")
+    result.save_plots(folder / "plots")
+    report = result.save_report(folder / "report.html")
+    m = result.metrics
+    table = Table("metric", "value")
+    for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "log_loss"):
+        table.add_row(key, f"{m[key]:.4f}" if isinstance(m[key], float) else str(m[key]))
+    if "calibration" in m:
+        table.add_row("ece", f"{m['calibration']['ece']:.4f}")
+    out.print(table)
+    if "groups" in m:
+        _print_groups(m["groups"])
+    if result.skipped:
+        err.print(
+            f"[yellow]{len(result.skipped)} unreadable file(s) skipped[/] (listed in the report)"
+        )
+    out.print(f"report: {report}")
+
+
+def _print_groups(groups: dict) -> None:
+    """Per-group accuracy with intervals and the gaps on stdout; small-group warnings on stderr."""
+    from imgrec.evaluate.groups import summary_lines
+
+    out.print("per group (accuracy [95% interval]):", highlight=False)
+    for line in summary_lines(groups):
+        out.print(line, markup=False, highlight=False)
+    for warning in groups["warnings"]:
+        err.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+
+
+@commands.command(
+    epilog="Example: imgrec predict runs/train/model.imgrec photos/ -f csv -o preds.csv --resume"
+)
+def predict(
+    ctx: typer.Context,
+    model_file: Annotated[
+        Path, typer.Argument(help="A model.imgrec file, or an .onnx file from `imgrec export`.")
+    ],
+    inputs: Annotated[
+        list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")
+    ],
+    top_k: Annotated[
+        int,
+        typer.Option("--top-k", "-k", help="Classes to show per image.", callback=in_range(1)),
+    ] = 1,
+    fmt: Annotated[
+        Format,
+        typer.Option(
+            "--format", "-f", help="Output format; csv and jsonl are written batch by batch."
+        ),
+    ] = Format.table,
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help=with_default("Write to this file.", "stdout")),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", hidden=True)
+    ] = None,  # the old name of --out, kept for one release
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help=with_default(
+                "With -o and csv/jsonl: skip the images already in the file and append.", "off"
+            ),
+        ),
+    ] = False,
+    engine: Annotated[
+        EngineChoice,
+        typer.Option(
+            help="onnx: ONNX Runtime (fast on CPU); torch: PyTorch; auto: onnx when installed."
+        ),
+    ] = EngineChoice.auto,
+    batch_size: Annotated[int, batch_size_option()] = 32,
+    quiet: Quiet = False,
+    min_confidence: MinConfidence = None,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log",
+            help=with_default(
+                "Also record every prediction in this SQLite file (for `imgrec drift`).", "off"
+            ),
+        ),
+    ] = None,
+) -> None:
+    """Predict the class of images; unreadable files are reported and the rest still predicted."""
+    out_file = _one_out_file(out_file, output)
+    from imgrec.bundle.model import open_predictor
+    from imgrec.data.inputs import expand_inputs
+    from imgrec.infer.predict import check_min_confidence
+
+    check_min_confidence(min_confidence)
+    streaming = fmt in (Format.csv, Format.jsonl)
+    if resume and not (streaming and out_file):
+        raise ImgrecError("--resume needs --out FILE with --format csv or jsonl.")
+    paths = expand_inputs(inputs)
+    predictor = open_predictor(
+        model_file, engine.value, batch_size, on_fallback=lambda m: err.print(f"warning: {m}")
+    )
+    if log is not None:
+        from imgrec.prediction_log.writer import PredictionLog
+
+        predictor.log = PredictionLog(
+            log,
+            model_file,
+            predictor.classes,
+            predictor.preprocessing,
+            source="predict",
+            when_full="wait",
+        )
+        ctx.call_on_close(predictor.log.close)  # also on errors and Ctrl-C: queued rows are kept
+    if streaming:
+        _predict_streaming(predictor, paths, out_file, fmt, top_k, resume, quiet, min_confidence)
+        return
+    done, probs, skipped = predictor.predict_proba(paths, min_confidence)
+    from imgrec.infer.predict import Prediction, top_k_rows
+
+    rows = top_k_rows(predictor.classes, probs, top_k)
+    predictions = [Prediction(str(p), c, q) for p, (c, q) in zip(done, rows, strict=True)]
+    if out_file:
+        with out_file.open("w", newline="", encoding="utf-8") as stream:
+            _write_predictions(predictions, skipped, fmt, stream, min_confidence)
+        out.print(f"wrote {len(predictions)} predictions to {out_file}", highlight=False)
+    else:
+        _write_predictions(predictions, skipped, fmt, sys.stdout, min_confidence)
+    for s in skipped:
+        _report_skip(s)
+    if not predictions:
+        raise ImgrecError("none of the inputs could be read as an image.")
+
+
+def _one_out_file(out_file: Path | None, output: Path | None) -> Path | None:
+    """--out, or its old name --output (with a note on stderr)."""
+    if output is None:
+        return out_file
+    if out_file is not None and out_file != output:
+        raise typer.BadParameter("give the file once, with --out (--output is its old name).")
+    renamed("--output", "--out")
+    return output
+
+
+def _report_skip(s) -> None:
+    err.print(f"skipped {s.path}: {s.reason}", style="yellow", markup=False)
+
+
+def _predict_streaming(predictor, paths, out_file, fmt, top_k, resume, quiet, min_confidence):
+    """csv and jsonl: written batch by batch, to the file or stdout."""
+    try:
+        summary = predictor.predict_to_file(
+            paths,
+            out_file or sys.stdout,
+            fmt.value,
+            top_k,
+            resume=resume,
+            progress=not quiet and err.is_terminal,
+            on_skip=_report_skip,
+            min_confidence=min_confidence,
+        )
+    except KeyboardInterrupt:
+        if out_file:
+            where = escape(str(out_file))
+            err.print(f"[yellow]interrupted[/]; the rows so far are in {where}: add --resume")
+            raise typer.Exit(130) from None
+        raise
+    if out_file:
+        note = f", {summary.already_done} already there" if summary.already_done else ""
+        out.print(
+            f"wrote {summary.predicted} predictions to {out_file} ({summary.skipped} skipped"
+            f"{note}; {summary.images_per_second:.0f} img/s, {summary.engine})",
+            highlight=False,
+        )
+    if summary.predicted == 0 and summary.already_done == 0:
+        raise ImgrecError("none of the inputs could be read as an image.")
+
+
+def _write_predictions(predictions, skipped, fmt: Format, stream, min_confidence=None) -> None:
+    """The whole-document formats: a JSON document or a Rich table; with `min_confidence`,
+    each prediction also gets its label (the top class, or unknown)."""
+    from imgrec.infer.predict import answer_label
+
+    k = max((len(p.classes) for p in predictions), default=1)
+    labelled = min_confidence is not None
+
+    def label(p) -> str:
+        return answer_label(p.classes, p.probabilities, min_confidence)
+
+    if fmt is Format.json:
+        document = {
+            "predictions": [
+                {"path": p.path, "label": label(p), "top": p.to_dict()["top"]}
+                if labelled
+                else p.to_dict()
+                for p in predictions
+            ],
+            "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped],
+        }
+        json.dump(document, stream, indent=2, ensure_ascii=False)
+        stream.write("\n")
+    else:
+        label_column = ["label"] if labelled else []
+        table = Table(
+            Column("image", overflow="fold"),
+            *label_column,
+            *[f"top {i}" for i in range(1, k + 1)],
+        )
+        for p in predictions:
+            pairs = zip(p.classes, p.probabilities, strict=True)
+            table.add_row(
+                p.path, *([label(p)] if labelled else []), *[f"{c} {q:.1%}" for c, q in pairs]
+            )
+        Console(file=stream, width=None if stream is sys.stdout else 200).print(table)
+
+
+@commands.command(epilog="Example: imgrec info runs/train/model.imgrec --json")
+def info(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help=with_default("Print all metadata as JSON.", "off"))
+    ] = False,
+    card: Annotated[
+        bool,
+        typer.Option(
+            "--card",
+            help=with_default("Print the model card embedded in the file (Markdown).", "off"),
+        ),
+    ] = False,
+) -> None:
+    """Show a model file's classes, backbone, preprocessing, metrics and data fingerprint."""
+    from imgrec.bundle.format import read_metadata
+
+    meta = read_metadata(model_file)
+    if card:
+        if not meta.get("model_card"):
+            raise ImgrecError(
+                f"{model_file} holds no model card; write one with imgrec card RUN_FOLDER."
+            )
+        sys.stdout.write(meta["model_card"])
+        return
+    if as_json:
+        shown = {k: v for k, v in meta.items() if k not in ("history", "monitor")}
+        out.print_json(json.dumps(shown))
+        return
+    p, m, d = meta.get("preprocessing", {}), meta.get("metrics", {}), meta.get("data", {})
+    table = Table(show_header=False)
+    rows = {
+        "model": meta.get("model"),
+        "classes": f"{len(meta.get('classes', []))}: {', '.join(meta.get('classes', []))}",
+        "input": f"{p.get('input_size')}px (resize {p.get('resize_size')}), "
+        f"mean {p.get('mean')}, std {p.get('std')}",
+        "metrics": ", ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in m.items()
+            if not isinstance(v, dict)
+        ),
+        "best epoch": _describe_epoch(m.get("best_epoch") or {}),
+        "data": f"{d.get('source')} ({d.get('train_images')} train / {d.get('val_images')} val)",
+        "fingerprint": d.get("fingerprint"),
+        "created": meta.get("created"),
+        "versions": ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
+    }
+    for key, v in rows.items():
+        table.add_row(key, str(v))
+    out.print(table)
+
+
+def _describe_epoch(row: dict) -> str:
+    if not row:
+        return "?"
+    return (
+        f"{row.get('phase')} {row.get('epoch')}: val accuracy {row.get('val_acc', 0):.2%}, "
+        f"val loss {row.get('val_loss', 0):.4f}"
+    )
+
+
+@commands.command(
+    epilog='Example: imgrec card runs/train --intended-use "Sorting trail-camera photos of '
+    'ants and bees for the 2025 survey; a person checks every bee."'
+)
+def card(
+    run_folder: Annotated[Path, typer.Argument(help="A run folder from imgrec train.")],
+    intended_use: Annotated[
+        str | None,
+        typer.Option(
+            help=with_default(
+                "What the model is for, in your words (kept for later regenerations).",
+                "the text given last time, else a prompt to write it",
+            )
+        ),
+    ] = None,
+    out_of_scope: Annotated[
+        str | None,
+        typer.Option(
+            help=with_default(
+                "What it must not be used for, in your words (kept as well).",
+                "the text given last time, else a prompt to write it",
+            )
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help=with_default("Folder for model_card.md/.html.", "the run folder")
+        ),
+    ] = None,
+) -> None:
+    """Write a run's model card again (model_card.md and .html) and the copy in model.imgrec.
+
+    For example after evaluate --group-by, or with your own intended-use text.
+    """
+    from imgrec.monitor.card import write_card
+
+    files = write_card(run_folder, intended_use, out_of_scope, out_dir)
+    out.print(f"card:  {files.markdown}\nhtml:  {files.html}\nmodel: {files.model} (card embedded)")
+
+
+@commands.command(epilog="Example: imgrec models   or: imgrec models 'resnet*'")
+def models(
+    pattern: Annotated[
+        str | None,
+        typer.Argument(help="timm name pattern, e.g. 'resnet*' (lists pretrained matches)."),
+    ] = None,
+) -> None:
+    """List the model families, then backbones for transfer learning (offline ones marked)."""
+    from imgrec.models.families import families
+
+    if pattern is None:
+        table = Table("family", "what it is", title="model families (imgrec train --model NAME)")
+        for family in families():
+            table.add_row(family.name, family.summary)
+        out.print(table)
+        rows = [(name, str(size), weights) for name, size, weights in BACKBONES]
+    else:
+        from imgrec.models.registry import SCRATCH_MODEL, list_models
+
+        rows = []
+        for spec in list_models(pattern):
+            weights = "yes" if spec.offline_weights else "download"
+            if spec.name == SCRATCH_MODEL:
+                weights = "none (--weights none)"
+            rows.append((spec.name, str(spec.input_size), weights))
+    table = Table("backbone", "input", "offline weights", title="transfer-learning backbones")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+@commands.command(
+    epilog="Example: imgrec calibrate runs/train/model.imgrec photos/ --split val "
+    "--out runs/train/model.calibrated.imgrec"
+)
+def calibrate(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="Labelled images the model did NOT train on: a dataset with splits (its "
+            "--split part is used), or a folder per class / CSV used whole."
+        ),
+    ],
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help=with_default("Write the calibrated model here.", "update MODEL_FILE in place"),
+        ),
+    ] = None,
+    split: Annotated[
+        CalibrationSplit,
+        typer.Option("--split", help="Which split to use when DATA has splits."),
+    ] = CalibrationSplit.val,
+    batch_size: Annotated[int, batch_size_option()] = 32,
+) -> None:
+    """Fit the model's temperature so its confidence matches its accuracy.
+
+    Temperature scaling: accuracy never changes. Prints ECE and NLL (log loss) before -> after.
+    """
+    from imgrec.runs.calibrate import calibrate_file
+
+    report, path = calibrate_file(model_file, data, out_file, split.value, batch_size)
+    c = report.cross_fitted
+    out.print(
+        f"calibrated on {report.images} images of {report.source}\n"
+        f"temperature {report.temperature_before:.3g} -> {report.temperature:.3g}\n"
+        f"ECE      {report.ece_before:.2%} -> {report.ece_after:.2%}\n"
+        f"NLL      {report.nll_before:.4f} -> {report.nll_after:.4f}  (log loss)\n"
+        f"honest (2-fold cross-fitted: T fitted on one half, measured on the other): "
+        f"ECE {c['ece_before']:.2%} -> {c['ece_after']:.2%}, "
+        f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}\n"
+        f"accuracy {report.accuracy:.2%} (unchanged)",
+        highlight=False,
+        markup=False,
+    )
+    if c["nll_after"] > c["nll_before"]:
+        err.print(
+            "warning: cross-fitted, the temperature made NLL worse; it may not carry "
+            "over to new images: calibrate on more held-out images.",
+            style="yellow",
+        )
+    if report.skipped:
+        err.print(f"{len(report.skipped)} unreadable file(s) skipped", style="yellow")
+    out.print(f"model: {path}", highlight=False, markup=False)
