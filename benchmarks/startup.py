@@ -1,0 +1,115 @@
+"""Start-up time of the `imgrec` command line: what a person waits for before anything happens.
+
+Each command runs as a real process (`python -m imgrec ...`), 5 times, alternating with the
+same command of a baseline checkout (default: commit 4ead232, the CLI before it became a
+package with lazy imports) run from its source tree with the same interpreter and packages:
+
+    git worktree add /tmp/before 4ead232      # once; the script does it when missing
+    python benchmarks/startup.py [--model MODEL.imgrec] [--baseline /tmp/before/src]
+
+Prints one JSON line per command: the median seconds of each side, every run, and the ratio
+after / before (machines are noisy: compare the ratio, measured in the same run). The commands
+are `--help`, `models`, `info MODEL` and a one-image `predict MODEL IMAGE`. Without a model
+file, a head-only model is trained on the bundled sample first (about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "src" / "imgrec" / "sample" / "hymenoptera"
+IMAGE = sorted((SAMPLE / "val" / "ants").glob("*.jpg"))[0]
+BASELINE_COMMIT = "4ead232"
+DEFAULT_BASELINE = Path(tempfile.gettempdir()) / "before"
+DEFAULT_MODEL = Path(tempfile.gettempdir()) / "startup-run" / "model.imgrec"
+# Targets on the project's 2-core reference machine, in seconds.
+TARGETS = {"--help": 1.5, "models": 1.5, "info": 2.0, "predict": 4.0}
+
+
+def ensure_baseline(src: Path) -> Path:
+    if not (src / "imgrec").is_dir():
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", str(src.parent), BASELINE_COMMIT],
+            check=True,
+            stdout=sys.stderr,
+        )
+    return src
+
+
+def ensure_model(path: Path) -> Path:
+    if not path.exists():
+        subprocess.run(
+            [sys.executable, "-m", "imgrec", "train", str(SAMPLE), "--epochs", "0", "-q"]
+            + ["--out", str(path.parent), "--exist-ok"],
+            check=True,
+            stdout=sys.stderr,  # stdout stays JSON lines
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )
+    return path
+
+
+def seconds(src: Path, args: list[str]) -> float:
+    """Wall time of `python -m imgrec ARGS` with imgrec imported from `src`."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "imgrec", *args], capture_output=True, text=True, env=env
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"imgrec {' '.join(args)} ({src}) failed:\n{done.stderr[-2000:]}")
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE / "src")
+    parser.add_argument("--runs", type=int, default=5)
+    options = parser.parse_args()
+    baseline = ensure_baseline(options.baseline)
+    model = ensure_model(options.model)
+    commands = {
+        "--help": ["--help"],
+        "models": ["models"],
+        "info": ["info", str(model)],
+        "predict": ["predict", str(model), str(IMAGE)],
+    }
+    sides = {"after": ROOT / "src", "before": baseline}
+    for name, args in commands.items():
+        seconds(sides["after"], args)  # warm the file cache and __pycache__ of both sides
+        seconds(sides["before"], args)
+        times: dict[str, list[float]] = {"after": [], "before": []}
+        for i in range(options.runs):
+            order = ("after", "before") if i % 2 == 0 else ("before", "after")
+            for side in order:  # alternating: a burst of other work slows both alike
+                times[side].append(seconds(sides[side], args))
+        after, before = statistics.median(times["after"]), statistics.median(times["before"])
+        line = {
+            "benchmark": "startup",
+            "command": "imgrec " + " ".join(a if a != str(model) else "MODEL" for a in args),
+            "runs": options.runs,
+            "after_s": round(after, 3),
+            "before_s": round(before, 3),
+            "ratio": round(after / before, 3),
+            "target_s": TARGETS[name],
+            "after_all": [round(t, 3) for t in times["after"]],
+            "before_all": [round(t, 3) for t in times["before"]],
+            "baseline": f"{BASELINE_COMMIT} ({baseline})",
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "cpus": os.cpu_count(),
+        }
+        print(json.dumps(line).replace(str(IMAGE), "IMAGE"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
