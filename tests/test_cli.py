@@ -363,6 +363,27 @@ def test_evaluate_on_labels_the_model_does_not_know(trained, tmp_path):
     assert not (tmp_path / "eval" / "metrics.json").exists()
 
 
+@pytest.mark.slow
+def test_evaluate_on_the_training_data_scores_only_what_the_run_held_out(trained, tmp_path):
+    split = read_csv(trained.run / "split.csv")
+    held_out = [r for r in split if r["split"] == "test"]
+    assert held_out and len(held_out) < len(split)
+    result = run_imgrec("evaluate", trained.model, trained.data, "--out", tmp_path / "held")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "held" / "metrics.json").read_text())["n"] == len(held_out)
+    assert "held out" in squash(result.stderr)
+    report = (tmp_path / "held" / "report.html").read_text()
+    assert "images scored" in report and "held out" in report
+
+    every = run_imgrec(
+        "evaluate", trained.model, trained.data, "--include-training", "--out", tmp_path / "all"
+    )
+    assert every.returncode == 0, every.stderr
+    assert json.loads((tmp_path / "all" / "metrics.json").read_text())["n"] == len(split)
+    assert "training images included" in squash(every.stderr)
+    assert "overstate" in (tmp_path / "all" / "report.html").read_text()
+
+
 # ---- bad input to train ---------------------------------------------------------------------
 def _one_image_class(root: Path) -> Path:
     copy_files(sample_files("train", "ants", 3), root / "ants")

@@ -79,13 +79,28 @@ def evaluate(
             )
         ),
     ] = None,
+    include_training: Annotated[
+        bool,
+        typer.Option(
+            "--include-training",
+            help="Score every image of DATA, training images included (the report says so). "
+            "Without it: the split the model's run held out when DATA is its training data, "
+            "else DATA's test split, else its val split, else all of DATA. [default: off]",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a model on labelled data: metrics, confusion matrix, PR curves, HTML report."""
-    from imgrec.api import ImageClassifier
+    from imgrec.runs.evaluate import evaluate_model
 
-    clf = ImageClassifier.load(model_file)
     columns = None if group_by is None else group_by.split(",")
-    result = clf.evaluate(data, batch_size=batch_size, group_by=columns)
+    result, scored = evaluate_model(
+        model_file,
+        data,
+        include_training=include_training,
+        batch_size=batch_size,
+        group_by=columns,
+    )
+    err.print(f"scoring {escape(scored.description)}")
     folder = out_dir or model_file.parent / f"eval-{Path(data).stem}"
     folder.mkdir(parents=True, exist_ok=True)
     result.title = f"imgrec evaluation of {model_file.name} on {data}"
