@@ -83,9 +83,12 @@ def evaluate(
         bool,
         typer.Option(
             "--include-training",
-            help="Score every image of DATA, training images included (the report says so). "
-            "Without it: the split the model's run held out when DATA is its training data, "
-            "else DATA's test split, else its val split, else all of DATA. [default: off]",
+            help=with_default(
+                "Score every image of DATA, training images included (the report says so). "
+                "Without it: the split the model's run held out when DATA is its training data, "
+                "else DATA's test split, else its val split, else all of DATA.",
+                "off",
+            ),
         ),
     ] = False,
 ) -> None:
