@@ -371,7 +371,7 @@ def test_evaluate_on_the_training_data_scores_only_what_the_run_held_out(trained
     result = run_imgrec("evaluate", trained.model, trained.data, "--out", tmp_path / "held")
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "held" / "metrics.json").read_text())["n"] == len(held_out)
-    assert "held out" in squash(result.stderr)
+    assert squash("held out") in squash(result.stderr)
     report = (tmp_path / "held" / "report.html").read_text()
     assert "images scored" in report and "held out" in report
 
@@ -380,7 +380,7 @@ def test_evaluate_on_the_training_data_scores_only_what_the_run_held_out(trained
     )
     assert every.returncode == 0, every.stderr
     assert json.loads((tmp_path / "all" / "metrics.json").read_text())["n"] == len(split)
-    assert "training images included" in squash(every.stderr)
+    assert squash("training images included") in squash(every.stderr)
     assert "overstate" in (tmp_path / "all" / "report.html").read_text()
 
 
