@@ -12,14 +12,14 @@ import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from imgrec.errors import ImgrecError
+
+if TYPE_CHECKING:  # torch loads only to read or write tensors: `imgrec info` reads the header
+    import torch
 
 FORMAT = "imgrec-model"
 FORMAT_VERSION = 1
@@ -32,6 +32,8 @@ class BundleError(ImgrecError):
 
 def save_bundle(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
     """Write tensors and metadata atomically: a crash mid-save leaves the old file intact."""
+    from safetensors.torch import save as save_safetensors
+
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
@@ -120,6 +122,8 @@ def read_metadata(path: Path) -> dict:
 
 def load_bundle(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and metadata of a model file; raises BundleError with one clear sentence."""
+    from safetensors.torch import load as load_safetensors
+
     path = Path(path)
     metadata = _metadata(path, _read_header(path))
     try:
