@@ -3,9 +3,9 @@ production (darker images, blur, heavy JPEG compression, a kind of object it nev
 must not cry wolf on two halves of the same data.
 
 One model is trained per module (head only, seconds) on 30 + 30 photos of the bundled
-ants-vs-bees sample; its validation split (25 + 25) becomes the reference stored in the model
-file. The other 30 + 30 training photos, never trained on, are the "current" images: as they
-are, and transformed.
+ants-vs-bees sample; its held-out images (the sample's 25 + 25 val/ photos, given as val/ and
+test/ splits) become the reference stored in the model file. The other 30 + 30 training
+photos, never trained on, are the "current" images: as they are, and transformed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("drift")
     for label in CLASSES:
         copy_files(sample_files("train", label, 30), base / "data" / "train" / label)
-        copy_files(sample_files("val", label, 25), base / "data" / "val" / label)
+        copy_files(sample_files("val", label, 12), base / "data" / "val" / label)
+        copy_files(sample_files("val", label, 13, skip=12), base / "data" / "test" / label)
         copy_files(sample_files("train", label, 30, skip=30), base / "holdout" / label)
     run = train_run(base / "data", base / "run", TrainConfig(epochs=0), progress=False)
     clf = run.classifier
@@ -86,7 +87,7 @@ def _shifted(result) -> set[str]:
     return {t.name for t in result.shifted}
 
 
-def test_the_model_file_carries_its_validation_split_as_reference(setup):
+def test_the_model_file_carries_its_held_out_images_as_reference(setup):
     ref = setup.reference
     assert len(ref) == 50 and ref.kind == "reference"
     assert set(ref.labels) <= set(CLASSES)
@@ -95,7 +96,8 @@ def test_the_model_file_carries_its_validation_split_as_reference(setup):
     # ten of the same images, listed in a CSV and described afresh, are in the summary
     # (float16 aside)
     listing = setup.base / "some-val.csv"
-    picked = sorted((setup.base / "data" / "val").rglob("*.jpg"))[::5]
+    held_out = [*(setup.base / "data" / "val").rglob("*.jpg")]
+    picked = sorted(held_out + [*(setup.base / "data" / "test").rglob("*.jpg")])[::5]
     listing.write_text("path\n" + "".join(f"{p.relative_to(setup.base)}\n" for p in picked))
     fresh = window_from_images(setup.predictor, listing)
     assert len(fresh) == 10

@@ -96,7 +96,7 @@ def detect_drift(
                 f"{model_path} carries no reference summary (it was trained by an older "
                 "imgrec); pass --reference with images like the ones it was trained on."
             )
-        ref_window = Window.from_metadata(stored, f"{model_path.name} (validation split)")
+        ref_window = Window.from_metadata(stored, f"{model_path.name} (held-out images)")
         skip = _calibrated_since(stored, metadata)
     else:
         ref_window = window(reference, reference_kind)

@@ -31,7 +31,7 @@ class Window:
     confidence: np.ndarray  # (N,) float32: the top-1 probability
     properties: np.ndarray  # (N, 5) float32, columns PROPERTY_NAMES
     signatures: np.ndarray | None  # (N, SIGNATURE_DIMS) float32, NaN rows where not logged
-    source: str  # what a person would recognise: a path, "model.imgrec (validation split)"
+    source: str  # what a person would recognise: a path, "model.imgrec (held-out images)"
     kind: str  # "images", "log" or "reference"
     time_range: tuple[float, float] | None = None  # unix seconds, first and last
     time_basis: str = ""  # what the times are: prediction, file modification, training

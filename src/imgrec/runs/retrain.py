@@ -234,7 +234,10 @@ def _fit(plan: _Plan, config: TrainConfig, progress: bool) -> tuple[ImageClassif
         warm_start=traits.has_learning_rate,
     )
     # the drift reference of the new weights (the old one described another feature space)
-    clf.metadata["monitor"] = {"reference": reference_summary(clf, plan.decoded, val, config.seed)}
+    held_out = [*val.paths, *plan.parts["test"].paths]
+    clf.metadata["monitor"] = {
+        "reference": reference_summary(clf, plan.decoded, held_out, config.seed)
+    }
     return clf, start
 
 

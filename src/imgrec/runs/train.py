@@ -169,7 +169,8 @@ def train_run(
     clf.fit(
         train, val, work_dir=files.checkpoints, resume=resume, progress=progress, decoded=decoded
     )
-    clf.metadata["monitor"] = {"reference": reference_summary(clf, decoded, val, config.seed)}
+    held_out = [*val.paths, *test.paths]
+    clf.metadata["monitor"] = {"reference": reference_summary(clf, decoded, held_out, config.seed)}
     evaluated_on, target = ("test", test) if len(test) else ("val", val)
     result = clf.evaluate(target)
     result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
@@ -218,12 +219,15 @@ def _find_lr(
     return clf.config
 
 
-def reference_summary(clf: ImageClassifier, decoded: DecodedCache, val: Dataset, seed: int) -> dict:
-    """The validation split (images the weights never trained on) as the model sees them,
-    kept in the model file as the reference of `imgrec drift`: one forward pass, no decode."""
+def reference_summary(
+    clf: ImageClassifier, decoded: DecodedCache, held_out: list[Path], seed: int
+) -> dict:
+    """The validation and test images (the weights never trained on them) as the model sees
+    them, kept in the model file as the reference of `imgrec drift`: one forward pass, no
+    decode. Both splits, because the validation split alone can be small (15% of train)."""
     from imgrec.monitor.image_window import reference_window
 
     window = reference_window(
-        clf.batch_predictor("auto"), decoded.subset(val.paths), "validation split", seed=seed
+        clf.batch_predictor("auto"), decoded.subset(held_out), "held-out images", seed=seed
     )
     return {**window.to_metadata(), "temperature": clf.temperature}
