@@ -187,3 +187,27 @@ def wait_for(
             process.wait()
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.05)
+
+
+# Every command, in the order `imgrec --help` lists them (the path from photos to a monitored
+# model).
+COMMANDS = (
+    "train",
+    "retrain",
+    "compare",
+    "tune",
+    "lr-find",
+    "evaluate",
+    "predict",
+    "info",
+    "card",
+    "models",
+    "demo",
+    "augment-preview",
+    "audit",
+    "split",
+    "calibrate",
+    "serve",
+    "export",
+    "drift",
+)

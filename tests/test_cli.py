@@ -17,6 +17,7 @@ import pytest
 from imagegen import BAD_KINDS, write_kind
 from runhelpers import (
     CLASSES,
+    COMMANDS,
     assert_usage_error,
     assert_user_error,
     copy_files,
@@ -30,26 +31,6 @@ from runhelpers import (
     squash,
 )
 
-COMMANDS = (
-    "train",
-    "retrain",
-    "compare",
-    "tune",
-    "lr-find",
-    "evaluate",
-    "predict",
-    "info",
-    "card",
-    "models",
-    "demo",
-    "augment-preview",
-    "audit",
-    "split",
-    "calibrate",
-    "serve",
-    "export",
-    "drift",
-)
 SKIP_REASONS = {kind: BAD_KINDS[kind] for kind in ("zero_bytes", "truncated_jpeg", "text_as_png")}
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from runhelpers import cli_env, make_class_dataset, run_imgrec, squash
+from runhelpers import COMMANDS, cli_env, make_class_dataset, run_imgrec, squash
 
 import imgrec
 from imgrec.cli.common import (
@@ -32,27 +32,6 @@ from imgrec.config import (
 )
 from imgrec.models.families import SCRATCH_RECIPE
 
-# `imgrec --help` lists the commands in this order (the path from photos to a monitored model).
-ORDER = [
-    "train",
-    "retrain",
-    "compare",
-    "tune",
-    "lr-find",
-    "evaluate",
-    "predict",
-    "info",
-    "card",
-    "models",
-    "demo",
-    "augment-preview",
-    "audit",
-    "split",
-    "calibrate",
-    "serve",
-    "export",
-    "drift",
-]
 HEAVY = (
     "torch",
     "torchvision",
@@ -124,7 +103,7 @@ def option_rows(text: str) -> dict[str, str]:
 def test_commands_keep_their_order_and_one_line_summaries():
     lines = panel(wide_help(), "Commands")
     names = [line.split()[0] for line in lines]
-    assert names == ORDER, "a summary wrapped onto a second line, or the order changed"
+    assert names == list(COMMANDS), "a summary wrapped onto a second line, or the order changed"
 
 
 def test_version():
@@ -134,7 +113,7 @@ def test_version():
 
 
 # ---- every option shows its default and its choices ----------------------------------------
-@pytest.mark.parametrize("command", ORDER)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_option_shows_its_default(command):
     text = wide_help(command)
     rows = option_rows(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,29 +98,21 @@ class ImageClassifier:
             self.network = create_model(
                 self.spec, len(self.classes), self.config.weights, self.config.dropout
             )
-        if work_dir is None:
-            with tempfile.TemporaryDirectory(prefix="imgrec-") as tmp:
-                outcome = fit_model(
-                    self.network,
-                    self.preprocessing,
-                    train,
-                    val,
-                    self.config,
-                    Path(tmp),
-                    resume=False,
-                    progress=progress,
-                    decoded=decoded,
-                    on_epoch=on_epoch,
-                )
-        else:
+        # without a work folder the checkpoints go to a temporary one, and nothing resumes
+        folder = (
+            tempfile.TemporaryDirectory(prefix="imgrec-")
+            if work_dir is None
+            else nullcontext(work_dir)
+        )
+        with folder as where:
             outcome = fit_model(
                 self.network,
                 self.preprocessing,
                 train,
                 val,
                 self.config,
-                Path(work_dir),
-                resume=resume,
+                Path(where),
+                resume=resume and work_dir is not None,
                 progress=progress,
                 decoded=decoded,
                 on_epoch=on_epoch,

@@ -63,23 +63,17 @@ class TrainConfig:
     time_limit: float | None = None  # seconds of fine-tuning; the best epoch so far is kept
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ImgrecError(
-                f"unknown optimizer '{self.optimizer}'; use one of {', '.join(OPTIMIZERS)}."
-            )
-        if self.weights not in WEIGHTS:
-            raise ImgrecError(f"unknown weights '{self.weights}'; use one of {', '.join(WEIGHTS)}.")
-        if self.augment not in AUGMENT_PRESETS:
-            raise ImgrecError(
-                f"unknown augmentation preset '{self.augment}'; "
-                f"use one of {', '.join(AUGMENT_PRESETS)}."
-            )
-        if self.mix not in MIXES:
-            raise ImgrecError(f"unknown mix '{self.mix}'; use one of {', '.join(MIXES)}.")
-        if self.balance not in BALANCES:
-            raise ImgrecError(
-                f"unknown balance '{self.balance}'; use one of {', '.join(BALANCES)}."
-            )
+        choices = {
+            "optimizer": ("optimizer", OPTIMIZERS),
+            "weights": ("weights", WEIGHTS),
+            "augment": ("augmentation preset", AUGMENT_PRESETS),
+            "mix": ("mix", MIXES),
+            "balance": ("balance", BALANCES),
+        }
+        for field, (what, allowed) in choices.items():
+            value = getattr(self, field)
+            if value not in allowed:
+                raise ImgrecError(f"unknown {what} '{value}'; use one of {', '.join(allowed)}.")
         checks = {
             "lr": self.lr > 0,
             "mix_alpha": self.mix_alpha > 0,
