@@ -167,8 +167,8 @@ def test_cli_split_keeps_duplicates_together(tmp_path):
     with out.open() as f:
         where = {row["path"]: row["split"] for row in csv.DictReader(f)}
     assert set(where.values()) == {"train", "val", "test"}
-    for source, copy in copies:
-        rel = lambda p: p.relative_to(data).as_posix()  # noqa: E731
+    for source, copy in copies:  # split.csv's paths are relative to its own folder
+        rel = lambda p: p.relative_to(tmp_path).as_posix()  # noqa: E731
         assert where[rel(source)] == where[rel(copy)]
 
 

@@ -75,6 +75,24 @@ def test_split_file_round_trip(ds, tmp_path):
     assert restored.has_splits()
     for part in (train, val, test):
         assert _names(restored.subset(part.samples[0].split)) == _names(part)
+    # the same file is a dataset CSV: its paths are relative to its own folder
+    as_data = load_dataset(path)
+    assert sorted(s.path for s in as_data.samples) == sorted(s.path for s in ds.samples)
+    assert {s.split for s in as_data.samples} == {"train", "val", "test"}
+
+
+def test_split_files_written_relative_to_the_data_folder_are_still_read(ds, tmp_path):
+    train, val, test = ds.split(seed=1)
+    old = tmp_path / "old" / "split.csv"
+    old.parent.mkdir()
+    rows = [
+        (ds.relative(s.path), s.label, name)
+        for name, part in (("train", train), ("val", val), ("test", test))
+        for s in part.samples
+    ]
+    write_csv(old, rows, ("path", "label", "split"))
+    restored = read_split_file(old, load_dataset(ds.root))
+    assert _names(restored.subset("test")) == _names(test)
 
 
 def test_read_split_file_errors(ds, tmp_path):

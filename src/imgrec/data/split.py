@@ -1,18 +1,26 @@
-"""Split manifests (split.csv) so a run's train/val/test assignment can be reproduced exactly."""
+"""Split manifests (split.csv) so a run's train/val/test assignment can be reproduced exactly.
+
+A split.csv is also a dataset CSV (path,label,split) that every command reads: its paths are
+relative to the file's own folder, the rule of every dataset CSV, so `imgrec evaluate MODEL
+runs/x/split.csv` finds the same images `imgrec train --split-file` does. Split files written
+before this rule (paths relative to the data folder) are still read.
+"""
 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
-from imgrec.data.dataset import SPLIT_ALIASES, Dataset, _absolute, read_csv_rows
+from imgrec.data.dataset import SPLIT_ALIASES, Dataset, _absolute, _relative, read_csv_rows
 from imgrec.errors import ImgrecError
 
 _COLUMNS = ("path", "label", "split")
 
 
 def read_split_file(path: Path, dataset: Dataset) -> Dataset:
-    """Apply a split.csv (paths relative to `dataset.root`) to `dataset`; labels come from it."""
+    """Apply a split.csv (paths relative to its own folder, or, in older files, to
+    `dataset.root`) to `dataset`; labels come from it."""
     path = Path(path)
     if not path.is_file():
         raise ImgrecError(f"The split file {path} does not exist.")
@@ -32,7 +40,10 @@ def read_split_file(path: Path, dataset: Dataset) -> Dataset:
             continue
         if len(row) < len(header):
             raise ImgrecError(f"Row {line_no} of the split file {path} has too few columns.")
-        file = _absolute(Path(row[col_path].strip()), dataset.root)
+        listed = Path(row[col_path].strip())
+        file = _absolute(listed, path.parent)
+        if file not in known:  # a split file from before paths were relative to it
+            file = _absolute(listed, dataset.root)
         value = row[col_split].strip()
         if value.lower() not in SPLIT_ALIASES:
             raise ImgrecError(
@@ -40,7 +51,7 @@ def read_split_file(path: Path, dataset: Dataset) -> Dataset:
                 "use train, val or test."
             )
         if file not in known:
-            unknown.append(row[col_path].strip())
+            unknown.append(str(_absolute(listed, path.parent)))
         mapping[file] = value
     if unknown:
         raise ImgrecError(
@@ -51,9 +62,10 @@ def read_split_file(path: Path, dataset: Dataset) -> Dataset:
 
 
 def write_split_file(path: Path, datasets: dict[str, Dataset]) -> None:
-    """Write path,label,split rows (paths relative to each dataset's root, posix style)."""
+    """Write path,label,split rows, paths relative to the split file's folder (posix style)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(os.path.abspath(path.parent))
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(_COLUMNS)
@@ -62,7 +74,7 @@ def write_split_file(path: Path, datasets: dict[str, Dataset]) -> None:
             if split is None:
                 raise ImgrecError(f"Unknown split '{name}'; use train, val or test.")
             for s in ds.samples:
-                writer.writerow([ds.relative(s.path), s.label, split])
+                writer.writerow([_relative(s.path, folder), s.label, split])
 
 
 def check_split(train: Dataset, val: Dataset) -> None:
