@@ -52,7 +52,7 @@ def test_read_metadata_reads_no_tensors(bundle, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("tensors were loaded")
 
-    monkeypatch.setattr(bundle_format, "load_safetensors", refuse)
+    monkeypatch.setattr("safetensors.torch.load", refuse)  # load_bundle imports it when called
     assert read_metadata(bundle) == METADATA
 
 
@@ -113,3 +113,17 @@ def test_saved_file_follows_the_umask(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_reading_the_header_loads_no_torch(bundle):
+    """`imgrec info` reads only the header: torch (2 s to import) must stay unloaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from imgrec.bundle.format import read_metadata; "
+        f"read_metadata({str(bundle)!r}); print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
