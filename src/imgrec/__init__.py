@@ -3,7 +3,7 @@
 from imgrec.errors import ImgrecError
 from imgrec.version import __version__
 
-_API = {"ImageClassifier", "Prediction", "audit", "load_dataset", "load_model"}
+_API = {"ImageClassifier", "Prediction", "audit", "load_dataset", "load_model", "open_predictor"}
 __all__ = ["ImgrecError", "__version__", *sorted(_API)]
 
 
