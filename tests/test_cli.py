@@ -143,11 +143,12 @@ def test_train_writes_a_complete_run_folder(trained):
     counts = {s: sum(r["split"] == s for r in split) for s in ("train", "val", "test")}
     assert counts["test"] == 8 and counts["train"] + counts["val"] == 16, counts
     assert counts["val"] >= len(CLASSES), counts
-    for row in split:  # paths are relative to DATA; test is val/, train and val come from train/
+    for row in split:  # paths are relative to split.csv's folder, as in any dataset CSV
         assert not Path(row["path"]).is_absolute()
-        folder = "val" if row["split"] == "test" else "train"
-        assert row["path"].startswith(f"{folder}/{row['label']}/")
-        assert (trained.data / row["path"]).is_file()
+        image = (run / row["path"]).resolve()
+        assert image.is_file()
+        folder = "val" if row["split"] == "test" else "train"  # test is val/; val comes from train/
+        assert image.relative_to(trained.data.resolve()).parts[:2] == (folder, row["label"])
 
     history = epochs_by_phase(run / "history.csv")
     assert history.get("finetune") == [1], history
