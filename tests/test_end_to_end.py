@@ -165,10 +165,11 @@ def test_csv_source_trains(csv_run):
     assert (csv_run.run / "report.html").is_file()
     config = json.loads((csv_run.run / "config.json").read_text())
     assert Path(config["source"]) == csv_run.csv.resolve()
-    split = read_csv(csv_run.run / "split.csv")
-    assert {(row["path"], row["label"]) for row in split} == {
-        *csv_run.rows,
-        (csv_run.broken.relative_to(csv_run.csv.parent).as_posix(), "bees"),
+    split = read_csv(csv_run.run / "split.csv")  # paths relative to split.csv's folder
+    listed = {((csv_run.run / row["path"]).resolve(), row["label"]) for row in split}
+    assert listed == {
+        *(((csv_run.csv.parent / path).resolve(), label) for path, label in csv_run.rows),
+        (csv_run.broken.resolve(), "bees"),
     }
     assert {row["split"] for row in split} == {"train", "val", "test"}
     history = epochs_by_phase(csv_run.run / "history.csv")
