@@ -168,7 +168,7 @@ def run_imgrec(name: str, root: Path, extra: list[str] | None = None) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     with (out / "history.csv").open() as f:
         history = [
-            {k: (v if k == "phase" else float(v)) for k, v in row.items()}
+            {k: (v if k == "phase" else float(v)) for k, v in row.items() if k != "params"}
             for row in csv.DictReader(f)
         ]
     return {
