@@ -25,7 +25,13 @@ from runhelpers import (
 from safetensors.torch import save as save_safetensors
 
 from imgrec import ImageClassifier, ImgrecError
-from imgrec.bundle.format import load_bundle, read_metadata, save_bundle
+from imgrec.bundle.format import (
+    load_bundle,
+    read_metadata,
+    save_bundle,
+    tensor_data_sha256,
+    weights_sha256,
+)
 from imgrec.config import TrainConfig
 from imgrec.evaluate import EvaluationResult
 from imgrec.evaluate.intervals import wilson_interval
@@ -33,8 +39,6 @@ from imgrec.monitor.card import (
     DEFAULT_NOTE,
     build_card,
     build_card_for,
-    tensor_data_sha256,
-    weights_sha256,
     write_card,
     write_card_for,
 )

@@ -7,6 +7,7 @@ the Python API (imgrec.api) both use it.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -146,7 +147,6 @@ class ImageClassifier:
         """A BatchPredictor of this model (see TrainedModel.predictor); the engine (an ONNX
         session is built once) is reused while the network, engine, batch size and
         temperature stay the same."""
-        from imgrec.infer.predict import BatchPredictor
 
         network = self._require_fitted()
         key = (engine, batch_size, self.temperature)
@@ -154,9 +154,7 @@ class ImageClassifier:
         if cached is None or cached[0] is not network or cached[1] != key:
             made = self.trained().predictor(engine, batch_size, on_fallback)
             self._engine_cache = cached = (network, key, made)
-        return BatchPredictor(
-            self.classes, self.preprocessing, cached[2].engine, batch_size, source=self.spec.name
-        )
+        return dataclasses.replace(cached[2])  # a copy: a caller may attach a log to it
 
     def predict_proba(
         self, inputs, batch_size: int = 32, engine: str = "torch"

@@ -7,6 +7,7 @@ architecture) lives in the metadata, so the file is self-contained.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -35,7 +36,7 @@ def save_bundle(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict)
     from safetensors.torch import save as save_safetensors
 
     path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    tensors = _cpu_tensors(state_dict)
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
     header["imgrec"] = json.dumps(metadata)
     data = save_safetensors(tensors, metadata=header)
@@ -51,6 +52,32 @@ def save_bundle(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _cpu_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+
+
+def weights_sha256(path: Path) -> str:
+    """SHA-256 of a model file's tensor data (everything after the safetensors header):
+    stable when only the metadata (such as an embedded model card) changes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        f.seek(8 + length)
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tensor_data_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """What weights_sha256 will read from the file save_bundle writes of `state_dict`, known
+    before the file exists: safetensors' data section does not depend on the metadata."""
+    from safetensors.torch import save as save_safetensors
+
+    data = memoryview(save_safetensors(_cpu_tensors(state_dict)))
+    (length,) = struct.unpack("<Q", data[:8])
+    return hashlib.sha256(data[8 + length :]).hexdigest()
 
 
 def _umask() -> int:

@@ -11,22 +11,18 @@ rewrites it; the Markdown is also embedded in model.imgrec so the card travels w
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
-import struct
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from jinja2 import Environment, FileSystemLoader
-from safetensors.torch import save as save_safetensors
 
-from imgrec.bundle.format import load_bundle, save_bundle
+from imgrec.bundle.format import weights_sha256
+from imgrec.bundle.model import update_metadata
 from imgrec.bundle.run_folder import MODEL_FILE, RunFolder, read_run_folder
 from imgrec.errors import ImgrecError
 from imgrec.evaluate.groups import gap_sentence
@@ -156,33 +152,13 @@ def _text_option(text: str, option: str) -> str:
 
 def embed_card(model_path: Path, markdown: str, owner_text: dict | None = None) -> None:
     """Put the card into the model file's metadata; the weights stay byte-for-byte the same."""
-    state, metadata = load_bundle(model_path)
-    metadata["model_card"] = markdown
-    if owner_text:
-        metadata["model_card_text"] = owner_text
-    save_bundle(model_path, state, metadata)
 
+    def add_card(metadata: dict) -> None:
+        metadata["model_card"] = markdown
+        if owner_text:
+            metadata["model_card_text"] = owner_text
 
-def weights_sha256(model_path: Path) -> str:
-    """SHA-256 of the file's tensor data (everything after the safetensors header): stable when
-    only the metadata (such as this card) changes, unlike a hash of the whole file."""
-    h = hashlib.sha256()
-    with open(model_path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        f.seek(8 + length)
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tensor_data_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """What weights_sha256 will read from the model file that save_bundle writes of
-    `state_dict`, known before the file exists: the tensors go through safetensors as
-    save_bundle sends them, without metadata, since the data section does not depend on it."""
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    data = memoryview(save_safetensors(tensors))
-    (length,) = struct.unpack("<Q", data[:8])
-    return hashlib.sha256(data[8 + length :]).hexdigest()
+    update_metadata(model_path, add_card)
 
 
 # ---- content ----------------------------------------------------------------------------------

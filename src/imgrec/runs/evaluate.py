@@ -12,12 +12,11 @@ Training images are scored only when asked (`include_training`), and the report 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imgrec.bundle.run_folder import RunFiles
+from imgrec.bundle.run_folder import RunFiles, read_config
 from imgrec.classifier import ImageClassifier
 from imgrec.data.dataset import Dataset, load_dataset
 from imgrec.data.split import read_split_file
@@ -64,8 +63,8 @@ def images_to_score(model_path: Path, data: str | Path, include_training: bool =
 def _trained_on(run: RunFiles, data: str | Path) -> bool:
     """Whether the run folder beside the model trained on `data` (its config.json says)."""
     try:
-        source = json.loads(run.config.read_text())["source"]
-    except (OSError, ValueError, KeyError, TypeError):
+        source = read_config(run.folder)["source"]
+    except (ImgrecError, KeyError, TypeError):
         return False
     return Path(source).resolve() == Path(data).resolve()
 

@@ -78,9 +78,9 @@ def _save_with_card(
 ) -> Path:
     """Write the model card from the metadata the model file will carry, then the model file
     once, with the card embedded. Returns the card's HTML page."""
-    from imgrec.bundle.format import save_bundle
+    from imgrec.bundle.format import save_bundle, tensor_data_sha256
     from imgrec.bundle.model import model_metadata
-    from imgrec.monitor.card import tensor_data_sha256, write_card_for
+    from imgrec.monitor.card import write_card_for
 
     trained = clf.trained()
     state = trained.network.state_dict()

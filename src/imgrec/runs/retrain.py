@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imgrec.bundle.run_folder import CONFIG_FILE, MODEL_FILE, RunFiles, write_config
+from imgrec.bundle.run_folder import CONFIG_FILE, MODEL_FILE, RunFiles, read_config, write_config
 from imgrec.config import TrainConfig
 from imgrec.data.dataset import SPLITS, Dataset, Sample, Skipped, load_dataset
 from imgrec.data.split import read_split_file, write_split_file
@@ -335,8 +335,8 @@ def _data_run(run_folder: Path, model: ImageClassifier) -> Path:
 def _old_data(run: Path, classes: list[str]) -> Dataset:
     """The old run's images with the splits they had (only those listed in its split.csv)."""
     try:
-        source = json.loads(RunFiles(run).config.read_text())["source"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        source = read_config(run)["source"]
+    except (KeyError, TypeError) as exc:
         raise ImgrecError(f"{run / CONFIG_FILE} does not name the run's data ({exc}).") from exc
     try:
         dataset = read_split_file(RunFiles(run).split, load_dataset(source))
