@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based and fuzz tests (marked `fuzz`): a short run in `make test`, a long one in
+# `make fuzz` (HYPOTHESIS_PROFILE=fuzz). No deadline: decoding and model loading take a variable
+# few hundred milliseconds on a loaded 2-core machine, and a slow example is not a failure.
+settings.register_profile(
+    "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "fuzz", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True, scope="session")
