@@ -178,7 +178,7 @@ def test_calibrated_probabilities_differ_but_argmax_is_identical(model, calibrat
 
 @pytest.mark.slow
 def test_onnx_export_carries_the_temperature(calibrated, photos, tmp_path):
-    from imgrec.bundle.model import open_predictor
+    from imgrec.bundle.predictor import open_predictor
     from imgrec.export import export_model
 
     check = make_class_dataset(tmp_path / "check", n=3)

@@ -18,7 +18,7 @@ from runhelpers import assert_user_error, read_csv, run_imgrec, sample_files
 from servehelpers import small_model
 
 from imgrec import ImageClassifier
-from imgrec.bundle.model import open_predictor
+from imgrec.bundle.predictor import open_predictor
 from imgrec.infer.predict import BatchPredictor
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from imgrec.audit.result import AuditResult
 from imgrec.audit.run import audit_dataset
-from imgrec.bundle.model import TrainedModel, load_model, open_predictor, save_model
+from imgrec.bundle.model import TrainedModel, load_model, save_model
+from imgrec.bundle.predictor import open_predictor
 from imgrec.classifier import ImageClassifier
 from imgrec.data.dataset import Dataset, load_dataset
 from imgrec.infer.predict import Prediction

@@ -13,8 +13,10 @@ import platform
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads on first use: ONNX Runtime prediction never needs it
+    import torch
 
 # glibc <malloc.h> parameter numbers and the values we set.
 _M_TRIM_THRESHOLD = -1
@@ -69,11 +71,33 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+def cpu_threads() -> int:
+    """Threads for CPU inference: OMP_NUM_THREADS when the user set it, else this process's
+    CPUs. ONNX Runtime sessions use it without importing torch."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return _cpu_count()
+
+
+_malloc_tuned: dict[str, int] | None = None
+
+
+def tune_malloc() -> dict[str, int]:
+    """Keep freed memory in the heap (see the module docstring), once per process."""
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        _malloc_tuned = _tune_glibc_malloc()
+    return dict(_malloc_tuned)
+
+
 def configure_cpu_runtime() -> dict:
     """Make CPU torch fast here; safe to call repeatedly. Returns what was set."""
+    import torch
+
     global _configured
     if _configured is None:
-        settings: dict = {"mallopt": _tune_glibc_malloc()}
+        settings: dict = {"mallopt": tune_malloc()}
         if "OMP_NUM_THREADS" in os.environ:
             settings["num_threads_from"] = "OMP_NUM_THREADS"
         else:
@@ -86,6 +110,8 @@ def configure_cpu_runtime() -> dict:
 
 def device() -> torch.device:
     """The device to train and predict on: the GPU when there is one."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -93,12 +119,16 @@ def autocast_dtype(device: torch.device | str, cpu_bf16: bool = False) -> torch.
     """Mixed-precision dtype for `device`: bf16 where the GPU has it, else fp16. On a CPU,
     bf16 only when asked for and the CPU computes it natively (AVX-512 BF16 or AMX: oneDNN
     reports it); elsewhere it is emulated and slower than float32, so None."""
+    import torch
+
     if torch.device(device).type != "cuda":
         return torch.bfloat16 if cpu_bf16 and _cpu_has_bf16() else None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _cpu_has_bf16() -> bool:
+    import torch
+
     try:
         return bool(
             torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -131,6 +161,8 @@ def torch_threads(n: int) -> Iterator[None]:
     lose badly when the cores are busy: an MLP step measured 18 ms on one thread and 410 ms on
     two while another process kept both cores loaded (OpenMP threads wait on each other).
     """
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -18,7 +18,7 @@ import torch
 
 from imgrec.bundle.format import load_bundle, save_bundle
 from imgrec.config import TrainConfig
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.registry import ModelSpec, create_model, get_spec
 
@@ -134,28 +134,6 @@ def update_metadata(
     except OSError as exc:
         raise ImgrecError(f"cannot write {target} ({exc.strerror or exc}).") from None
     return target
-
-
-def open_predictor(
-    path: str | Path,
-    engine: str = "auto",
-    batch_size: int = 32,
-    on_fallback: Callable[[str], None] | None = None,
-) -> BatchPredictor:
-    """A predictor of a model.imgrec with the chosen engine, or of an ONNX file written by
-    `imgrec export` (always ONNX Runtime)."""
-    from imgrec.infer.engine import read_onnx_file
-    from imgrec.infer.predict import BatchPredictor
-
-    path = Path(path)
-    if path.suffix.lower() != ".onnx":
-        return load_model(path).predictor(engine, batch_size, on_fallback)
-    if engine == "torch":
-        raise ImgrecError(f"{path} is an ONNX file; --engine torch needs a .imgrec model.")
-    if not path.is_file():
-        raise ImgrecError(f"no such model file: {path}")
-    classes, preprocessing, onnx_engine = read_onnx_file(path, (batch_size,))
-    return BatchPredictor(classes, preprocessing, onnx_engine, batch_size, source=str(path))
 
 
 def library_versions() -> dict:

@@ -195,7 +195,7 @@ def predict(
 ) -> None:
     """Predict the class of images; unreadable files are reported and the rest still predicted."""
     out_file = _one_out_file(out_file, output)
-    from imgrec.bundle.model import open_predictor
+    from imgrec.bundle.predictor import open_predictor
     from imgrec.data.inputs import expand_inputs
     from imgrec.infer.predict import check_min_confidence
 

@@ -15,8 +15,9 @@ import torch
 from imgrec.data.dataset import Skipped
 from imgrec.data.decode import UnreadableImage, open_image
 from imgrec.data.facts import ImageFacts, decode_with_facts
+from imgrec.data.preprocess import Preprocessing, prepare_input
 from imgrec.data.threads import run_threaded
-from imgrec.data.transforms import Preprocessing, eval_transform, resize_for_cache
+from imgrec.data.transforms import resize_for_cache
 
 
 class DecodedCache:
@@ -133,11 +134,10 @@ def decode_batch_for_inference(
     Returns the (N, 3, S, S) normalised batch of readable images, their indices in `paths`,
     and the files that could not be decoded.
     """
-    transform = eval_transform(p)
     paths = [Path(x) for x in paths]
 
     def load(i: int) -> torch.Tensor:
-        return prepare_for_inference(paths[i], p, transform)
+        return torch.from_numpy(prepare_input(paths[i], p))
 
     tensors: dict[int, torch.Tensor] = {}
     failed: dict[int, str] = {}
@@ -150,17 +150,3 @@ def decode_batch_for_inference(
     size = p.input_size
     batch = torch.stack([tensors[i] for i in ok]) if ok else torch.empty(0, 3, size, size)
     return batch, ok, [Skipped(paths[i], failed[i]) for i in sorted(failed)]
-
-
-def prepare_for_inference(
-    source: Path | bytes,
-    p: Preprocessing,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """One file or uploaded bytes -> the normalised (3, S, S) tensor the model sees.
-
-    The single place where prediction and serving turn pixels into model input, so the same
-    photo gives the same answer from `imgrec predict` and from `imgrec serve`.
-    """
-    transform = transform or eval_transform(p)
-    return transform(resize_for_cache(open_image(source, draft=p.resize_size), p))

@@ -1,84 +1,28 @@
-"""Preprocessing settings that travel with a model, plus train/eval transforms built from them.
+"""Train/eval transforms built from a model's Preprocessing (data/preprocess.py).
 
 Images are cached once at `resize_size` (short side) as uint8 tensors; everything here works
 on those tensors with torchvision.transforms.v2, so an epoch costs crops and flips, not JPEG
-decodes.
+decodes. Prediction does the same resize, crop and normalisation without torch
+(data/preprocess.model_input).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode, v2
-from torchvision.transforms.v2 import functional as F
+from torchvision.transforms import v2
 
 from imgrec.config import AUGMENT_PRESETS, MIXES
+from imgrec.data.preprocess import Preprocessing, resize_short_side
 from imgrec.errors import ImgrecError
+
+__all__ = ["Preprocessing", "batch_mix", "eval_transform", "resize_for_cache", "train_transform"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Input size and normalisation a model expects; `resize_size` is the short side before the
-    centre crop (256 for 224, i.e. crop_pct 0.875, as timm and torchvision evaluate)."""
-
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resize_size: int
-
-    def __post_init__(self) -> None:
-        if self.input_size <= 0 or self.resize_size < self.input_size:
-            raise ImgrecError(
-                f"Preprocessing needs 0 < input_size <= resize_size; got input_size="
-                f"{self.input_size}, resize_size={self.resize_size}."
-            )
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ImgrecError(
-                "Preprocessing needs three mean values and three positive std values."
-            )
-
-    @classmethod
-    def from_crop_pct(
-        cls,
-        input_size: int,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
-        crop_pct: float = 0.875,
-    ) -> Preprocessing:
-        """Build from a timm-style pretrained config (input size + crop_pct)."""
-        return cls(input_size, tuple(mean), tuple(std), int(round(input_size / crop_pct)))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for model.imgrec metadata."""
-        return {
-            "input_size": self.input_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "resize_size": self.resize_size,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
-        """Inverse of to_dict; a damaged model file yields an ImgrecError, not a KeyError."""
-        try:
-            return cls(
-                input_size=int(d["input_size"]),
-                mean=tuple(float(x) for x in d["mean"]),  # type: ignore[arg-type]
-                std=tuple(float(x) for x in d["std"]),  # type: ignore[arg-type]
-                resize_size=int(d["resize_size"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ImgrecError(
-                f"The preprocessing settings {d!r} are incomplete or invalid."
-            ) from exc
 
 
 def _finish(p: Preprocessing) -> list[v2.Transform]:
@@ -139,9 +83,8 @@ def batch_mix(mode: str, num_classes: int, alpha: float = 1.0) -> BatchTransform
 
 
 def resize_for_cache(img: Image.Image, p: Preprocessing) -> torch.Tensor:
-    """Short side -> resize_size (bilinear, antialiased); contiguous uint8 CHW tensor."""
-    resized = F.resize(
-        img, [p.resize_size], interpolation=InterpolationMode.BILINEAR, antialias=True
-    )
+    """Short side -> resize_size (bilinear, antialiased, aspect capped as in
+    data/preprocess.py); contiguous uint8 CHW tensor."""
+    resized = resize_short_side(img, p)
     # numpy's HWC->CHW copy is ~30x faster than torch's permute().contiguous() on uint8.
     return torch.from_numpy(np.ascontiguousarray(np.asarray(resized).transpose(2, 0, 1)))

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrec.data.cache import prepare_for_inference
 from imgrec.data.dataset import Skipped
-from imgrec.data.transforms import Preprocessing, eval_transform
+from imgrec.data.preprocess import Preprocessing, prepare_input
 
 PREFETCH_BATCHES = 2
 
@@ -35,12 +34,11 @@ def iter_decoded_batches(
     A file that cannot be decoded (or fails in any other way) is a Skipped entry, never an
     exception, so one bad file cannot stop a run over 10 000.
     """
-    transform = eval_transform(preprocessing)
     size = preprocessing.input_size
     batch_size = max(1, batch_size)
 
     def load(path: Path) -> np.ndarray:
-        return prepare_for_inference(path, preprocessing, transform).numpy()
+        return prepare_input(path, preprocessing)
 
     pool = ThreadPoolExecutor(
         max_workers=max(1, workers or os.cpu_count() or 1), thread_name_prefix="imgrec-decode"

@@ -26,7 +26,7 @@ from rich.progress import Progress
 from imgrec.data.cache import decode_batch_for_inference
 from imgrec.data.dataset import Skipped
 from imgrec.data.embedding_store import EmbeddingStore, file_sha256
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.anatomy import forward_features, num_features
 from imgrec.models.fast_features import onnx_feature_extractor

@@ -17,16 +17,17 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from imgrec.config import ENGINES
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
-from imgrec.infer.onnx_graph import INPUT, OUTPUT, SIGNATURE
-from imgrec.models.classic import ClassicNetwork
+from imgrec.infer.graph_io import INPUT, OUTPUT, SIGNATURE
+
+if TYPE_CHECKING:  # torch loads on first use: an ONNX Runtime engine never needs it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +55,39 @@ class TorchEngine:
     name = "torch"
 
     def __init__(self, network: torch.nn.Module, temperature: float = 1.0) -> None:
+        import torch
+
         from imgrec.models.signature import WithSignature
+
+        self._torch = torch
 
         self.network = network.eval()
         self.temperature = temperature
         self._with_signature = WithSignature(self.network, temperature).eval()
 
-    @torch.inference_mode()
+    def _channels_last(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        torch = self._torch
+        x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+        return x.contiguous(memory_format=torch.channels_last)
+
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Softmax probabilities (n, C) of a normalised batch."""
-        x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
-        logits = self.network(x.contiguous(memory_format=torch.channels_last)).float()
-        return torch.softmax(logits / self.temperature, dim=1).numpy()
+        torch = self._torch
+        with torch.inference_mode():
+            logits = self.network(self._channels_last(images)).float()
+            return torch.softmax(logits / self.temperature, dim=1).numpy()
 
-    @torch.inference_mode()
     def run(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
-        probs, signatures = self._with_signature(x.contiguous(memory_format=torch.channels_last))
-        return probs.numpy(), signatures.numpy()
+        with self._torch.inference_mode():
+            probs, signatures = self._with_signature(self._channels_last(images))
+            return probs.numpy(), signatures.numpy()
 
 
 class OnnxEngine:
-    """ONNX Runtime sessions of one model, each with its batch axis pinned to one size."""
+    """ONNX Runtime sessions of one model, each with its batch axis pinned to one size.
+
+    `graph` holds the ONNX bytes when the engine was made from bytes (an exported network),
+    so that open_predictor can keep them for the next run (infer/graph_cache.py)."""
 
     name = "onnx"
 
@@ -87,11 +99,13 @@ class OnnxEngine:
     ) -> None:
         import onnxruntime as ort
 
-        from imgrec.runtime import configure_cpu_runtime
+        from imgrec.runtime import cpu_threads, tune_malloc
 
+        tune_malloc()
         self.batch_sizes = sorted({max(1, int(b)) for b in batch_sizes})
-        threads = threads or configure_cpu_runtime()["num_threads"]
+        threads = threads or cpu_threads()
         source = str(model) if isinstance(model, Path) else model
+        self.graph = model if isinstance(model, bytes) else None
         self._sessions = {}
         for size in self.batch_sizes:
             options = ort.SessionOptions()
@@ -143,7 +157,7 @@ class OnnxEngine:
         return SIGNATURE in {o.name for o in first.get_outputs()}
 
     def _run(self, images: np.ndarray | torch.Tensor, names: list[str]) -> list[np.ndarray]:
-        if isinstance(images, torch.Tensor):
+        if not isinstance(images, np.ndarray):  # a torch tensor (the server's batches)
             images = images.detach().cpu().numpy()
         images = np.ascontiguousarray(images, dtype=np.float32)
         outputs: list[list[np.ndarray]] = []
@@ -180,6 +194,10 @@ def make_engine(
     """The engine called `engine` for `network`: "onnx", "torch", or "auto" (ONNX Runtime when
     it is installed and the export works, else PyTorch with one line to `on_fallback`).
     Probabilities are softmax(logits / `temperature`), the model's calibration."""
+    import torch
+
+    from imgrec.models.classic import ClassicNetwork
+
     if engine not in ENGINES:
         raise ImgrecError(f"unknown engine '{engine}'; use one of: {', '.join(ENGINES)}.")
     warn = on_fallback or log.warning

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from imgrec.errors import ImgrecError
+from imgrec.infer.graph_io import INPUT, OUTPUT, SIGNATURE
 
 OPSET = 18  # >= 17 as the export issue asks; the opset fast_features.py already exports with
-INPUT, OUTPUT, SIGNATURE = "images", "probabilities", "signature"
 
 
 class WithSoftmax(nn.Module):

@@ -33,7 +33,7 @@ from typing import IO, Protocol
 import numpy as np
 
 from imgrec.data.dataset import Skipped
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.infer.batches import iter_decoded_batches, stream_probabilities
 from imgrec.infer.engine import Engine

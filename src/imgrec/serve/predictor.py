@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from imgrec.bundle.model import load_model
-from imgrec.data.cache import prepare_for_inference
-from imgrec.data.transforms import eval_transform
+from imgrec.data.preprocess import prepare_input
 from imgrec.infer.engine import make_engine
 from imgrec.infer.predict import Prediction, top_k_predictions
 from imgrec.runtime import configure_cpu_runtime
@@ -33,7 +32,6 @@ class Predictor:
         self.model = load_model(self.path)
         self.network = self.model.network
         self.preprocessing = self.model.preprocessing
-        self._transform = eval_transform(self.preprocessing)
         sizes = [1 << i for i in range(max(1, max_batch).bit_length()) if 1 << i < max_batch]
         self.engine = make_engine(
             self.network,
@@ -49,7 +47,7 @@ class Predictor:
 
     def prepare(self, data: bytes) -> torch.Tensor:
         """Decode one upload into model input; raises UnreadableImage with a short reason."""
-        return prepare_for_inference(data, self.preprocessing, self._transform)
+        return torch.from_numpy(prepare_input(data, self.preprocessing))
 
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         return self.engine(batch)
