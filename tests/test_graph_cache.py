@@ -99,3 +99,13 @@ def test_only_the_newest_graphs_are_kept(cache, tmp_path, monkeypatch):
         graph_cache.keep_graph(f, b"graph %d" % i)
     assert graph_cache.cached_graph(files[0]) is None
     assert graph_cache.cached_graph(files[2]).read_bytes() == b"graph 2"
+
+
+def test_training_keeps_the_graph_of_the_model_it_writes(tmp_path, cache):
+    """`imgrec train` ends by keeping the graph: the first predict of a new model is fast."""
+    from runhelpers import make_split_dataset, run_imgrec
+
+    data = make_split_dataset(tmp_path / "data", n_train=4, n_val=2)
+    trained = run_imgrec("train", data, "--epochs", "0", "-q", "--out", tmp_path / "run")
+    assert trained.returncode == 0, trained.stderr
+    assert graph_cache.graph_path(tmp_path / "run" / "model.imgrec").is_file()

@@ -22,6 +22,7 @@ from imgrec.infer.graph_cache import cached_graph, forget_graph, keep_graph
 from imgrec.models.families import get_family
 
 if TYPE_CHECKING:
+    from imgrec.bundle.model import TrainedModel
     from imgrec.infer.predict import BatchPredictor
 
 # A machine with an NVIDIA driver may have a GPU, where "auto" means PyTorch on it: there the
@@ -52,6 +53,23 @@ def open_predictor(
     return predictor
 
 
+def keep_graph_for(path: Path, model: TrainedModel) -> bool:
+    """Export and keep the ONNX graph of the model just written to `path`, so that even the
+    first `imgrec predict` of a new model starts fast; False where there is none to keep (a
+    scikit-learn model, no onnxruntime, a network that does not export)."""
+    if not get_family(model.spec.name).traits.exportable or not onnx_available():
+        return False
+    if _may_have_gpu():  # the network may sit on the GPU; the graph is made on first predict
+        return False
+    from imgrec.infer.engine import network_graph
+
+    try:
+        graph = network_graph(model.network, model.preprocessing.input_size, model.temperature)
+    except ImgrecError:
+        return False
+    return keep_graph(Path(path), graph) is not None
+
+
 def _exported_file(path: Path, engine: str, batch_size: int) -> BatchPredictor:
     from imgrec.infer.engine import read_onnx_file
     from imgrec.infer.predict import BatchPredictor
@@ -68,7 +86,7 @@ def _from_kept_graph(path: Path, engine: str, batch_size: int) -> BatchPredictor
     """The predictor over the kept graph of `path`, or None where the full path must decide."""
     if engine not in ("auto", "onnx") or not onnx_available() or not path.is_file():
         return None
-    if engine == "auto" and (_NVIDIA_DRIVER.exists() or os.environ.get("CUDA_VISIBLE_DEVICES")):
+    if engine == "auto" and _may_have_gpu():
         return None
     graph = cached_graph(path)
     if graph is None:
@@ -91,3 +109,7 @@ def _from_kept_graph(path: Path, engine: str, batch_size: int) -> BatchPredictor
         forget_graph(graph)
         return None
     return BatchPredictor(classes, preprocessing, onnx_engine, batch_size, source=model)
+
+
+def _may_have_gpu() -> bool:
+    return _NVIDIA_DRIVER.exists() or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))

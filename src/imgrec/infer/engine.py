@@ -130,17 +130,7 @@ class OnnxEngine:
     ) -> OnnxEngine:
         """Export `network` (+ softmax at `temperature`, + the drift signature) to ONNX in
         memory; raises ImgrecError if it cannot be."""
-        from imgrec.infer.onnx_graph import export_onnx_bytes
-        from imgrec.models.static_pad import with_static_padding
-
-        was_training = network.training
-        try:
-            data = export_onnx_bytes(
-                with_static_padding(network, input_size), input_size, temperature, signature=True
-            )
-        finally:
-            network.train(was_training)
-        return cls(data, batch_sizes, threads)
+        return cls(network_graph(network, input_size, temperature), batch_sizes, threads)
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         return self._run(images, [OUTPUT])[0]
@@ -181,6 +171,22 @@ class OnnxEngine:
         if len(outputs) == 1:
             return outputs[0]
         return [np.concatenate(parts) for parts in zip(*outputs, strict=True)]
+
+
+def network_graph(network: torch.nn.Module, input_size: int, temperature: float = 1.0) -> bytes:
+    """The ONNX graph the ONNX engine runs for `network`: the network with constant 'SAME'
+    padding, softmax at `temperature` and the drift signature; raises ImgrecError if the
+    network cannot be exported."""
+    from imgrec.infer.onnx_graph import export_onnx_bytes
+    from imgrec.models.static_pad import with_static_padding
+
+    was_training = network.training
+    try:
+        return export_onnx_bytes(
+            with_static_padding(network, input_size), input_size, temperature, signature=True
+        )
+    finally:
+        network.train(was_training)
 
 
 def make_engine(

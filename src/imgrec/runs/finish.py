@@ -70,6 +70,7 @@ def finish_run(
     if work_history.is_file():
         shutil.copyfile(work_history, files.history)
     card = _save_with_card(files, clf, metrics, result)
+    _keep_graph(files.model, clf)
     return FinishedRun(files.model, report, card)
 
 
@@ -90,6 +91,14 @@ def _save_with_card(
     save_bundle(files.model, state, metadata)
     clf.metadata = metadata
     return card.html
+
+
+def _keep_graph(model_file: Path, clf: ImageClassifier) -> None:
+    """Keep the new model's ONNX graph now (about a second), so that the first `imgrec
+    predict` of it starts as fast as every later one (bundle/predictor.py)."""
+    from imgrec.bundle.predictor import keep_graph_for
+
+    keep_graph_for(model_file, clf.trained())
 
 
 def write_audit(folder: Path, audit: AuditResult, crossing: int | None = None) -> None:
