@@ -9,7 +9,10 @@ package with lazy imports) run from its source tree with the same interpreter an
 
 Prints one JSON line per command: the median seconds of each side, every run, and the ratio
 after / before (machines are noisy: compare the ratio, measured in the same run). The commands
-are `--help`, `models`, `info MODEL` and a one-image `predict MODEL IMAGE`. Without a model
+are `--help`, `models`, `info MODEL` and a one-image `predict MODEL IMAGE`, the latter twice:
+with the model's ONNX graph kept from an earlier run (what `imgrec train` leaves, and every
+predict after the first), and with an empty cache each run (a model file new to this machine:
+torch is imported and the graph exported). Each side has its own cache folder. Without a model
 file, a head-only model is trained on the bundled sample first (about a minute).
 """
 
@@ -32,7 +35,7 @@ BASELINE_COMMIT = "4ead232"
 DEFAULT_BASELINE = Path(tempfile.gettempdir()) / "before"
 DEFAULT_MODEL = Path(tempfile.gettempdir()) / "startup-run" / "model.imgrec"
 # Targets on the project's 2-core reference machine, in seconds.
-TARGETS = {"--help": 1.5, "models": 1.5, "info": 2.0, "predict": 4.0}
+TARGETS = {"--help": 1.5, "models": 1.5, "info": 2.0, "predict": 4.0, "predict-new-file": 4.0}
 
 
 def ensure_baseline(src: Path) -> Path:
@@ -57,9 +60,13 @@ def ensure_model(path: Path) -> Path:
     return path
 
 
-def seconds(src: Path, args: list[str]) -> float:
-    """Wall time of `python -m imgrec ARGS` with imgrec imported from `src`."""
-    env = {**os.environ, "PYTHONPATH": str(src)}
+def seconds(src: Path, args: list[str], cache: Path | None = None) -> float:
+    """Wall time of `python -m imgrec ARGS` with imgrec imported from `src` and its caches in
+    `cache` (default: a fresh empty folder, deleted afterwards)."""
+    if cache is None:
+        with tempfile.TemporaryDirectory(prefix="imgrec-startup-cache-") as fresh:
+            return seconds(src, args, Path(fresh))
+    env = {**os.environ, "PYTHONPATH": str(src), "IMGREC_CACHE_DIR": str(cache)}
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "imgrec", *args], capture_output=True, text=True, env=env
@@ -83,20 +90,24 @@ def main() -> None:
         "models": ["models"],
         "info": ["info", str(model)],
         "predict": ["predict", str(model), str(IMAGE)],
+        "predict-new-file": ["predict", str(model), str(IMAGE)],
     }
     sides = {"after": ROOT / "src", "before": baseline}
+    kept = {side: Path(tempfile.mkdtemp(prefix=f"imgrec-{side}-cache-")) for side in sides}
     for name, args in commands.items():
-        seconds(sides["after"], args)  # warm the file cache and __pycache__ of both sides
-        seconds(sides["before"], args)
+        caches = {side: None if name == "predict-new-file" else kept[side] for side in sides}
+        for side in sides:  # warm the file cache, __pycache__ and the kept graph of both sides
+            seconds(sides[side], args, caches[side])
         times: dict[str, list[float]] = {"after": [], "before": []}
         for i in range(options.runs):
             order = ("after", "before") if i % 2 == 0 else ("before", "after")
             for side in order:  # alternating: a burst of other work slows both alike
-                times[side].append(seconds(sides[side], args))
+                times[side].append(seconds(sides[side], args, caches[side]))
         after, before = statistics.median(times["after"]), statistics.median(times["before"])
         line = {
             "benchmark": "startup",
             "command": "imgrec " + " ".join(a if a != str(model) else "MODEL" for a in args),
+            "case": name,
             "runs": options.runs,
             "after_s": round(after, 3),
             "before_s": round(before, 3),
