@@ -49,6 +49,17 @@ def onnx_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+def finite(probabilities: np.ndarray) -> np.ndarray:
+    """`probabilities`, or ImgrecError when any is NaN or infinite: a damaged or crafted model
+    (NaN weights, a vanishing temperature) must not print "nan%" and exit 0."""
+    if not np.isfinite(probabilities).all():
+        raise ImgrecError(
+            "the model produced probabilities that are not numbers (NaN or infinity): its "
+            "file is damaged; re-train or re-export it."
+        )
+    return probabilities
+
+
 class TorchEngine:
     """Eager PyTorch: the reference the ONNX engine is checked against."""
 
@@ -75,12 +86,12 @@ class TorchEngine:
         torch = self._torch
         with torch.inference_mode():
             logits = self.network(self._channels_last(images)).float()
-            return torch.softmax(logits / self.temperature, dim=1).numpy()
+            return finite(torch.softmax(logits / self.temperature, dim=1).numpy())
 
     def run(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         with self._torch.inference_mode():
             probs, signatures = self._with_signature(self._channels_last(images))
-            return probs.numpy(), signatures.numpy()
+            return finite(probs.numpy()), signatures.numpy()
 
 
 class OnnxEngine:
@@ -133,13 +144,13 @@ class OnnxEngine:
         return cls(network_graph(network, input_size, temperature), batch_sizes, threads)
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
-        return self._run(images, [OUTPUT])[0]
+        return finite(self._run(images, [OUTPUT])[0])
 
     def run(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         if not self.has_signature:
             return self(images), None
         probs, signatures = self._run(images, [OUTPUT, SIGNATURE])
-        return probs, signatures
+        return finite(probs), signatures
 
     @property
     def has_signature(self) -> bool:
