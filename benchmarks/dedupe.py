@@ -175,7 +175,8 @@ def _features(paths: list[Path]) -> np.ndarray:
     import torch
 
     from imgrec.data.decode import open_image
-    from imgrec.data.transforms import Preprocessing, eval_transform, resize_for_cache
+    from imgrec.data.preprocess import Preprocessing
+    from imgrec.data.transforms import eval_transform, resize_for_cache
     from imgrec.models.anatomy import forward_features
     from imgrec.models.fast_features import onnx_feature_extractor
     from imgrec.models.registry import create_model, get_spec

@@ -14,7 +14,7 @@ from PIL import Image
 from runhelpers import assert_user_error, run_imgrec
 
 from imgrec.data.dataset import load_dataset
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.train import augment_preview
 from imgrec.train.augment_preview import (

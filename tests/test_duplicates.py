@@ -23,7 +23,8 @@ from imgrec.audit.duplicates import (
 )
 from imgrec.data.decode import open_image
 from imgrec.data.facts import scan_images
-from imgrec.data.transforms import Preprocessing, eval_transform, resize_for_cache
+from imgrec.data.preprocess import Preprocessing
+from imgrec.data.transforms import eval_transform, resize_for_cache
 from imgrec.models.anatomy import forward_features
 from imgrec.models.fast_features import onnx_feature_extractor
 from imgrec.models.registry import create_model, get_spec

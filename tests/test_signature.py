@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from imgrec.data.preprocess import Preprocessing
 from imgrec.data.properties import input_properties
-from imgrec.data.transforms import Preprocessing
 from imgrec.infer.engine import OnnxEngine, TorchEngine
 from imgrec.models.registry import create_model, get_spec
 from imgrec.models.signature import SIGNATURE_DIMS, projection

@@ -21,8 +21,8 @@ from imgrec.bundle.model import TrainedModel, load_model, save_model
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, Skipped, check_known_labels, load_dataset
 from imgrec.data.inputs import expand_inputs
+from imgrec.data.preprocess import Preprocessing
 from imgrec.data.split import check_split
-from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.infer.predict import Prediction, top_k_predictions
 from imgrec.models.families import train_config

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 
 PROPERTIES = ("brightness", "contrast", "sharpness")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's "L" mode

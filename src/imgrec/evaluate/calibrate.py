@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from imgrec.data.dataset import Dataset, Skipped, check_known_labels, load_dataset
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.evaluate.calibration import expected_calibration_error
 from imgrec.evaluate.temperature import (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 from imgrec.infer.onnx_graph import INPUT, OPSET, OUTPUT, WithSoftmax, export_onnx_bytes
 
 __all__ = ["INPUT", "OPSET", "OUTPUT", "WithSoftmax", "export_onnx_bytes", "onnx_metadata"]

@@ -16,7 +16,7 @@ import torch
 
 from imgrec.data.cache import decode_batch_for_inference
 from imgrec.data.dataset import load_dataset
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
 
 CALIBRATION_IMAGES = 100  # enough for stable int8 ranges, seconds to decode on 2 cores

@@ -21,8 +21,8 @@ from imgrec.bundle.run_folder import RunFiles
 from imgrec.classifier import ImageClassifier
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, load_dataset
+from imgrec.data.preprocess import Preprocessing
 from imgrec.data.split import write_split_file
-from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.families import get_family, train_config
 from imgrec.runs.compare import decoded_for

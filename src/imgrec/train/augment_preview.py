@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 
 from imgrec.data.dataset import Dataset, Sample, load_dataset
 from imgrec.data.decode import UnreadableImage, open_image
-from imgrec.data.transforms import Preprocessing, eval_transform, resize_for_cache, train_transform
+from imgrec.data.preprocess import Preprocessing
+from imgrec.data.transforms import eval_transform, resize_for_cache, train_transform
 from imgrec.errors import ImgrecError
 
 # Fixed geometry, so a grid of R rows and C columns is always the same size in pixels.

@@ -17,7 +17,8 @@ from rich.progress import Progress
 
 from imgrec.data.cache import DecodedCache
 from imgrec.data.embedding_store import EmbeddingStore
-from imgrec.data.transforms import Preprocessing, eval_transform
+from imgrec.data.preprocess import Preprocessing
+from imgrec.data.transforms import eval_transform
 from imgrec.infer.embed import embedding_key, hash_files
 from imgrec.models.anatomy import num_features
 from imgrec.models.fast_features import onnx_feature_extractor

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from imgrec.config import TrainConfig
 from imgrec.data.cache import DecodedCache
 from imgrec.data.dataset import Dataset, Skipped
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.models.families import get_family
 from imgrec.models.mlp_head import MLPHead

@@ -9,7 +9,7 @@ import torch
 
 from imgrec.config import TrainConfig
 from imgrec.data.cache import DecodedCache
-from imgrec.data.transforms import Preprocessing
+from imgrec.data.preprocess import Preprocessing
 from imgrec.train.state import RunState
 
 
