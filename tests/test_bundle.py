@@ -10,7 +10,12 @@ from imgrec.bundle import FORMAT, BundleError, load_bundle, read_metadata, save_
 from imgrec.bundle import format as bundle_format
 from imgrec.errors import ImgrecError
 
-METADATA = {"classes": ["ants", "bees"], "model": {"name": "x", "mean": [0.5, 0.5, 0.5]}}
+METADATA = {
+    "classes": ["ants", "bees"],
+    "model": "x",
+    "preprocessing": {"input_size": 224, "mean": [0.5] * 3, "std": [0.5] * 3, "resize_size": 256},
+    "extra": {"kept": [1, 2.5, None, "text"]},  # keys a newer imgrec may add are kept
+}
 
 
 def _state():

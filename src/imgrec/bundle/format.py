@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,15 @@ if TYPE_CHECKING:  # torch loads only to read or write tensors: `imgrec info` re
 
 FORMAT = "imgrec-model"
 FORMAT_VERSION = 1
-_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+# Limits on the JSON header, checked before it is parsed: a real one is ~40 KB, 30 deep at most
+# nowhere near these; beyond them json.loads would recurse until it crashes (deep nesting) or
+# build gigabytes of small objects (a header of millions of empty lists).
+_MAX_HEADER = 16 << 20
+_MAX_DEPTH = 32
+_MAX_CONTAINERS = 200_000
+_MAX_VALUES = 2_000_000
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
 
 
 class BundleError(ImgrecError):
@@ -103,24 +113,41 @@ def _read_header(path: Path) -> dict[str, Any]:
             if len(prefix) < 8:
                 raise _not_ours(path, "too short")
             (length,) = struct.unpack("<Q", prefix)
-            if length > min(_MAX_HEADER, size - 8):
+            if length > size - 8:
                 raise _not_ours(path, "no safetensors header")
+            if length > _MAX_HEADER:
+                raise _not_ours(path, f"a header over {_MAX_HEADER >> 20} MB")
             raw = f.read(length)
     except OSError as err:
         raise BundleError(f"could not read {path} ({err.strerror or err}).") from err
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _not_ours(path, "no safetensors header") from None
+    header = _parse_json(path, raw, "no safetensors header")
     if not isinstance(header, dict):
         raise _not_ours(path, "no safetensors header")
     try:
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (TypeError, KeyError, IndexError, ValueError):
+    except (TypeError, KeyError, IndexError, ValueError, OverflowError):
         raise _not_ours(path, "damaged header") from None
     if 8 + length + max(ends, default=0) != size:
         raise _not_ours(path, "damaged or truncated")
     return header
+
+
+def _parse_json(path: Path, raw: bytes | str, why: str) -> Any:
+    """json.loads, once the text's size and shape are known to be safe to parse."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if len(data) > _MAX_HEADER:
+        raise _not_ours(path, f"a header over {_MAX_HEADER >> 20} MB")
+    bare = _STRING.sub(b'""', data)  # brackets, commas and colons inside strings do not count
+    brackets = _NOT_BRACKET.sub(b"", bare)
+    if len(brackets) > 2 * _MAX_CONTAINERS or bare.count(b",") + bare.count(b":") > _MAX_VALUES:
+        raise _not_ours(path, "a header of too many values")
+    steps = (1 if b in b"[{" else -1 for b in brackets)
+    if max(accumulate(steps), default=0) > _MAX_DEPTH:
+        raise _not_ours(path, f"a header nested over {_MAX_DEPTH} levels deep")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, a 5000-digit number
+        raise _not_ours(path, why) from None
 
 
 def _metadata(path: Path, header: dict[str, Any]) -> dict:
@@ -129,16 +156,29 @@ def _metadata(path: Path, header: dict[str, Any]) -> dict:
         raise BundleError(f"{path} is a safetensors file but not an imgrec model.")
     try:
         version = int(meta.get("format_version", ""))
-        info = json.loads(meta["imgrec"])
-    except (ValueError, KeyError, TypeError):
+        text = meta["imgrec"]
+    except (ValueError, KeyError, TypeError, OverflowError):
         raise _not_ours(path, "damaged metadata") from None
     if version > FORMAT_VERSION:
         raise BundleError(
             f"{path} was written by a newer imgrec (format {version}); upgrade imgrec."
         )
+    if not isinstance(text, str):
+        raise _not_ours(path, "damaged metadata")
+    info = _parse_json(path, text, "damaged metadata")
     if not isinstance(info, dict):
         raise _not_ours(path, "damaged metadata")
+    _validate(path, info)
     return info
+
+
+def _validate(path: Path, info: dict) -> None:
+    from imgrec.bundle.metadata import InvalidMetadata, validate_metadata
+
+    try:
+        validate_metadata(info)
+    except InvalidMetadata as exc:
+        raise BundleError(f"{path} has invalid metadata: {exc}.") from None
 
 
 def read_metadata(path: Path) -> dict:

@@ -96,26 +96,62 @@ def save_model(path: str | Path, model: TrainedModel, metrics: dict | None = Non
 
 
 def load_model(path: str | Path) -> TrainedModel:
-    """The model in a model.imgrec file; raises ImgrecError (one sentence) when it cannot."""
+    """The model in a model.imgrec file; raises ImgrecError (one sentence) when it cannot.
+
+    The file may come from anyone: load_bundle has checked its metadata against the schema
+    (bundle/metadata.py), and here the weights must be finite numbers and a scikit-learn
+    estimator must pass models/estimator_check.py, so nothing crafted reaches the engines."""
     path = Path(path)
     state, metadata = load_bundle(path)
+    missing = [key for key in _NEEDED if key not in metadata]
+    if missing:
+        raise ImgrecError(f"{path} lacks the model metadata '{missing[0]}'; re-train the model.")
+    config = TrainConfig.from_dict(metadata["config"])  # the schema checked every setting
+    spec = _spec_of(path, metadata["model"])
+    preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+    classes = list(metadata["classes"])
+    temperature = float(metadata.get("calibration", {}).get("temperature", 1.0))
+    _check_finite(path, state)
+    network = _network(path, spec, state, len(classes), config.dropout)
+    return TrainedModel(network, spec, config, preprocessing, classes, temperature, metadata)
+
+
+_NEEDED = ("classes", "model", "preprocessing", "config")
+
+
+def _spec_of(path: Path, name: str) -> ModelSpec:
     try:
-        config = TrainConfig.from_dict(metadata["config"])  # tolerates old and unknown keys
-        spec = get_spec(metadata["model"])
-        preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
-        classes = list(metadata["classes"])
-        temperature = float(metadata.get("calibration", {}).get("temperature", 1.0))
-        if not temperature > 0:
-            raise ValueError(f"temperature {temperature} is not positive")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ImgrecError(f"{path} is missing model metadata ({exc}); re-train the model.") from exc
-    network = create_model(spec, len(classes), weights="none", drop_rate=config.dropout)
+        return get_spec(name)
+    except ImgrecError:
+        raise ImgrecError(
+            f"{path} holds a model of the kind '{name[:80]}', which this imgrec cannot build."
+        ) from None
+
+
+def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """NaN or infinite weights make every probability NaN: refuse them at load, not after a
+    run of answers that look like predictions."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ImgrecError(
+                f"{path} holds NaN or infinite values in its weights ({name[:80]!r}): "
+                "a damaged file."
+            )
+
+
+def _network(
+    path: Path, spec: ModelSpec, state: dict[str, torch.Tensor], n_classes: int, dropout: float
+) -> torch.nn.Module:
+    from imgrec.models.estimator_check import EstimatorRejected
+
+    network = create_model(spec, n_classes, weights="none", drop_rate=dropout)
     try:
         network.load_state_dict(state)
+    except EstimatorRejected as exc:
+        raise ImgrecError(f"{path} cannot be loaded: its estimator {exc.reason}.") from None
     except RuntimeError as exc:
         raise ImgrecError(f"{path} does not match its model '{spec.name}': damaged file.") from exc
-    network.eval()
-    return TrainedModel(network, spec, config, preprocessing, classes, temperature, metadata)
+    return network.eval()
 
 
 def update_metadata(

@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as F
 
 from imgrec.errors import ImgrecError
+from imgrec.models.estimator_check import EstimatorRejected, check_estimator
 
 # HOG settings: 128 px grayscale, 16 px cells, 2x2-cell blocks, 9 orientations (1764 values).
 # On cats_and_dogs_filtered this beat 8 px cells (8100 values) with an RBF SVM, 75.1% vs
@@ -26,6 +27,9 @@ HOG_SIZE = 128
 HOG_CELL = 16
 HOG_BLOCK = 2
 HOG_ORIENTATIONS = 9
+
+# The most a model file's skops archive may unpack to; 200 trees on HOG take ~20 MB.
+MAX_ESTIMATOR_BYTES = 2 << 30
 
 # Types skops does not trust by default but that scikit-learn's calibrated SVM and trees need;
 # plain data holders, none of them runs code when loaded.
@@ -90,6 +94,12 @@ class EmbedFeatures(nn.Module):
         super().__init__()
         self.backbone = backbone
 
+    @property
+    def width(self) -> int:
+        from imgrec.models.anatomy import num_features
+
+        return num_features(self.backbone)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from imgrec.models.anatomy import forward_features
 
@@ -113,10 +123,16 @@ class ClassicNetwork(nn.Module):
         saw in training gets probability 0 (a large negative log)."""
         if self.estimator is None:
             raise ImgrecError("this classic model has no fitted estimator.")
+        known = np.asarray(self.estimator.classes_, dtype=int)
+        given = np.asarray(self.estimator.predict_proba(features), dtype=np.float64)
+        # checked arrays can still overflow (weights of 1e300): never pass NaN on as an answer
+        if given.shape != (len(features), len(known)) or not np.all(np.isfinite(given)):
+            raise ImgrecError(
+                "the model's estimator returned probabilities that are not finite numbers; "
+                "the model file is damaged."
+            )
         probs = np.zeros((len(features), self.num_classes), dtype=np.float64)
-        probs[:, np.asarray(self.estimator.classes_, dtype=int)] = self.estimator.predict_proba(
-            features
-        )
+        probs[:, known] = given
         return torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0)).astype(np.float32))
 
     # ---- the estimator as model-file bytes --------------------------------------------
@@ -132,9 +148,12 @@ class ClassicNetwork(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         state = dict(state_dict)
         data = state.pop("estimator", None)
-        if data is None:
-            raise ImgrecError("the model file holds no fitted estimator: damaged file.")
-        self.estimator = load_estimator(data.numpy().tobytes())
+        if data is None or data.dtype != torch.uint8 or data.dim() != 1:
+            raise EstimatorRejected("is missing: the file holds no fitted estimator")
+        estimator = load_estimator(data.numpy().tobytes())
+        # skops vouches for the types, not for the arrays the compiled predict code indexes with
+        check_estimator(estimator, self.features.width, self.num_classes)
+        self.estimator = estimator
         return super().load_state_dict(state, strict=strict, assign=assign)
 
 
@@ -143,9 +162,30 @@ def load_estimator(data: bytes):
     import skops.io as sio
     from skops.io.exceptions import UntrustedTypesFoundException
 
+    _check_archive(data)
     try:
         return sio.loads(data, trusted=TRUSTED)
     except UntrustedTypesFoundException as exc:
-        raise ImgrecError(f"the model file's estimator holds untrusted types ({exc}).") from exc
+        raise EstimatorRejected(f"holds untrusted types ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - skops raises many kinds on damaged bytes
-        raise ImgrecError(f"the model file's estimator cannot be read ({exc}).") from exc
+        raise EstimatorRejected(f"cannot be read ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _check_archive(data: bytes) -> None:
+    """skops bytes are a zip archive: refuse one that would unpack to more than
+    MAX_ESTIMATOR_BYTES (a zip bomb) before skops inflates it."""
+    import zipfile
+    from io import BytesIO
+
+    try:
+        with zipfile.ZipFile(BytesIO(data)) as archive:
+            unpacked = sum(item.file_size for item in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise EstimatorRejected(f"cannot be read ({exc})") from None
+    if unpacked > MAX_ESTIMATOR_BYTES:
+        raise EstimatorRejected(f"would unpack to {unpacked:,} bytes, more than imgrec allows")
