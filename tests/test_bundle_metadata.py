@@ -99,6 +99,7 @@ CRAFTED = {
     "config setting of the wrong type": (_set("config", "lr", "fast"), "setting 'lr'"),
     "config setting out of range": (_set("config", "dropout", 3.0), "invalid value 3.0"),
     "lone surrogate": (_set("created", "\ud800"), "'created' holds control characters"),
+    "newline in a key": (_set("data", {"a\nb": "\x1b"}), "'data.a\\nb' holds control"),
 }
 
 

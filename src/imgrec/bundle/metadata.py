@@ -37,6 +37,8 @@ class InvalidMetadata(ValueError):
     sentence "the metadata's FIELD ..."."""
 
     def __init__(self, field: str, problem: str) -> None:
+        # a crafted key may hold a newline or an escape code: the sentence stays one line
+        field = field.encode("unicode_escape", "backslashreplace").decode("ascii")[:100]
         super().__init__(f"'{field}' {problem}")
         self.field = field
         self.problem = problem
