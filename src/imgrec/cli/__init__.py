@@ -14,7 +14,7 @@ import typer
 from typer.main import get_command_name
 
 from imgrec.cli import data, deploy, model, monitor, train
-from imgrec.cli.common import SAMPLE, err
+from imgrec.cli.common import SAMPLE, err, say
 from imgrec.errors import ImgrecError
 
 __all__ = ["SAMPLE", "app", "main"]
@@ -88,11 +88,12 @@ def _root(
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 1, never a traceback."""
+    """Entry point: user errors become one line on stderr and exit code 1, never a traceback;
+    a name quoted in the message (a path with `[/x]` or ESC in it) prints as itself."""
     try:
         app(prog_name="imgrec")
     except ImgrecError as exc:
-        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        say(f"error: {exc}", "red", lines=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

@@ -1,5 +1,6 @@
-"""What the command modules share: the two consoles, the choice enums, option types, the
-checks that refuse out-of-range values, and the help texts' "[default: ...]" notes.
+"""What the command modules share: the two consoles and the two ways to print names from
+outside on them (`shown`, `say`), the choice enums, option types, the checks that refuse
+out-of-range values, and the help texts' "[default: ...]" notes.
 
 Nothing here imports torch or any other heavy library: `imgrec --help` imports this module.
 """
@@ -26,9 +27,28 @@ from imgrec.config import (
     WEIGHTS,
     TrainConfig,
 )
+from imgrec.text import printable
 
 out = Console(soft_wrap=True)  # long paths stay on one line, also when piped
 err = Console(stderr=True, soft_wrap=True)
+
+
+# ---- names from outside: class names, file names, paths, messages that quote them ------------
+def shown(value: object) -> str:
+    """`value` ready to go inside Rich markup (a print, a table cell): control characters made
+    visible (ESC as \\x1b, see imgrec.text.printable) and square brackets escaped, so a class
+    named `[/x]` prints as itself instead of crashing Rich, and `[bold]` is not a style."""
+    return escape(printable(value))
+
+
+def say(
+    text: object, style: str | None = None, *, console: Console = err, lines: bool = True
+) -> None:
+    """Print a message that may quote names from outside exactly as it is: no markup, no
+    highlighting, control characters made visible; newlines and tabs kept unless `lines` is
+    False (an error is one line, whatever a file name holds)."""
+    console.print(printable(text, lines=lines), style=style, markup=False, highlight=False)
+
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "hymenoptera"
 
@@ -222,11 +242,8 @@ def batch_size_option(help_text: str = "Images per forward pass.") -> Any:
 
 def renamed(old: str, new: str) -> None:
     """One line on stderr for an option used by its old name (kept for one release)."""
-    err.print(
-        f"warning: {old} is now called {new}; the old name goes away in the next release.",
-        style="yellow",
-        markup=False,
-        highlight=False,
+    say(
+        f"warning: {old} is now called {new}; the old name goes away in the next release.", "yellow"
     )
 
 
@@ -235,5 +252,4 @@ def print_audit_summary(result) -> None:
     style = {"error": "red", "warning": "yellow", "info": "cyan"}
     for line in result.summary():
         severity = line.split(":", 1)[0]
-        colour = style.get(severity)
-        err.print(f"[{colour}]{escape(line)}[/]" if colour else escape(line), highlight=False)
+        say(line, style.get(severity))

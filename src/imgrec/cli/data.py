@@ -19,6 +19,8 @@ from imgrec.cli.common import (
     parse_ratios,
     print_audit_summary,
     renamed,
+    say,
+    shown,
     with_default,
 )
 from imgrec.config import AUGMENT_PRESETS
@@ -60,7 +62,7 @@ def augment_preview(
     from imgrec.train.augment_preview import preview_augmentations
 
     path = preview_augmentations(data, augment, out_file, images, views, seed, get_spec(model))
-    out.print(f"preview: {path}")
+    say(f"preview: {path}", console=out)
 
 
 @commands.command(
@@ -103,7 +105,7 @@ def audit(
     result = audit_dataset(dataset, embeddings=embeddings, model=model, progress=not quiet)
     json_path, html_path = save_audit(result, folder)
     print_audit_summary(result)
-    out.print(f"report: {html_path}\njson:   {json_path}", highlight=False)
+    say(f"report: {html_path}\njson:   {json_path}", console=out)
     if result.blocking_issues():
         raise typer.Exit(3)
 
@@ -145,11 +147,12 @@ def split_command(
     write_split_file(out_file, dict(zip(("train", "val", "test"), parts, strict=True)))
     where = {s.path: s.split for part in parts for s in part.samples}
     crossing = sum(len({where[p] for p in g.paths}) > 1 for g in result.duplicates)
-    table = Table("split", Column("images", justify="right"), *dataset.classes)
+    table = Table("split", Column("images", justify="right"), *map(shown, dataset.classes))
     for name, part in zip(("train", "val", "test"), parts, strict=True):
         table.add_row(name, str(len(part)), *(str(n) for n in part.class_counts().values()))
     out.print(table)
-    out.print(
+    say(
         f"{len(result.duplicates)} duplicate groups kept whole; cross-split duplicates: "
-        f"{crossing}\nsplit:  {out_file}"
+        f"{crossing}\nsplit:  {out_file}",
+        console=out,
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from imgrec.cli.common import EngineChoice, in_range, out, with_default
+from imgrec.cli.common import EngineChoice, in_range, out, say, with_default
 from imgrec.errors import ImgrecError
 
 commands = typer.Typer()
@@ -171,7 +171,12 @@ def export_command(
     from imgrec.export import export_model
 
     result = export_model(
-        model_file, fmt, out_file, int8=int8, calibration=calibration, say=out.print
+        model_file,
+        fmt,
+        out_file,
+        int8=int8,
+        calibration=calibration,
+        say=lambda text: say(text, console=out),
     )
     p = result.parity["parity"]
     line = (
@@ -189,4 +194,4 @@ def export_command(
             f"({speed['speedup']:.2f}x)",
             highlight=False,
         )
-    out.print(f"export: {result.path}\nparity: {result.parity_path}", highlight=False)
+    say(f"export: {result.path}\nparity: {result.parity_path}", console=out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Column, Table
 
 from imgrec.cli.common import (
@@ -23,6 +21,8 @@ from imgrec.cli.common import (
     in_range,
     out,
     renamed,
+    say,
+    shown,
     with_default,
 )
 from imgrec.errors import ImgrecError
@@ -103,7 +103,7 @@ def evaluate(
         batch_size=batch_size,
         group_by=columns,
     )
-    err.print(f"scoring {escape(scored.description)}")
+    say(f"scoring {scored.description}")
     folder = out_dir or model_file.parent / f"eval-{Path(data).stem}"
     folder.mkdir(parents=True, exist_ok=True)
     result.title = f"imgrec evaluation of {model_file.name} on {data}"
@@ -123,7 +123,7 @@ def evaluate(
         err.print(
             f"[yellow]{len(result.skipped)} unreadable file(s) skipped[/] (listed in the report)"
         )
-    out.print(f"report: {report}")
+    say(f"report: {report}", console=out)
 
 
 def _print_groups(groups: dict) -> None:
@@ -132,9 +132,9 @@ def _print_groups(groups: dict) -> None:
 
     out.print("per group (accuracy [95% interval]):", highlight=False)
     for line in summary_lines(groups):
-        out.print(line, markup=False, highlight=False)
+        say(line, console=out)
     for warning in groups["warnings"]:
-        err.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+        say(f"warning: {warning}", "yellow")
 
 
 @commands.command(
@@ -205,7 +205,7 @@ def predict(
         raise ImgrecError("--resume needs --out FILE with --format csv or jsonl.")
     paths = expand_inputs(inputs)
     predictor = open_predictor(
-        model_file, engine.value, batch_size, on_fallback=lambda m: err.print(f"warning: {m}")
+        model_file, engine.value, batch_size, on_fallback=lambda m: say(f"warning: {m}")
     )
     if log is not None:
         from imgrec.prediction_log.writer import PredictionLog
@@ -230,7 +230,7 @@ def predict(
     if out_file:
         with out_file.open("w", newline="", encoding="utf-8") as stream:
             _write_predictions(predictions, skipped, fmt, stream, min_confidence)
-        out.print(f"wrote {len(predictions)} predictions to {out_file}", highlight=False)
+        say(f"wrote {len(predictions)} predictions to {out_file}", console=out)
     else:
         _write_predictions(predictions, skipped, fmt, sys.stdout, min_confidence)
     for s in skipped:
@@ -250,7 +250,7 @@ def _one_out_file(out_file: Path | None, output: Path | None) -> Path | None:
 
 
 def _report_skip(s) -> None:
-    err.print(f"skipped {s.path}: {s.reason}", style="yellow", markup=False)
+    say(f"skipped {s.path}: {s.reason}", "yellow")
 
 
 def _predict_streaming(predictor, paths, out_file, fmt, top_k, resume, quiet, min_confidence):
@@ -268,16 +268,17 @@ def _predict_streaming(predictor, paths, out_file, fmt, top_k, resume, quiet, mi
         )
     except KeyboardInterrupt:
         if out_file:
-            where = escape(str(out_file))
-            err.print(f"[yellow]interrupted[/]; the rows so far are in {where}: add --resume")
+            err.print(
+                f"[yellow]interrupted[/]; the rows so far are in {shown(out_file)}: add --resume"
+            )
             raise typer.Exit(130) from None
         raise
     if out_file:
         note = f", {summary.already_done} already there" if summary.already_done else ""
-        out.print(
+        say(
             f"wrote {summary.predicted} predictions to {out_file} ({summary.skipped} skipped"
             f"{note}; {summary.images_per_second:.0f} img/s, {summary.engine})",
-            highlight=False,
+            console=out,
         )
     if summary.predicted == 0 and summary.already_done == 0:
         raise ImgrecError("none of the inputs could be read as an image.")
@@ -285,8 +286,10 @@ def _predict_streaming(predictor, paths, out_file, fmt, top_k, resume, quiet, mi
 
 def _write_predictions(predictions, skipped, fmt: Format, stream, min_confidence=None) -> None:
     """The whole-document formats: a JSON document or a Rich table; with `min_confidence`,
-    each prediction also gets its label (the top class, or unknown)."""
+    each prediction also gets its label (the top class, or unknown). Names from outside stay
+    exact in JSON (only escaped as JSON) and are shown literally in the table."""
     from imgrec.infer.predict import answer_label
+    from imgrec.text import json_text
 
     k = max((len(p.classes) for p in predictions), default=1)
     labelled = min_confidence is not None
@@ -304,8 +307,7 @@ def _write_predictions(predictions, skipped, fmt: Format, stream, min_confidence
             ],
             "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped],
         }
-        json.dump(document, stream, indent=2, ensure_ascii=False)
-        stream.write("\n")
+        stream.write(json_text(document, indent=2) + "\n")
     else:
         label_column = ["label"] if labelled else []
         table = Table(
@@ -316,7 +318,9 @@ def _write_predictions(predictions, skipped, fmt: Format, stream, min_confidence
         for p in predictions:
             pairs = zip(p.classes, p.probabilities, strict=True)
             table.add_row(
-                p.path, *([label(p)] if labelled else []), *[f"{c} {q:.1%}" for c, q in pairs]
+                shown(p.path),
+                *([shown(label(p))] if labelled else []),
+                *[f"{shown(c)} {q:.1%}" for c, q in pairs],
             )
         Console(file=stream, width=None if stream is sys.stdout else 200).print(table)
 
@@ -337,6 +341,7 @@ def info(
 ) -> None:
     """Show a model file's classes, backbone, preprocessing, metrics and data fingerprint."""
     from imgrec.bundle.format import read_metadata
+    from imgrec.text import json_text, printable
 
     meta = read_metadata(model_file)
     if card:
@@ -344,11 +349,11 @@ def info(
             raise ImgrecError(
                 f"{model_file} holds no model card; write one with imgrec card RUN_FOLDER."
             )
-        sys.stdout.write(meta["model_card"])
+        sys.stdout.write(printable(meta["model_card"], lines=True))
         return
     if as_json:
-        shown = {k: v for k, v in meta.items() if k not in ("history", "monitor")}
-        out.print_json(json.dumps(shown))
+        kept = {k: v for k, v in meta.items() if k not in ("history", "monitor")}
+        sys.stdout.write(json_text(kept, indent=2) + "\n")  # names exact, nothing a terminal obeys
         return
     p, m, d = meta.get("preprocessing", {}), meta.get("metrics", {}), meta.get("data", {})
     table = Table(show_header=False)
@@ -369,7 +374,7 @@ def info(
         "versions": ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
     }
     for key, v in rows.items():
-        table.add_row(key, str(v))
+        table.add_row(key, shown(v))
     out.print(table)
 
 
@@ -420,7 +425,10 @@ def card(
     from imgrec.monitor.card import write_card
 
     files = write_card(run_folder, intended_use, out_of_scope, out_dir)
-    out.print(f"card:  {files.markdown}\nhtml:  {files.html}\nmodel: {files.model} (card embedded)")
+    say(
+        f"card:  {files.markdown}\nhtml:  {files.html}\nmodel: {files.model} (card embedded)",
+        console=out,
+    )
 
 
 @commands.command(epilog="Example: imgrec models   or: imgrec models 'resnet*'")
@@ -488,7 +496,7 @@ def calibrate(
 
     report, path = calibrate_file(model_file, data, out_file, split.value, batch_size)
     c = report.cross_fitted
-    out.print(
+    say(
         f"calibrated on {report.images} images of {report.source}\n"
         f"temperature {report.temperature_before:.3g} -> {report.temperature:.3g}\n"
         f"ECE      {report.ece_before:.2%} -> {report.ece_after:.2%}\n"
@@ -497,8 +505,7 @@ def calibrate(
         f"ECE {c['ece_before']:.2%} -> {c['ece_after']:.2%}, "
         f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}\n"
         f"accuracy {report.accuracy:.2%} (unchanged)",
-        highlight=False,
-        markup=False,
+        console=out,
     )
     if c["nll_after"] > c["nll_before"]:
         err.print(
@@ -508,4 +515,4 @@ def calibrate(
         )
     if report.skipped:
         err.print(f"{len(report.skipped)} unreadable file(s) skipped", style="yellow")
-    out.print(f"model: {path}", highlight=False, markup=False)
+    say(f"model: {path}", console=out)

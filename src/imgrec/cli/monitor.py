@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from imgrec.cli.common import EngineChoice, Quiet, err, in_range, out, with_default
+from imgrec.cli.common import EngineChoice, Quiet, err, in_range, out, say, shown, with_default
 from imgrec.errors import ImgrecError
+from imgrec.text import printable
 
 commands = typer.Typer()
 
@@ -109,7 +109,7 @@ def drift(
         try:
             return None if text is None else parse_when(text, end=option == "--until")
         except ImgrecError as exc:
-            raise typer.BadParameter(str(exc), param_hint=option) from None
+            raise typer.BadParameter(printable(str(exc)), param_hint=option) from None
 
     start, end = when(since, "--since"), when(until, "--until")
     from imgrec.monitor.detect import detect_drift
@@ -131,20 +131,20 @@ def drift(
     table = Table("test", "statistic", "p (Holm)", "effect", "shift")
     for t in result.tests:
         if t.skipped:
-            table.add_row(t.title, "-", "-", "-", f"not run: {t.skipped}")
+            table.add_row(t.title, "-", "-", "-", f"not run: {shown(t.skipped)}")
             continue
         mark = "[red]yes[/]" if t.shifted else ("negligible" if t.significant else "no")
         table.add_row(t.title, f"{t.statistic:.4g}", f"{t.p_adjusted:.3g}", t.effect_size, mark)
     out.print(table)
     for role, window in (("reference", run.reference), ("current", run.current)):
         skipped = f", {len(window.skipped)} unreadable skipped" if window.skipped else ""
-        out.print(f"{role}: {len(window)} images{skipped} ({window.source})", highlight=False)
+        say(f"{role}: {len(window)} images{skipped} ({window.source})", console=out)
     colour = "red" if result.drift else "green"
-    out.print(f"[bold {colour}]{escape(result.headline)}[/]")
+    out.print(f"[bold {colour}]{shown(result.headline)}[/]")
     if out_dir is not None:
         from imgrec.monitor.drift_report import save_drift_report
 
         paths = save_drift_report(run, out_dir)
-        out.print(f"report: {paths['html']}\njson:   {paths['json']}", highlight=False)
+        say(f"report: {paths['html']}\njson:   {paths['json']}", console=out)
     if result.drift:
         raise typer.Exit(3)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from imgrec.cli.common import (
@@ -26,6 +25,8 @@ from imgrec.cli.common import (
     parse_lr,
     parse_ratios,
     print_audit_summary,
+    say,
+    shown,
     train_help,
     value,
     with_default,
@@ -262,7 +263,7 @@ def train(
     except (TrainingInterrupted, KeyboardInterrupt):
         err.print(
             f"[yellow]interrupted[/]; finished epochs are kept. Continue with: "
-            f"imgrec train --resume {escape(str(folder))}"
+            f"imgrec train --resume {shown(folder)}"
         )
         raise typer.Exit(130) from None
     m = run.evaluation.metrics
@@ -270,8 +271,8 @@ def train(
         f"[bold green]done[/] {run.evaluated_on} accuracy {m['accuracy']:.2%}, "
         f"macro-F1 {m['macro_f1']:.3f} on {m['n']} images"
     )
-    out.print(f"model:  {run.model_path}\nreport: {run.report_path}")
-    out.print(f"card:   {run.card_path}")
+    say(f"model:  {run.model_path}\nreport: {run.report_path}", console=out)
+    say(f"card:   {run.card_path}", console=out)
 
 
 @commands.command(
@@ -359,16 +360,14 @@ def retrain(
             progress=not quiet,
         )
     except (TrainingInterrupted, KeyboardInterrupt):
-        err.print(f"[yellow]interrupted[/]; the model in {escape(str(run_folder))} is untouched.")
+        err.print(f"[yellow]interrupted[/]; the model in {shown(run_folder)} is untouched.")
         raise typer.Exit(130) from None
-    out.print(
-        f"run:        {run.folder}\ncomparison: {run.folder / 'retrain.json'}", highlight=False
-    )
+    say(f"run:        {run.folder}\ncomparison: {run.folder / 'retrain.json'}", console=out)
     if not run.accepted:
-        err.print(run.message, markup=False, highlight=False)
+        say(run.message)
         raise typer.Exit(4)
     where = f"replaced {run.old_model}" if run.replaced else f"model: {run.model_path}"
-    out.print(f"[bold green]done[/] {escape(run.message)} {escape(where)}")
+    out.print(f"[bold green]done[/] {shown(run.message)} {shown(where)}")
 
 
 def _leaderboard() -> str:
@@ -430,30 +429,30 @@ def compare(
         seed,
         exist_ok=exist_ok,
         progress=not quiet,
-        say=lambda text: err.print(text, markup=False),
+        say=say,
     )
     table = Table("#", "family", "accuracy", "macro-F1", "train s", "ms/img", "MB", "note")
     for i, e in enumerate(board.entries, 1):
         if e.status == "ok":
             table.add_row(
                 str(i),
-                e.family,
+                shown(e.family),
                 f"{e.accuracy:.2%}",
                 f"{e.macro_f1:.3f}",
                 f"{e.train_seconds:.0f}",
                 f"{e.ms_per_image:.1f}",
                 f"{e.size_mb:.1f}",
-                e.note,
+                shown(e.note),
             )
         else:
-            table.add_row("", e.family, e.status, "", "", "", "", e.note)
+            table.add_row("", shown(e.family), e.status, "", "", "", "", shown(e.note))
     out.print(table)
     where = f"scored on the {board.evaluated_on} split ({board.eval_images} images)"
     out.print(f"{where}; took {board.wall_seconds / 60:.1f} min")
-    out.print(f"leaderboard: {folder / 'leaderboard.html'}")
+    say(f"leaderboard: {folder / 'leaderboard.html'}", console=out)
     if board.best is None:
         raise ImgrecError("no family finished; see the notes above.")
-    out.print(f"best model: {board.best}")
+    say(f"best model: {board.best}", console=out)
 
 
 @commands.command(epilog="Example: imgrec tune photos/ --trials 20 --budget 30m --out runs/tune")
@@ -504,7 +503,7 @@ def tune(
         )
     except KeyboardInterrupt:
         err.print(
-            f"[yellow]interrupted[/]; finished trials are kept in {escape(str(out_dir))}. "
+            f"[yellow]interrupted[/]; finished trials are kept in {shown(out_dir)}. "
             "Continue with the same command."
         )
         raise typer.Exit(130) from None
@@ -518,10 +517,11 @@ def tune(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in result.best_params.items()
     )
-    out.print(f"best settings: {params}")
-    out.print(
+    say(f"best settings: {params}", console=out)
+    say(
         f"best model: {result.best_model} ({result.evaluated_on} accuracy "
-        f"{result.test_accuracy:.2%})"
+        f"{result.test_accuracy:.2%})",
+        console=out,
     )
 
 
@@ -540,7 +540,7 @@ def _run_tune(data, out_dir, trials, budget, storage, models, epochs, split, see
         ratios=parse_ratios(split),
         seed=seed,
         progress=not quiet,
-        say=lambda text: err.print(text, markup=False),
+        say=say,
     )
 
 
@@ -571,7 +571,7 @@ def lr_find(
     finding = find_lr(clf, train, val, steps=steps, progress=not quiet)
     plot_lr(finding, out_file)
     out.print(f"suggested learning rate: {finding.suggestion:.3g}")
-    out.print(f"plot: {out_file}")
+    say(f"plot: {out_file}", console=out)
 
 
 @commands.command(epilog="Example: imgrec demo --out runs/demo")
@@ -589,6 +589,7 @@ def demo(
     m = run.evaluation.metrics
     out.print(
         f"[bold green]demo done[/]: {run.evaluated_on} accuracy {m['accuracy']:.2%} on {m['n']} "
-        f"images\nmodel:  {run.model_path}\nreport: {run.report_path}\ncard:   {run.card_path}\n"
-        f"try:    imgrec predict {run.model_path} {SAMPLE / 'val' / 'bees'} --top-k 2"
+        f"images\nmodel:  {shown(run.model_path)}\nreport: {shown(run.report_path)}\n"
+        f"card:   {shown(run.card_path)}\n"
+        f"try:    imgrec predict {shown(run.model_path)} {shown(SAMPLE / 'val' / 'bees')} --top-k 2"
     )

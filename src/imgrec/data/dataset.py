@@ -22,6 +22,7 @@ from types import MappingProxyType
 
 from imgrec.data.decode import IMAGE_EXTENSIONS, MAX_PIXELS, UnreadableImage, probe_image
 from imgrec.errors import ImgrecError
+from imgrec.text import csv_cell
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {
@@ -211,14 +212,15 @@ class Dataset:
         return h.hexdigest()
 
     def write_skipped(self, path: Path) -> None:
-        """Write the skipped files as CSV (path,reason) so people can find and fix them."""
+        """Write the skipped files as CSV (path,reason) so people can find and fix them; a
+        cell that would start a spreadsheet formula (a file named =x.jpg) gets a leading quote."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "reason"])
             for s in self.skipped:
-                writer.writerow([str(s.path), s.reason])
+                writer.writerow([csv_cell(str(s.path)), csv_cell(s.reason)])
 
     def _check_splittable(self) -> None:
         counts = Counter(s.label for s in self.samples)

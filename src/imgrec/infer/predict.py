@@ -15,6 +15,9 @@ Output conventions (also in docs/deploy.md):
 - With a minimum confidence P (`--min-confidence`), CSV gains a `label` column after `path`
   and JSON Lines a `"label"` key: the top class, or `unknown` when its probability is below P.
   The top-k classes stay, so what the model guessed is still visible.
+- Names are data from outside: a CSV text cell that would start a spreadsheet formula gets a
+  leading quote (imgrec.text.csv_cell; --resume undoes it), and JSON escapes what a terminal
+  would act on (imgrec.text.json_text).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.infer.batches import iter_decoded_batches, stream_probabilities
 from imgrec.infer.engine import Engine
+from imgrec.text import csv_cell, csv_value, json_text, printable
 
 
 class Recorder(Protocol):
@@ -281,30 +285,40 @@ class _RowWriter:
     def batch(self, stream, ok: list[Path], rows, skipped: list[Skipped]) -> None:
         buffer = io.StringIO()  # one write per batch: a crash cuts at most the last line
         if self.fmt == "csv":
-            out = csv.writer(buffer)
-            blank = [""] * (len(self.columns) - 2)
-            for path, (names, probs) in zip(ok, rows, strict=True):
-                pairs = [v for c, q in zip(names, probs, strict=True) for v in (c, f"{q:.6f}")]
-                label = [answer_label(names, probs, self.min_confidence)] if self.labelled else []
-                out.writerow([str(path), *label, *pairs, ""])
-            for s in skipped:
-                out.writerow([str(s.path), *blank, s.reason])
+            self._csv_rows(buffer, ok, rows, skipped, _is_terminal(stream))
         else:
-            for path, (names, probs) in zip(ok, rows, strict=True):
-                top = [
-                    {"class": c, "probability": round(q, 6)}
-                    for c, q in zip(names, probs, strict=True)
-                ]
-                record: dict = {"path": str(path)}
-                if self.labelled:
-                    record["label"] = answer_label(names, probs, self.min_confidence)
-                record["top"] = top
-                buffer.write(json.dumps(record, ensure_ascii=False))
-                buffer.write("\n")
-            for s in skipped:
-                record = {"path": str(s.path), "skipped": s.reason}
-                buffer.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._jsonl_rows(buffer, ok, rows, skipped)
         stream.write(buffer.getvalue())
+
+    def _csv_rows(self, buffer, ok: list[Path], rows, skipped: list[Skipped], terminal: bool):
+        """CSV rows. Text cells (path, label, classes, reason) go through csv_cell, so a name
+        such as =HYPERLINK(...) is not a formula when a person opens the file in a spreadsheet
+        (read_existing undoes it for --resume); on a terminal control characters are also made
+        visible. Probabilities are numbers and are written as they are."""
+        cell = (lambda text: csv_cell(printable(text))) if terminal else csv_cell
+        out = csv.writer(buffer)
+        blank = [""] * (len(self.columns) - 2)
+        for path, (names, probs) in zip(ok, rows, strict=True):
+            pairs = [v for c, q in zip(names, probs, strict=True) for v in (cell(c), f"{q:.6f}")]
+            label = answer_label(names, probs, self.min_confidence)
+            out.writerow([cell(str(path)), *([cell(label)] if self.labelled else []), *pairs, ""])
+        for s in skipped:
+            out.writerow([cell(str(s.path)), *blank, cell(s.reason)])
+
+    def _jsonl_rows(self, buffer, ok: list[Path], rows, skipped: list[Skipped]) -> None:
+        """JSON Lines records; json_text keeps every name exact (JSON escapes only), with
+        nothing a terminal would act on when the file is printed."""
+        for path, (names, probs) in zip(ok, rows, strict=True):
+            top = [
+                {"class": c, "probability": round(q, 6)} for c, q in zip(names, probs, strict=True)
+            ]
+            record: dict = {"path": str(path)}
+            if self.labelled:
+                record["label"] = answer_label(names, probs, self.min_confidence)
+            record["top"] = top
+            buffer.write(json_text(record) + "\n")
+        for s in skipped:
+            buffer.write(json_text({"path": str(s.path), "skipped": s.reason}) + "\n")
 
     def read_existing(self, path: Path) -> tuple[set[str], bool]:
         """Paths already in `path`; a last line without its newline is truncated away."""
@@ -325,7 +339,7 @@ class _RowWriter:
                     f"{path} has the columns {','.join(rows[0])[:120]}, not "
                     f"{','.join(self.columns)}: resume with the same --top-k and format."
                 )
-            done = {row[0] for row in rows[1:] if row}
+            done = {csv_value(row[0]) for row in rows[1:] if row}  # quoted paths too
         else:
             for number, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
@@ -338,6 +352,12 @@ class _RowWriter:
                         "cannot resume from it."
                     ) from None
         return done, dropped
+
+
+def _is_terminal(stream) -> bool:
+    """Whether `stream` is a terminal (stdout not redirected), where names are shown, not kept."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
 
 
 class image_progress:

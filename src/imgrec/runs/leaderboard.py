@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from imgrec.evaluate.html import data_uri, png_bytes
+from imgrec.text import csv_cell
 
 
 @dataclass
@@ -63,11 +64,15 @@ def entries_as_rows(board: Leaderboard) -> list[dict]:
 
 
 def write_csv(board: Leaderboard, path: Path) -> None:
+    """leaderboard.csv, for people: text cells (a family, a note quoting an error) that would
+    start a spreadsheet formula get a leading quote; numbers are written as they are."""
     rows = entries_as_rows(board)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["family"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(
+            {k: csv_cell(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows
+        )
 
 
 def write_json(board: Leaderboard, path: Path) -> None:
