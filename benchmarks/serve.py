@@ -9,7 +9,12 @@ Fault run (--fault): --bad (200) bad requests — malformed multipart, wrong con
 truncated images, zero bytes, a 50 MB upload (declared and chunked), pixel bombs, missing and
 wrong API keys — sent concurrently with good traffic, against a server started with
 --api-key-env. Every bad request must get a 4xx with a JSON body, every good one a 200, the
-process must survive, and its RSS must come back near the baseline afterwards.
+process must survive, and its RSS must come back near the baseline afterwards. Then two
+attacks of issue 15, one after the other, against the same server, which runs with the common
+default of 1024 open files (ulimit -n): a pixel flood (one request of 16 flat PNGs of 40
+megapixels each, 640 MP for a few hundred KB: its status, seconds, the peak RSS and the RSS 5 s
+later) and idle connections (3000 connections that send nothing, held for 10 s: how /healthz
+answers meanwhile and after, and how many bytes the server's log grew).
 Log run (--log): the same load against a server without the prediction log, one with
 `--log FILE`, and one without again (the mean of the two without-runs is the baseline, so
 drift cancels); prints both rates, their ratio, the server's CPU time per image in each, and the
@@ -59,8 +64,26 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _files_limit(n: int):
+    """A preexec_fn giving the child at most `n` open files (soft and hard)."""
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+    return limit
+
+
 class Server:
-    def __init__(self, model: Path, log: Path, api_key: bool, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        model: Path,
+        log: Path,
+        api_key: bool,
+        extra: tuple[str, ...] = (),
+        max_files: int | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "imgrec", "serve", str(model), "--port", str(self.port)]
@@ -71,7 +94,13 @@ class Server:
             env["IMGREC_BENCH_KEY"] = KEY
         self.log = log
         with open(log, "w") as sink:
-            self.process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, env=env)
+            self.process = subprocess.Popen(
+                args,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_files_limit(max_files) if max_files else None,
+            )
         deadline = time.time() + 180
         while time.time() < deadline:
             if self.process.poll() is not None:
@@ -306,6 +335,101 @@ async def fault_run(server: Server, images: list[bytes], bad: int, clients: int)
     return {"bad": bad_result, "good": good, "peak_rss_mb": peak}
 
 
+def flat_png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (width, height), 1).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def pixel_flood(server: Server, count: int = 16, size: tuple[int, int] = (8000, 5000)) -> dict:
+    """One request of `count` flat PNGs: tiny on the wire, `count` x 40 MP when decoded."""
+    png = flat_png(*size)
+    files = [("files", (f"flat{i}.png", png, "image/png")) for i in range(count)]
+    before, peak = server.rss(), server.rss()
+    done: dict = {}
+
+    async def send() -> None:
+        start = time.perf_counter()
+        async with httpx.AsyncClient(timeout=300) as client:
+            try:
+                response = await client.post(
+                    f"{server.url}/v1/predict", files=files, headers={"X-API-Key": KEY}
+                )
+                done["status"], done["json"] = response.status_code, _is_json(response)
+            except httpx.HTTPError as exc:
+                done["status"], done["json"] = -1, repr(exc)[:100]
+        done["seconds"] = time.perf_counter() - start
+
+    async def watch() -> None:
+        nonlocal peak
+        task = asyncio.create_task(send())
+        while not task.done():
+            peak = max(peak, server.rss() if server.alive() else 0)
+            await asyncio.sleep(0.05)
+
+    asyncio.run(watch())
+    time.sleep(5)
+    return {
+        "request_kb": round(sum(len(f[1][1]) for f in files) / 1024),
+        "megapixels": count * size[0] * size[1] / 1e6,
+        "status": done["status"],
+        "json_error": done["json"],
+        "seconds": round(done["seconds"], 2),
+        "rss_mb_before": round(before, 1),
+        "rss_mb_peak": round(peak, 1),
+        "rss_mb_5s_after": round(server.rss(), 1) if server.alive() else None,
+    }
+
+
+def _is_json(response: httpx.Response) -> bool:
+    try:
+        return "error" in response.json() or "predictions" in response.json()
+    except ValueError:
+        return False
+
+
+def _healthz(url: str, timeout: float = 5) -> tuple[int, float]:
+    """(status or -1 on no answer, seconds) of GET /healthz on a fresh connection."""
+    start = time.perf_counter()
+    try:
+        status = httpx.get(f"{url}/healthz", timeout=timeout).status_code
+    except httpx.HTTPError:
+        status = -1
+    return status, round(time.perf_counter() - start, 2)
+
+
+def idle_connections(server: Server, count: int = 3000, hold_s: float = 10) -> dict:
+    """`count` connections that send nothing for `hold_s`: can /healthz still get in?"""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 256)), hard))
+    log_before = server.log.stat().st_size
+    sockets, refused = [], 0
+    for _ in range(count):
+        try:
+            sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=2))
+        except OSError:
+            refused += 1
+    time.sleep(1)
+    during = [_healthz(server.url) for _ in range(3)]
+    time.sleep(max(0.0, hold_s - 1 - sum(s for _, s in during)))
+    log_growth = server.log.stat().st_size - log_before
+    for s in sockets:
+        s.close()
+    time.sleep(2)
+    return {
+        "connections": count,
+        "connect_failed": refused,
+        "healthz_during": during,
+        "healthz_after": _healthz(server.url),
+        "log_bytes_grew": log_growth,
+        "alive": server.alive(),
+    }
+
+
 def log_arm(model: Path, images: list[bytes], tmp: Path, name: str, args) -> dict:
     """One server (with `--log` when `name` is "log"): 5 s warm-up, then the load."""
     db = tmp / f"{name}.db"
@@ -389,7 +513,8 @@ def main() -> None:
             return
         if not args.fault:
             earlier = cli_predict(model, args.data, tmp / "out.csv")["rate"]
-        server = Server(model, tmp / "server.log", api_key=args.fault)
+        files = 1024 if args.fault else None  # the common default ulimit -n, as the attack had
+        server = Server(model, tmp / "server.log", api_key=args.fault, max_files=files)
         try:
             headers = {"X-API-Key": KEY} if args.fault else {}
             warm = asyncio.run(good_clients(server.url, images, args.clients, 5, headers))
@@ -418,6 +543,8 @@ def main() -> None:
                     "rss_mb_peak": round(run["peak_rss_mb"], 1),
                     "rss_mb_after": round(after, 1),
                     "rss_after_vs_baseline": round(after / baseline, 3),
+                    "pixel_flood": pixel_flood(server),
+                    "idle_connections": idle_connections(server),
                 }
             else:
                 load = asyncio.run(

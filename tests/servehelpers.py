@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,15 +62,26 @@ def _healthy(url: str) -> bool:
 
 @contextlib.contextmanager
 def running_server(
-    model: Path, log: Path, *args: str, env: dict[str, str] | None = None
+    model: Path,
+    log: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[Server]:
-    """Start `imgrec serve MODEL` on a free port, wait for /healthz, stop it afterwards."""
+    """Start `imgrec serve MODEL` on a free port, wait for /healthz, stop it afterwards.
+
+    `preexec_fn` runs in the child before it starts (e.g. to lower its resource limits).
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "imgrec", "serve", str(model), "--port", str(port), *args]
     with open(log, "w", encoding="utf-8") as sink:
         process = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, env={**cli_env(), **(env or {})}
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**cli_env(), **(env or {})},
+            preexec_fn=preexec_fn,
         )
     try:
         wait_for(lambda: _healthy(url), process, 120, "the server answered /healthz", log)

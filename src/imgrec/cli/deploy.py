@@ -88,12 +88,45 @@ def serve(
             callback=in_range(0, low_open=True),
         ),
     ] = None,
+    max_request_megapixels: Annotated[
+        float,
+        typer.Option(
+            help="Most pixels one request's images may decode to (read from their headers "
+            "first; JPEGs count at the reduced size they decode at); more gets HTTP 413. Also "
+            "the most decoding at once across requests.",
+            callback=in_range(0, low_open=True),
+        ),
+    ] = 100.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            help="Open connections at once; one more gets HTTP 503 and is closed (lowered to "
+            "fit the process's file limit, ulimit -n).",
+            callback=in_range(1),
+        ),
+    ] = 256,
+    timeout_keep_alive: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a connection may wait before sending a complete request (after "
+            "opening or after its last answer); then it is closed.",
+            callback=in_range(0, low_open=True),
+        ),
+    ] = 5.0,
+    backlog: Annotated[
+        int,
+        typer.Option(
+            help="Connections the kernel queues before the server accepts them.",
+            callback=in_range(1),
+        ),
+    ] = 2048,
 ) -> None:
     """Serve a model over HTTP: JSON API (/v1/predict), web page (/), docs, /metrics."""
     import os
 
     from imgrec.infer.predict import check_min_confidence
     from imgrec.serve import ServeSettings, create_app
+    from imgrec.serve.server import run_server
 
     check_min_confidence(min_confidence)
     api_key = None
@@ -112,15 +145,24 @@ def serve(
         store_images=store_images,
         log_max_rows=log_max_rows,
         log_max_days=log_max_days,
+        max_request_pixels=int(max_request_megapixels * 1e6),
+        max_connections=max_connections,
+        timeout_keep_alive_s=timeout_keep_alive,
+        backlog=backlog,
     )
     web_app = create_app(model_file, settings)
-    import uvicorn
-
-    out.print(f"serving {model_file} on http://{host}:{port}/  (API docs at /docs)")
+    banner = [f"serving {model_file} on http://{host}:{port}/  (API docs at /docs)"]
     if log is not None:
         kept = f"; image copies in {store_images}" if store_images else ""
-        out.print(f"logging predictions to {log}{kept}", highlight=False)
-    uvicorn.run(web_app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+        banner.append(f"logging predictions to {log}{kept}")
+    run_server(
+        web_app,
+        host,
+        port,
+        settings,
+        banner,
+        say=lambda text: say(text, console=out),
+    )
 
 
 @commands.command(

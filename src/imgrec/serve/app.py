@@ -22,9 +22,12 @@ from imgrec.data.decode import UnreadableImage
 from imgrec.errors import ImgrecError
 from imgrec.infer.predict import answer_label
 from imgrec.prediction_log.writer import PredictionLog
+from imgrec.runtime import release_free_memory
 from imgrec.serve.batching import MicroBatcher
+from imgrec.serve.docs_page import DOCS_HEADERS, render_docs
 from imgrec.serve.metrics import Metrics
-from imgrec.serve.middleware import BodySizeLimit, RequestMetrics
+from imgrec.serve.middleware import BodySizeLimit, ErrorShield, RequestMetrics
+from imgrec.serve.pixels import PixelBudget, over_budget_message, request_pixels
 from imgrec.serve.predictor import Predictor
 from imgrec.serve.settings import ServeSettings
 from imgrec.serve.uploads import ApiError, form_number, read_uploads
@@ -72,7 +75,31 @@ class ErrorOut(BaseModel):
     filename: str | None = None
 
 
-ERRORS = {s: {"model": ErrorOut} for s in (401, 413, 415, 422)}  # for /docs
+# After decoding this many pixels in one request, freed memory goes back to the OS at once
+# (runtime.configure_cpu_runtime keeps freed heap for speed); photos drafted from JPEG stay
+# far below it, big PNGs and TIFFs do not.
+TRIM_AFTER_PIXELS = 4_000_000
+
+# Every answer that is not a 200, declared for the schema (and so checked by the API fuzzing):
+# the shield's 500 and 503 and the connection limit's 503 can come from any endpoint.
+_ERROR_TEXT = {
+    400: "The request is malformed (a broken multipart body) or the client went away.",
+    401: "The X-API-Key header is missing or wrong (only when the server has a key).",
+    413: "The body is over the upload limit, or its images hold too many pixels.",
+    415: "The content type is neither multipart/form-data nor image/*.",
+    422: "A file is not a usable image, or a parameter is out of range.",
+    500: "An unexpected error on the server; its log says more.",
+    503: "The server ran out of memory for this request, or is at its connection limit.",
+}
+
+
+def _errors(*statuses: int) -> dict:
+    return {s: {"model": ErrorOut, "description": _ERROR_TEXT[s]} for s in statuses}
+
+
+PREDICT_PARAMETERS = frozenset({"top_k", "min_confidence"})
+ERRORS = _errors(400, 401, 413, 415, 422, 500, 503)  # of /v1/predict
+ALWAYS = _errors(500, 503)
 
 
 @dataclass
@@ -84,6 +111,7 @@ class _Service:
     metrics: Metrics
     batcher: MicroBatcher
     log: PredictionLog | None
+    pixels: PixelBudget
 
 
 def create_app(model_path: str | Path, settings: ServeSettings | None = None) -> FastAPI:
@@ -97,13 +125,18 @@ def create_app(model_path: str | Path, settings: ServeSettings | None = None) ->
         version=__version__,
         summary=f"Image classifier: {', '.join(service.predictor.classes)}",
         lifespan=_lifespan(service),
+        openapi_url=None,  # served by _add_docs_routes, behind the API key when there is one
+        docs_url=None,
+        redoc_url=None,  # ReDoc, like Swagger UI, would load its scripts from a CDN
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ErrorShield)
     app.add_middleware(RequestMetrics, metrics=service.metrics)  # outermost: sees 413s too
     _add_error_handlers(app)
     require_key = _key_check(settings)
     _add_predict_route(app, service, require_key)
     _add_info_routes(app, service, require_key)
+    _add_docs_routes(app, require_key)
     return app
 
 
@@ -127,7 +160,8 @@ def _open_service(model_path: str | Path, settings: ServeSettings) -> _Service:
         max_wait_s=settings.max_wait_ms / 1000,
         on_batch=metrics.record_batch,
     )
-    return _Service(settings, predictor, metrics, batcher, prediction_log)
+    pixels = PixelBudget(settings.max_request_pixels)
+    return _Service(settings, predictor, metrics, batcher, prediction_log, pixels)
 
 
 def _lifespan(service: _Service):
@@ -191,12 +225,12 @@ async def _predict(
 ) -> PredictResponse:
     start = time.perf_counter()
     predictor = service.predictor
+    _refuse_unknown_parameters(request)
     uploads = await read_uploads(request, service.settings.max_files)
     threshold = _min_confidence(
         min_confidence, await form_number(request, "min_confidence"), service.settings
     )
-    tensors = await asyncio.gather(*(_prepare(predictor, n, data) for n, data in uploads))
-    images = torch.stack(tensors)
+    images = await _decode(service, uploads)
     probs, signatures = await service.batcher.predict(images)
     service.metrics.record_images(len(uploads))
     names = [name for name, _ in uploads]
@@ -220,25 +254,53 @@ async def _predict(
     )
 
 
+def _refuse_unknown_parameters(request: Request) -> None:
+    """A misspelt parameter (`topk=1`) is an error, not silently the default."""
+    unknown = sorted(set(request.query_params.keys()) - PREDICT_PARAMETERS)
+    if unknown:
+        raise ApiError(
+            422,
+            f"unknown query parameter '{unknown[0][:40]}': /v1/predict takes "
+            + " and ".join(sorted(PREDICT_PARAMETERS)),
+        )
+
+
+async def _decode(service: _Service, uploads: list[tuple[str, bytes]]) -> torch.Tensor:
+    """The uploads as one (N, 3, S, S) batch; 413 when their headers promise more pixels than
+    the budget, so a few kilobytes of PNG cannot make the server decode gigabytes."""
+    predictor = service.predictor
+    draft = predictor.preprocessing.resize_size
+    pixels = await asyncio.to_thread(request_pixels, [data for _, data in uploads], draft)
+    limit = service.settings.max_request_pixels
+    if pixels > limit:
+        raise ApiError(413, over_budget_message(pixels, limit, len(uploads)))
+    async with service.pixels.hold(pixels):
+        tensors = await asyncio.gather(*(_prepare(predictor, n, data) for n, data in uploads))
+    if pixels > TRIM_AFTER_PIXELS:  # the decoded images are freed by now: give the memory back
+        await asyncio.to_thread(release_free_memory)
+    return torch.stack(tensors)
+
+
 def _add_info_routes(app: FastAPI, service: _Service, require_key) -> None:
     """The model's description, liveness, Prometheus metrics and the prediction page."""
     page = files("imgrec.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
-    @app.get("/v1/model", dependencies=[Depends(require_key)], responses={401: ERRORS[401]})
+    @app.get("/v1/model", dependencies=[Depends(require_key)], responses={**_errors(401), **ALWAYS})
     async def model_info() -> dict:
         """The model's classes, backbone, preprocessing and validation metrics."""
         return {
             **service.predictor.describe(),
             "max_upload_bytes": service.settings.max_upload_bytes,
+            "max_request_megapixels": service.settings.max_request_pixels / 1e6,
             "min_confidence": service.settings.min_confidence,
         }
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=ALWAYS)
     async def healthz() -> dict:
         """Liveness for load balancers; needs no API key."""
         return {"status": "ok", "classes": len(service.predictor.classes)}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, responses=ALWAYS)
     async def prometheus() -> PlainTextResponse:
         """Prometheus text format: requests, latency histogram, errors, images, batch sizes."""
         return PlainTextResponse(
@@ -248,6 +310,18 @@ def _add_info_routes(app: FastAPI, service: _Service, require_key) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=PAGE_HEADERS)
+
+
+def _add_docs_routes(app: FastAPI, require_key) -> None:
+    """/openapi.json and /docs: the schema names the classes, so they need the key too."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_key)])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_key)])
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(render_docs(app.openapi()), headers=DOCS_HEADERS)
 
 
 def _min_confidence(query: float | None, form: float | None, settings: ServeSettings) -> float:

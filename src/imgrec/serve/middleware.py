@@ -1,14 +1,15 @@
-"""Two pure-ASGI middlewares: the upload size limit and per-request metrics.
+"""Three pure-ASGI middlewares: the upload size limit, the error shield, per-request metrics.
 
 Pure ASGI rather than Starlette's BaseHTTPMiddleware so that the size limit sees the body
 as it streams in (chunked uploads have no Content-Length) and can answer 413 before a
-20 GB upload reaches the disk.
+20 GB upload reaches the disk, and so that the shield catches what escapes everything else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -25,6 +26,14 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("imgrec.serve")
+
+OUT_OF_MEMORY = (
+    "the server ran out of memory for this request: send fewer or smaller images, "
+    "or try again later"
+)
+INTERNAL_ERROR = "internal error: the server could not answer this request (its log says why)"
 
 ENDPOINTS = frozenset(
     {"/", "/v1/predict", "/v1/model", "/healthz", "/metrics", "/docs", "/openapi.json"}
@@ -87,6 +96,42 @@ class BodySizeLimit:
         finally:
             if received > TRIM_AFTER_BYTES:
                 await asyncio.to_thread(release_free_memory)
+
+
+class ErrorShield:
+    """Any exception that escapes the app becomes JSON: 503 for MemoryError, 500 otherwise.
+
+    Without it Starlette answers "Internal Server Error" in plain text, which clients that
+    parse JSON choke on. A MemoryError also hands freed memory back to the OS at once.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except MemoryError:
+            logger.error("out of memory answering %s %s", scope["method"], scope["path"])
+            await asyncio.to_thread(release_free_memory)
+            if started:  # half an answer is out: closing the connection is all that is left
+                raise
+            await send_json(send, 503, {"error": OUT_OF_MEMORY, "filename": None})
+        except Exception:
+            logger.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            await send_json(send, 500, {"error": INTERNAL_ERROR, "filename": None})
 
 
 class RequestMetrics:

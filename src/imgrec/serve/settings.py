@@ -22,3 +22,13 @@ class ServeSettings:
     store_images: Path | None = None  # with `log`: metadata-free copies of the images here
     log_max_rows: int | None = None  # retention: keep at most this many rows
     log_max_days: float | None = None  # retention: delete rows older than this
+    # Decoded pixels (at the scale a JPEG is drafted to) of one request's images, read from
+    # their headers before decoding; also the most decoding at once across requests. 100 MP is
+    # one camera's largest photo or a few hundred phone photos, and about 0.5 GB of memory.
+    max_request_pixels: int = 100_000_000
+    # The connection side (`imgrec serve` only): open connections beyond `max_connections` get
+    # a JSON 503 and are closed at once, so idle clients cannot use up the file descriptors;
+    # a connection that sends no complete request for `timeout_keep_alive_s` is closed.
+    max_connections: int = 256
+    timeout_keep_alive_s: float = 5.0
+    backlog: int = 2048  # connections the kernel queues before the server accepts them
