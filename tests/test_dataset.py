@@ -222,3 +222,38 @@ def test_with_splits_accepts_relative_and_absolute_keys(tmp_path):
 def test_dataset_direct_construction(tmp_path):
     ds = Dataset(tmp_path, [Sample(tmp_path / "b.png", "b"), Sample(tmp_path / "a.png", "a")])
     assert ds.classes == ["a", "b"] and ds.targets() == [1, 0] and "images=2" in repr(ds)
+
+
+def test_csv_in_utf16_loads_and_other_encodings_say_what_to_do(tmp_path):
+    """Spreadsheets save "Unicode text" as UTF-16 with a byte-order mark: read it. Other
+    encodings are refused with advice, not a codec's byte position (found by the CSV fuzz)."""
+    make_class_folder(tmp_path, {"a": 2, "b": 2})
+    rows = "".join(f"{c}/{c}_00{i}.png,{c}\u00e9\n" for c in "ab" for i in (0, 1))
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be"):
+        bom = {"utf-16": b"", "utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}[encoding]
+        (tmp_path / "u.csv").write_bytes(bom + f"path,label\n{rows}".encode(encoding))
+        assert load_dataset(tmp_path / "u.csv").classes == ["a\u00e9", "b\u00e9"]
+    (tmp_path / "latin.csv").write_bytes(f"path,label\n{rows}".encode("latin-1"))
+    with pytest.raises(ImgrecError, match="not UTF-8 .*save it as .CSV UTF-8.") as info:
+        load_dataset(tmp_path / "latin.csv")
+    assert "codec" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [("path", "label"), ("a\nb.png", "")],  # the fuzz's first find: a name with a newline
+        [("path\r\nlabel", "x")],
+        [("path", "label", "split"), ("a/a_000.png", "a", "hold\nout\x1b[2J")],
+        [("path", "label", "Site", "site\n")],
+    ],
+)
+def test_errors_quoting_the_csv_are_one_line(tmp_path, rows):
+    make_class_folder(tmp_path, {"a": 1})
+    path = tmp_path / "x.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(ImgrecError) as info:
+        load_dataset(path)
+    message = str(info.value)
+    assert "\n" not in message and "\r" not in message and "\x1b" not in message, message

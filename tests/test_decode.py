@@ -150,3 +150,96 @@ def test_corrupt_body_is_unreadable_not_a_crash(tmp_path):
     with pytest.raises(UnreadableImage) as info:
         open_image(bytes(data))
     assert 0 < len(str(info.value)) < 80
+
+
+# ---- files that are not regular files, and Pillow's warnings ----------------------------------
+def _decode_within(seconds: float, fn, *args):
+    """fn(*args) in a thread; fail (instead of hanging the suite) if it blocks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args).result(timeout=seconds)
+    finally:
+        pool.shutdown(wait=False)
+
+
+@pytest.mark.parametrize("decode", [open_image, probe_image])
+def test_odd_file_system_entries_have_plain_reasons(tmp_path, decode):
+    """A FIFO is never opened for reading (that blocks until a writer comes); links that lead
+    nowhere say so instead of 'file not found' or an errno text."""
+    import os
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(tmp_path / "loop2.jpg")
+    (tmp_path / "loop2.jpg").symlink_to(loop)
+    dangling = tmp_path / "dangling.jpg"
+    dangling.symlink_to(tmp_path / "gone.jpg")
+    expected = {
+        fifo: "a named pipe (FIFO), not a file",
+        loop: "a symbolic link loop",
+        dangling: "a broken symbolic link",
+    }
+    for path, reason in expected.items():
+        with pytest.raises(UnreadableImage) as info:
+            _decode_within(10, decode, path)
+        assert str(info.value).startswith(reason), (path.name, str(info.value))
+
+
+def _corrupt_exif_jpeg(path, colour=(200, 0, 0)):
+    """A JPEG whose EXIF block promises 100 bytes of camera make at an offset past its end
+    (Pillow warns 'Tag data larger than file' or 'Possibly corrupt EXIF data')."""
+    import struct
+
+    entries = struct.pack("<HHII", 0x010F, 2, 100, 1000) + struct.pack("<HHII", 0x0112, 3, 1, 1)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 2) + entries + b"\0\0\0\0"
+    Image.new("RGB", (16, 8), colour).save(path, "JPEG", exif=b"Exif\x00\x00" + tiff)
+    return path
+
+
+def test_pillow_warnings_name_the_file_even_from_many_threads(tmp_path, caplog):
+    """Finding: a Pillow 'corrupt EXIF' warning reached stderr without the file's name. Now
+    each decoding thread collects its own file's warnings and logs them with the file's name
+    (every time, not once per process), and nothing escapes as a bare warning."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bad = [_corrupt_exif_jpeg(tmp_path / f"exif{i}.jpg") for i in range(6)]
+    good = [write_rgb(tmp_path / f"good{i}.png") for i in range(6)]
+    caplog.set_level("WARNING", logger="imgrec.data.decode")
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("default")  # the interpreter's own: each warning shown once
+        with ThreadPoolExecutor(4) as pool:
+            mixed = [p for pair in zip(bad, good, strict=True) for p in pair] * 2
+            images = list(pool.map(open_image, mixed))
+    assert all(im.size == (16, 8) or im.size == SIZE for im in images)
+    assert [str(w.message) for w in escaped] == []
+    notes = [r.getMessage() for r in caplog.records if r.name == "imgrec.data.decode"]
+    for path in bad:
+        mine = [n for n in notes if n.startswith(f"{path}: ")]
+        assert len(mine) == 2 and all("EXIF" in n or "Tag data" in n for n in mine), notes
+    assert not any(str(path) in n for path in good for n in notes)
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "ICO", "TGA", "PCX", "EPS"])
+def test_only_the_listed_formats_are_decoded(fmt):
+    """Pillow opens dozens of formats (EPS even runs Ghostscript); imgrec reads the ones it
+    lists (IMAGE_EXTENSIONS), so a .jpg that is really something else is 'not an image'."""
+    buffer = io.BytesIO()
+    try:
+        Image.new("RGB", (16, 16), (200, 0, 0)).save(buffer, fmt)
+    except OSError:  # EPS needs Ghostscript to write; its header is enough here
+        buffer = io.BytesIO(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n" + bytes(64))
+    with pytest.raises(UnreadableImage, match="^not an image$"):
+        open_image(buffer.getvalue())
+
+
+def test_reasons_are_one_short_line(tmp_path):
+    """A decoder's message can hold newlines or be long; the reason is one line, bounded."""
+    from imgrec.data.decode import MAX_REASON, _reason
+
+    reason = _reason(ValueError("broken\nheader " + "x" * 1000))
+    assert "\n" not in reason and len(reason) <= MAX_REASON
+    with pytest.raises(UnreadableImage, match="NUL character"):
+        probe_image(tmp_path / "a\x00.jpg")

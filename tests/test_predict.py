@@ -137,14 +137,14 @@ def test_cli_csv_resume_and_engine_agree(model, photos, bad, tmp_path):
     assert first.returncode == 0, first.stderr
     assert "wrote 4 predictions" in first.stdout and "onnx" in first.stdout
     second = run_imgrec("predict", model, *photos, *bad, "-f", "csv", "-o", out_onnx, "--resume")
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 5, second.stderr  # files were skipped
     assert "wrote 6 predictions" in second.stdout and "4 already there" in second.stdout
     for path in bad:  # named on stderr too
         assert str(path.name) in second.stderr
     torch_run = run_imgrec(
         "predict", model, *photos, *bad, "-f", "csv", "-o", out_torch, "--engine", "torch"
     )
-    assert torch_run.returncode == 0, torch_run.stderr
+    assert torch_run.returncode == 5, torch_run.stderr
     onnx_rows, torch_rows = read_csv(out_onnx), read_csv(out_torch)
     assert [r["path"] for r in onnx_rows] == [r["path"] for r in torch_rows]
     for a, b in zip(onnx_rows, torch_rows, strict=True):
@@ -209,3 +209,62 @@ def test_jsonl_min_confidence(onnx_predictor, photos, tmp_path):
         expected = "unknown" if top["probability"] < 0.999999 else top["class"]
         assert record["label"] == expected
     assert any(r["label"] == "unknown" for r in records)
+
+
+# ---- inputs that are not plain image files -------------------------------------------------------
+def _odd_folder(folder: Path) -> dict[str, str]:
+    """A folder with two photos, a linked folder, a folder loop, and three entries that are not
+    files: {name relative to the folder: the reason it is skipped, or '' if predicted}."""
+    import os
+
+    from imagegen import write_rgb
+
+    write_rgb(folder / "a.png")
+    write_rgb(folder / "sub" / "b.png")
+    (folder / "sub" / "up").symlink_to(folder)  # a folder loop: walking it must end
+    write_rgb(folder.parent / f"{folder.name}-elsewhere" / "c.png")
+    (folder / "more").symlink_to(folder.parent / f"{folder.name}-elsewhere")  # followed
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    (folder / "dangling.jpg").symlink_to(folder / "missing.jpg")
+    os.mkfifo(folder / "pipe.png")
+    return {
+        "a.png": "",
+        "dangling.jpg": "a broken symbolic link",
+        "loop.jpg": "a symbolic link loop",
+        "more/c.png": "",
+        "pipe.png": "a named pipe (FIFO), not a file",
+        "sub/b.png": "",
+    }
+
+
+def test_odd_entries_are_listed_not_dropped(tmp_path):
+    """Finding: symlink loops, dangling links and FIFOs inside a folder were neither predicted
+    nor reported, and a loop or dangling link named on the command line aborted the run."""
+    from imgrec.data.inputs import expand_inputs
+
+    folder = tmp_path / "odd"
+    expected = _odd_folder(folder)
+    listed = expand_inputs([folder])
+    assert [p.relative_to(folder).as_posix() for p in listed] == sorted(expected)
+    named = [folder / "loop.jpg", folder / "dangling.jpg", folder / "pipe.png"]
+    assert expand_inputs(named) == named
+    assert expand_inputs([f"{folder}/*.jpg"]) == [folder / "dangling.jpg", folder / "loop.jpg"]
+
+
+def test_cli_reports_every_odd_entry_and_exits_5(model, tmp_path):
+    """Every input is a row: predicted, or skipped with its reason (stderr names it too); the
+    summary counts the skipped files and the exit code says some were (5, in the README)."""
+    folder = tmp_path / "odd"
+    expected = _odd_folder(folder)
+    out = tmp_path / "p.csv"
+    result = run_imgrec("predict", model, folder, "-f", "csv", "-o", out, timeout=180)
+    assert result.returncode == 5, result.stderr
+    rows = {Path(r["path"]).relative_to(folder).as_posix(): r for r in read_csv(out)}
+    assert sorted(rows) == sorted(expected)
+    for name, reason in expected.items():
+        assert rows[name]["skipped"].startswith(reason) if reason else rows[name]["class1"]
+        if reason:
+            assert name in result.stderr
+    assert "3 skipped" in result.stdout
+    table = run_imgrec("predict", model, folder / "loop.jpg", folder / "a.png", timeout=180)
+    assert table.returncode == 5 and "a symbolic link loop" in table.stderr

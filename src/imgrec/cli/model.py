@@ -28,6 +28,7 @@ from imgrec.cli.common import (
 from imgrec.errors import ImgrecError
 
 commands = typer.Typer()
+EXIT_SKIPPED = 5  # `predict`: some inputs were skipped (unreadable, not files); README lists it
 
 # What `imgrec models` lists after the families, without a pattern: the offline models, then
 # popular hub backbones (name, input size, weights). A static table, so listing needs neither
@@ -193,7 +194,8 @@ def predict(
         ),
     ] = None,
 ) -> None:
-    """Predict the class of images; unreadable files are reported and the rest still predicted."""
+    """Predict the class of images; unreadable files are reported and the rest still predicted
+    (exit code 5 when any input was skipped)."""
     out_file = _one_out_file(out_file, output)
     from imgrec.bundle.predictor import open_predictor
     from imgrec.data.inputs import expand_inputs
@@ -220,7 +222,10 @@ def predict(
         )
         ctx.call_on_close(predictor.log.close)  # also on errors and Ctrl-C: queued rows are kept
     if streaming:
-        _predict_streaming(predictor, paths, out_file, fmt, top_k, resume, quiet, min_confidence)
+        reasons = _predict_streaming(
+            predictor, paths, out_file, fmt, top_k, resume, quiet, min_confidence
+        )
+        _end_with_skipped(reasons)
         return
     done, probs, skipped = predictor.predict_proba(paths, min_confidence)
     from imgrec.infer.predict import Prediction, top_k_rows
@@ -237,6 +242,19 @@ def predict(
         _report_skip(s)
     if not predictions:
         raise ImgrecError("none of the inputs could be read as an image.")
+    _end_with_skipped([s.reason for s in skipped])
+
+
+def _end_with_skipped(reasons: list[str]) -> None:
+    """When inputs were skipped: a summary line by reason, and exit code EXIT_SKIPPED, so a
+    script notices files that were listed but not predicted."""
+    if not reasons:
+        return
+    from collections import Counter
+
+    detail = "; ".join(f"{n} {reason}" for reason, n in Counter(reasons).most_common())
+    say(f"{len(reasons)} input(s) skipped, not predicted: {detail}", "yellow")
+    raise typer.Exit(EXIT_SKIPPED)
 
 
 def _one_out_file(out_file: Path | None, output: Path | None) -> Path | None:
@@ -253,8 +271,17 @@ def _report_skip(s) -> None:
     say(f"skipped {s.path}: {s.reason}", "yellow")
 
 
-def _predict_streaming(predictor, paths, out_file, fmt, top_k, resume, quiet, min_confidence):
-    """csv and jsonl: written batch by batch, to the file or stdout."""
+def _predict_streaming(
+    predictor, paths, out_file, fmt, top_k, resume, quiet, min_confidence
+) -> list[str]:
+    """csv and jsonl: written batch by batch, to the file or stdout. Returns the reasons of
+    the files skipped."""
+    reasons: list[str] = []
+
+    def on_skip(s) -> None:
+        _report_skip(s)
+        reasons.append(s.reason)
+
     try:
         summary = predictor.predict_to_file(
             paths,
@@ -263,7 +290,7 @@ def _predict_streaming(predictor, paths, out_file, fmt, top_k, resume, quiet, mi
             top_k,
             resume=resume,
             progress=not quiet and err.is_terminal,
-            on_skip=_report_skip,
+            on_skip=on_skip,
             min_confidence=min_confidence,
         )
     except KeyboardInterrupt:
@@ -282,6 +309,7 @@ def _predict_streaming(predictor, paths, out_file, fmt, top_k, resume, quiet, mi
         )
     if summary.predicted == 0 and summary.already_done == 0:
         raise ImgrecError("none of the inputs could be read as an image.")
+    return reasons
 
 
 def _write_predictions(predictions, skipped, fmt: Format, stream, min_confidence=None) -> None:

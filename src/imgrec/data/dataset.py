@@ -6,6 +6,7 @@ seconds and bad files are reported up front instead of crashing an epoch later.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import hashlib
@@ -22,7 +23,7 @@ from types import MappingProxyType
 
 from imgrec.data.decode import IMAGE_EXTENSIONS, MAX_PIXELS, UnreadableImage, probe_image
 from imgrec.errors import ImgrecError
-from imgrec.text import csv_cell
+from imgrec.text import csv_cell, printable
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {
@@ -269,7 +270,7 @@ def load_dataset(source: str | Path, *, max_pixels: int = MAX_PIXELS) -> Dataset
             first = dataset.skipped[0]
             raise ImgrecError(
                 f"No readable images in {path}: all {len(dataset.skipped)} image files were "
-                f"skipped (for example {first.path.name}: {first.reason})."
+                f"skipped (for example {_shown(first.path.name)}: {_shown(first.reason)})."
             )
         raise ImgrecError(f"No images found in {path}; expected {_EXPECTED_LAYOUT}.")
     return dataset
@@ -301,12 +302,19 @@ def _load_folder(root: Path, max_pixels: int) -> Dataset:
 
 
 def read_csv_rows(path: Path, what: str = "CSV file") -> list[list[str]]:
-    """Every row of a CSV file (a byte-order mark is dropped); one clear sentence if it cannot
-    be read."""
+    """Every row of a CSV file in UTF-8 (a byte-order mark is dropped), or in UTF-16 with its
+    byte-order mark (a spreadsheet's "Unicode text"); one clear sentence if it cannot be read."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open(path, "rb") as f:
+            utf16 = f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+        with open(path, newline="", encoding="utf-16" if utf16 else "utf-8-sig") as f:
             return list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise ImgrecError(
+            f"Cannot read the {what} {path}: it is not {'UTF-16' if utf16 else 'UTF-8'} text "
+            f"(byte {exc.start + 1}); save it as 'CSV UTF-8'."
+        ) from None
+    except (OSError, csv.Error) as exc:
         raise ImgrecError(f"Cannot read the {what} {path}: {exc}.") from exc
 
 
@@ -318,7 +326,7 @@ def _load_csv(csv_path: Path, max_pixels: int) -> Dataset:
     if "path" not in header or "label" not in header:
         raise ImgrecError(
             f"The CSV file {csv_path} needs a header with columns path,label[,split]; "
-            f"found {','.join(header) or 'no header'}."
+            f"found {_shown(','.join(header)) or 'no header'}."
         )
     col_path, col_label = header.index("path"), header.index("label")
     col_split = header.index("split") if "split" in header else None
@@ -360,7 +368,7 @@ def _extra_columns(
     seen: set[str] = set()
     for _, name in extra:
         if name.lower() in seen:
-            raise ImgrecError(f"The CSV file {csv_path} has two columns named '{name}'.")
+            raise ImgrecError(f"The CSV file {csv_path} has two columns named '{_shown(name)}'.")
         seen.add(name.lower())
     return extra
 
@@ -430,6 +438,14 @@ def _holds_classes(folder: Path) -> bool:
     return bool(_visible_dirs(folder)) and not _image_files_in(folder)
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """A value from a file (a header, a label, a file name) as an error message quotes it: one
+    line, its control characters shown as escapes, at most `limit` characters; an ImgrecError is
+    one sentence whatever the CSV holds."""
+    text = printable(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
@@ -437,7 +453,7 @@ def _hidden(name: str) -> bool:
 def _normalise_split(value: str, *, where: str) -> str:
     name = SPLIT_ALIASES.get(str(value).strip().lower())
     if name is None:
-        raise ImgrecError(f"Unknown split '{value}' in {where}; use train, val or test.")
+        raise ImgrecError(f"Unknown split '{_shown(value)}' in {where}; use train, val or test.")
     return name
 
 

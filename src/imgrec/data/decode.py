@@ -3,16 +3,30 @@
 Photos in the wild are rotated by EXIF, transparent, CMYK, 16-bit, animated, truncated or
 not images at all. Training and serving must see the same pixels for the same file, so both
 go through `open_image`.
+
+Folders also hold things that are not files: named pipes (opening one for reading blocks until
+a writer comes, so they are never opened), sockets, devices, dangling or looping symbolic links.
+Each becomes an UnreadableImage with a reason a person recognises.
+
+Pillow reports damaged but usable files (a corrupt EXIF block, a short palette) with Python
+warnings, which would reach stderr without the file's name, once per process. Decoding runs
+in threads and `warnings.catch_warnings` swaps process-wide state, so instead a warnings hook
+installed once hands each warning to the collector of the thread that raised it, and the file's
+notes are logged (logger `imgrec.data.decode`) as one line that starts with its name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
+import logging
 import os
 import re
 import stat
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -24,12 +38,31 @@ from imgrec.errors import ImgrecError
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 )
+# What Pillow may parse: the formats of IMAGE_EXTENSIONS (JPEG includes a phone camera's MPO).
+# Not the dozens of others it knows, whose parsers see far less use (EPS even runs Ghostscript).
+DECODE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 MAX_PIXELS: int = 89_478_485  # PIL's default Image.MAX_IMAGE_PIXELS
+MAX_REASON = 200  # characters: a reason is one CSV cell and one line on stderr
+
+log = logging.getLogger(__name__)
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _HIGH_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
-# warnings.catch_warnings mutates process-global state; serialise it across decode threads.
-_WARNINGS_LOCK = threading.Lock()
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO that appears after the check: no wait
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOT_FILES = (
+    (stat.S_ISDIR, "a directory, not a file"),
+    (stat.S_ISFIFO, "a named pipe (FIFO), not a file"),
+    (stat.S_ISSOCK, "a socket, not a file"),
+    (stat.S_ISCHR, "a device, not a file"),
+    (stat.S_ISBLK, "a device, not a file"),
+)
+# Pillow's warnings go to the thread's collector: "always", so the second file with the same
+# damage is noted too (the default action shows a message once per process).
+_PIL_WARNINGS = ("always", None, Warning, re.compile(r"PIL(\.|$)"), 0)
+_local = threading.local()
+_hook_lock = threading.Lock()
+_shown_before = warnings.showwarning
 
 
 class UnreadableImage(ImgrecError):
@@ -45,7 +78,7 @@ def open_image(
     the result will be shrunk anyway; it never yields a short side below `draft`.
     """
     try:
-        with _open_source(source) as fp:
+        with pillow_notes(source), _open_source(source) as fp:
             im = _open_checked(fp, max_pixels)
             if draft and im.format == "JPEG":
                 im.draft(None, (draft, draft))
@@ -60,12 +93,54 @@ def open_image(
 def probe_image(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """Read only the header of `path` and return (width, height); cheap enough for listing."""
     try:
-        with _open_source(Path(path)) as fp:
+        with pillow_notes(path), _open_source(Path(path)) as fp:
             return _open_checked(fp, max_pixels).size
     except UnreadableImage:
         raise
     except Exception as exc:
         raise UnreadableImage(_reason(exc)) from exc
+
+
+@contextlib.contextmanager
+def pillow_notes(source: str | Path | bytes | None, *, report: bool = True) -> Iterator[list[str]]:
+    """Collect the warnings this thread raises meanwhile (Pillow's, about one file) instead of
+    letting them reach stderr unnamed; on leaving, log them as one line naming `source`
+    (unless `report` is False: a caller that only re-reads a file already reported)."""
+    _install_hook()
+    outer = getattr(_local, "notes", None)
+    notes: list[str] = []
+    _local.notes = notes
+    try:
+        yield notes
+    finally:
+        _local.notes = outer
+        if notes and report:
+            name = "image bytes" if isinstance(source, bytes | bytearray | memoryview) else source
+            log.warning("%s: %s", name, "; ".join(dict.fromkeys(notes)))
+
+
+def _install_hook() -> None:
+    """Route warnings through `_collect` and let Pillow's through every time. Checked on each
+    call, not once: `warnings.catch_warnings` (pytest runs every test in one) restores both."""
+    global _shown_before
+    if warnings.showwarning is _collect and _PIL_WARNINGS in warnings.filters:
+        return
+    with _hook_lock:
+        if warnings.showwarning is not _collect:
+            _shown_before = warnings.showwarning
+            warnings.showwarning = _collect
+        if _PIL_WARNINGS not in warnings.filters:
+            warnings.filterwarnings("always", category=Warning, module=r"PIL(\.|$)")
+
+
+def _collect(message, category, filename, lineno, file=None, line=None) -> None:
+    """The warnings hook: a note for the thread's collector, else shown as before. Pillow's
+    decompression bomb warning is no note: `_open_checked` decides on the pixel count."""
+    notes = getattr(_local, "notes", None)
+    if notes is None:
+        _shown_before(message, category, filename, lineno, file, line)
+    elif not issubclass(category, Image.DecompressionBombWarning):
+        notes.append(str(message))
 
 
 def _open_source(source: str | Path | bytes) -> IO[bytes]:
@@ -76,29 +151,48 @@ def _open_source(source: str | Path | bytes) -> IO[bytes]:
         return io.BytesIO(bytes(source))
     path = Path(source)
     try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise UnreadableImage("file not found") from None
+        _check_regular(os.stat(path))  # devices and FIFOs are not even opened
+        fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC)
     except OSError as exc:
-        raise UnreadableImage(f"cannot read file: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise UnreadableImage("a directory, not a file")
+        raise UnreadableImage(_os_reason(path, exc)) from None
+    except ValueError:  # a NUL character: no file system has such a name
+        raise UnreadableImage("not a usable file name (it holds a NUL character)") from None
+    try:
+        _check_regular(os.fstat(fd))  # what was opened, should the entry have changed since
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_regular(st: os.stat_result) -> None:
+    """UnreadableImage unless `st` is a regular file with some bytes in it."""
+    for test, reason in _NOT_FILES:
+        if test(st.st_mode):
+            raise UnreadableImage(reason)
     if not stat.S_ISREG(st.st_mode):
         raise UnreadableImage("not a regular file")
     if st.st_size == 0:
         raise UnreadableImage("zero bytes")
-    try:
-        return open(path, "rb")  # noqa: SIM115 - returned to a `with` in the caller
-    except OSError as exc:
-        raise UnreadableImage(f"cannot read file: {exc.strerror or exc}") from None
+
+
+def _os_reason(path: Path, exc: OSError) -> str:
+    """A short reason for a file that could not be opened."""
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        if os.path.islink(path):
+            return "a broken symbolic link (its target does not exist)"
+        return "file not found"
+    return f"cannot read file: {exc.strerror or exc}"
 
 
 def _open_checked(fp: IO[bytes], max_pixels: int) -> Image.Image:
-    """Parse the header and refuse oversized images before any pixel is decoded."""
-    action = "error" if max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels) else "ignore"
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter(action, Image.DecompressionBombWarning)
-        im = Image.open(fp)
+    """Parse the header and refuse oversized images before any pixel is decoded (Pillow's own
+    limit raises DecompressionBombError only at twice its size, and only warns below)."""
+    im = Image.open(fp, formats=DECODE_FORMATS)
     pixels = im.size[0] * im.size[1]
     if pixels > max_pixels:
         raise UnreadableImage(f"decompression bomb: {pixels} pixels")
@@ -146,8 +240,11 @@ def _scale_to_uint8(im: Image.Image) -> np.ndarray:
 
 
 def _reason(exc: BaseException) -> str:
-    """A short, stable reason for a decode failure, for skip lists and error messages."""
-    msg = str(exc)
+    """A short, stable reason for a decode failure, for skip lists and error messages: one
+    line of at most MAX_REASON characters, whatever the decoder said."""
+    msg = " ".join(str(exc).split())
+    if len(msg) > MAX_REASON - 20:
+        msg = msg[: MAX_REASON - 23] + "..."
     if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
         match = re.search(r"\((\d+) pixels\)", msg)
         return f"decompression bomb: {match.group(1)} pixels" if match else "decompression bomb"

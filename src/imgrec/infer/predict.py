@@ -5,7 +5,10 @@ ONNX file from `imgrec export`) streams files: `predict_to_file` writes each bat
 soon as it is done and flushes, so memory stays flat for any number of images and a crash
 loses at most the batch in flight. With `resume=True` the files already in the output are
 skipped and new rows are appended; a half-written last line (the process died mid-write) is
-cut off first and its image predicted again. Complete lines are never rewritten.
+cut off first and its image predicted again. Complete lines are never rewritten. With a
+prediction log, a batch's rows are written only once the log holds them (`_AfterLog`), so after
+a crash the log has every predicted row of the output; a resumed run predicts the last few again
+without logging them twice.
 
 Output conventions (also in docs/deploy.md):
 - CSV: header `path,class1,prob1,...,classK,probK,skipped`. A predicted image has an empty
@@ -28,7 +31,9 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -56,6 +61,12 @@ class Recorder(Protocol):
         inputs: np.ndarray | None = None,
         labels: Sequence[str] | None = None,
     ) -> int: ...
+
+    def checkpoint(self) -> int: ...
+
+    def settled(self, mark: int, wait: bool = False) -> bool: ...
+
+    def resumed_rows(self, last_written: str | None, written_at: float) -> set[str]: ...
 
 
 STREAM_FORMATS = ("csv", "jsonl")
@@ -158,10 +169,15 @@ class BatchPredictor:
 
     # ---- in memory ----------------------------------------------------------------------
     def iter_probabilities(
-        self, paths: Sequence[Path], min_confidence: float | None = None
+        self,
+        paths: Sequence[Path],
+        min_confidence: float | None = None,
+        *,
+        logged: AbstractSet[str] = frozenset(),
     ) -> Iterator[tuple[list[Path], np.ndarray, list[Skipped]]]:
         """(readable paths, probabilities (n, C), skipped files) per batch, in input order;
-        `min_confidence` only decides the label the prediction log records."""
+        `min_confidence` only decides the label the prediction log records, and the paths in
+        `logged` (already in the log, from an interrupted run) are not recorded again."""
         if self.log is None:
             yield from stream_probabilities(
                 self.engine, paths, self.preprocessing, self.batch_size, self.workers
@@ -173,17 +189,25 @@ class BatchPredictor:
                 yield [], np.zeros((0, 0), dtype=np.float32), skipped
                 continue
             probs, signatures = self.engine.run(images)
-            # queued: the log's thread measures the inputs, hashes the files, writes the rows
-            labels = None
-            if min_confidence is not None:
-                labels = [
-                    UNKNOWN if row.max() < min_confidence else self.classes[int(row.argmax())]
-                    for row in probs
-                ]
-            self.log.record(
-                [str(p) for p in ok], probs, ok, signatures=signatures, inputs=images, labels=labels
-            )
+            self._record(ok, probs, signatures, images, min_confidence, logged)
             yield ok, probs, skipped
+
+    def _record(self, ok, probs, signatures, images, min_confidence, logged) -> None:
+        """Queue the batch's rows in the log (its thread measures the inputs, hashes the files
+        and writes them), leaving out the paths in `logged`."""
+        keep = [i for i, p in enumerate(ok) if str(p) not in logged]
+        if len(keep) < len(ok):
+            ok, probs, images = [ok[i] for i in keep], probs[keep], images[keep]
+            signatures = None if signatures is None else signatures[keep]
+        labels = None
+        if min_confidence is not None:
+            labels = [
+                UNKNOWN if row.max() < min_confidence else self.classes[int(row.argmax())]
+                for row in probs
+            ]
+        self.log.record(
+            [str(p) for p in ok], probs, ok, signatures=signatures, inputs=images, labels=labels
+        )
 
     def predict_proba(
         self, paths: Sequence[Path], min_confidence: float | None = None
@@ -218,27 +242,73 @@ class BatchPredictor:
         k = max(1, min(top_k, len(self.classes)))
         writer = _RowWriter(fmt, k, check_min_confidence(min_confidence))
         summary = StreamSummary(engine=self.engine.name)
-        todo, stream = _open_output(output, paths, resume, writer, summary)
+        todo, stream, existing = _open_output(output, paths, resume, writer, summary)
+        logged = self._resumed_rows(existing)
         start = time.perf_counter()
         try:
             if not stream.seekable() or stream.tell() == 0:
                 writer.header(stream)
+                stream.flush()  # before any row is logged: resumed_rows relies on it
+            after_log = _AfterLog(self.log, stream)
             with image_progress(progress, len(todo)) as advance:
-                for ok, probs, bad in self.iter_probabilities(todo, writer.min_confidence):
+                batches = self.iter_probabilities(todo, writer.min_confidence, logged=logged)
+                for ok, probs, bad in batches:
                     rows = top_k_rows(self.classes, probs, k) if ok else []
-                    writer.batch(stream, ok, rows, bad)
-                    stream.flush()
+                    writer.batch(after_log, ok, rows, bad)
                     summary.predicted += len(ok)
                     summary.skipped += len(bad)
                     for s in bad:
                         if on_skip is not None:
                             on_skip(s)
                     advance(len(ok) + len(bad))
+            after_log.finish()
         finally:
             if stream is not output:
                 stream.close()
         summary.seconds = time.perf_counter() - start
         return summary
+
+    def _resumed_rows(self, existing: _Existing | None) -> AbstractSet[str]:
+        """The remaining inputs an interrupted run already logged (empty without a log)."""
+        if self.log is None or existing is None:
+            return frozenset()
+        return self.log.resumed_rows(existing.last_predicted, existing.modified)
+
+
+class _AfterLog:
+    """Writes each batch's output rows only once the prediction log holds them.
+
+    The log commits on its own thread; writing a batch out before that commit would let a
+    killed process leave rows in the output that the log never got, and `--resume` trusts
+    the output. So each batch waits in order for the log to settle it: usually by the next
+    batch, at the latest at `finish`. Without a log, rows are written at once.
+    """
+
+    def __init__(self, log: Recorder | None, stream: IO[str]) -> None:
+        self.log = log
+        self.stream = stream
+        self.waiting: deque[tuple[int, str]] = deque()
+
+    def write(self, text: str) -> None:
+        """Take one batch's rows (the row writer writes each batch in one call)."""
+        self.waiting.append((self.log.checkpoint() if self.log is not None else 0, text))
+        self._write_settled(wait=False)
+
+    def isatty(self) -> bool:
+        """Whether the rows end up on a terminal (the row writer escapes more there)."""
+        return self.stream.isatty()
+
+    def finish(self) -> None:
+        self._write_settled(wait=True)
+
+    def _write_settled(self, wait: bool) -> None:
+        while self.waiting:
+            mark, text = self.waiting[0]
+            if self.log is not None and not self.log.settled(mark, wait) and not wait:
+                return  # (waiting returns unsettled only if the log's thread died: write on)
+            self.waiting.popleft()
+            self.stream.write(text)  # one write per batch: a crash cuts at most the last line
+            self.stream.flush()
 
 
 def _open_output(
@@ -247,24 +317,39 @@ def _open_output(
     resume: bool,
     writer: _RowWriter,
     summary: StreamSummary,
-) -> tuple[list[Path], IO[str]]:
-    """The inputs still to predict and the stream to append their rows to: with `resume`,
-    the paths already in the output file are left out (and counted in `summary`)."""
+) -> tuple[list[Path], IO[str], _Existing | None]:
+    """The inputs still to predict, the stream to append their rows to, and what an earlier
+    run left: with `resume`, the paths already in the output file are left out (and counted
+    in `summary`)."""
     if not isinstance(output, str | Path):
         if resume:
             raise ImgrecError("--resume needs --out FILE (it reads what is there).")
-        return list(paths), output
+        return list(paths), output, None
     path = Path(output)
-    done: set[str] = set()
+    existing = None
     if resume and path.exists():
-        done, summary.dropped_partial_line = writer.read_existing(path)
+        existing = writer.read_existing(path)
+        summary.dropped_partial_line = existing.dropped
+    done = existing.done if existing is not None else set()
     todo = [p for p in paths if str(p) not in done]
     summary.already_done = len(paths) - len(todo)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return todo, path.open("a" if resume else "w", newline="", encoding="utf-8")
+        return todo, path.open("a" if resume else "w", newline="", encoding="utf-8"), existing
     except OSError as exc:
         raise ImgrecError(f"cannot write {path} ({exc.strerror or exc}).") from None
+
+
+@dataclass
+class _Existing:
+    """What an earlier run left in the output file: every path in it (predicted or skipped),
+    the last predicted one, the file's modification time before resuming, and whether a
+    half-written last line was cut off."""
+
+    done: set[str]
+    last_predicted: str | None
+    modified: float
+    dropped: bool
 
 
 class _RowWriter:
@@ -320,9 +405,10 @@ class _RowWriter:
         for s in skipped:
             buffer.write(json_text({"path": str(s.path), "skipped": s.reason}) + "\n")
 
-    def read_existing(self, path: Path) -> tuple[set[str], bool]:
-        """Paths already in `path`; a last line without its newline is truncated away."""
+    def read_existing(self, path: Path) -> _Existing:
+        """The paths already in `path`; a last line without its newline is truncated away."""
         try:
+            modified = path.stat().st_mtime
             data = path.read_bytes()
         except OSError as exc:
             raise ImgrecError(f"cannot read {path} to resume ({exc.strerror or exc}).") from None
@@ -331,27 +417,42 @@ class _RowWriter:
         if dropped:
             os.truncate(path, len(complete))
         text = complete.decode("utf-8", errors="replace")
-        done: set[str] = set()
-        if self.fmt == "csv":
-            rows = list(csv.reader(io.StringIO(text, newline="")))
-            if rows and rows[0] != self.columns:
-                raise ImgrecError(
-                    f"{path} has the columns {','.join(rows[0])[:120]}, not "
-                    f"{','.join(self.columns)}: resume with the same --top-k and format."
-                )
-            done = {csv_value(row[0]) for row in rows[1:] if row}  # quoted paths too
-        else:
-            for number, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    done.add(str(json.loads(line)["path"]))
-                except (ValueError, KeyError, TypeError):
-                    raise ImgrecError(
-                        f"{path} line {number} is not a JSON Lines record of imgrec predict; "
-                        "cannot resume from it."
-                    ) from None
-        return done, dropped
+        read = self._read_csv if self.fmt == "csv" else _read_jsonl
+        done, last_predicted = read(path, text)
+        return _Existing(done, last_predicted, modified, dropped)
+
+    def _read_csv(self, path: Path, text: str) -> tuple[set[str], str | None]:
+        """(every path, the last predicted one) of an output CSV with this writer's columns."""
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        if rows and rows[0] != self.columns:
+            raise ImgrecError(
+                f"{path} has the columns {','.join(rows[0])[:120]}, not "
+                f"{','.join(self.columns)}: resume with the same --top-k and format."
+            )
+        rows = [row for row in rows[1:] if row]
+        predicted = [row[0] for row in rows if row[-1] == ""]  # an empty `skipped` cell
+        last = csv_value(predicted[-1]) if predicted else None
+        return {csv_value(row[0]) for row in rows}, last
+
+
+def _read_jsonl(path: Path, text: str) -> tuple[set[str], str | None]:
+    """(every path, the last predicted one) of an output in JSON Lines."""
+    done: set[str] = set()
+    last_predicted = None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done.add(str(record["path"]))
+        except (ValueError, KeyError, TypeError):
+            raise ImgrecError(
+                f"{path} line {number} is not a JSON Lines record of imgrec predict; "
+                "cannot resume from it."
+            ) from None
+        if "skipped" not in record:
+            last_predicted = str(record["path"])
+    return done, last_predicted
 
 
 def _is_terminal(stream) -> bool:

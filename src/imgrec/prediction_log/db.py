@@ -128,3 +128,40 @@ def prune(
             conn.execute("ROLLBACK")
         raise
     return deleted, orphans
+
+
+# How much earlier than the output file's modification time a killed run's first row may be
+# stamped: file systems keep modification times to a second or two.
+CLOCK_SLACK_S = 2.0
+
+
+def logged_since_output(
+    path: str | Path, model_id: str, source: str, last_written: str | None, written_at: float
+) -> set[str]:
+    """File names of the rows (of `model_id`, from `source`) a killed run logged but may not
+    have written to its output, so that `--resume` does not log them twice.
+
+    The run logs each batch before writing it out and records batches in output order, so
+    every row it logged but did not write out is stamped no earlier than the log's newest row
+    for `last_written`, the output's last predicted path. Without one (the output holds no
+    prediction yet, or an earlier run wrote it without --log), no earlier than the output
+    file's modification time `written_at`: its header was written before the first batch.
+    Older rows, e.g. from yesterday's run over the same folder, are not counted.
+    """
+    where = "FROM predictions WHERE model_id = ? AND source = ?"
+    conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        floor = None
+        if last_written is not None:
+            floor = conn.execute(
+                f"SELECT MAX(ts) {where} AND filename = ?", (model_id, source, last_written)
+            ).fetchone()[0]
+        if floor is None:
+            floor = written_at - CLOCK_SLACK_S
+        found = conn.execute(f"SELECT filename {where} AND ts >= ?", (model_id, source, floor))
+        return {row[0] for row in found}
+    except sqlite3.Error as exc:
+        raise ImgrecError(f"cannot read the prediction log {path} to resume ({exc}).") from None
+    finally:
+        conn.close()

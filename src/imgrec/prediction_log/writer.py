@@ -12,6 +12,11 @@ schema.py; opening it for writing, and retention, in db.py.
 
 If writing falls behind, the queue is bounded: the server drops rows (counted, on /metrics)
 rather than let memory grow or requests wait; `imgrec predict` waits instead (`when_full`).
+
+`imgrec predict` writes a batch's rows to its output file only once the log has committed them
+(`checkpoint` / `settled`), so a process killed at any moment leaves no output row the log lacks;
+`resumed_rows` tells a `--resume` which of the remaining images the killed run had already
+logged, so they are not logged twice.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from imgrec.data.decode import pillow_notes
 from imgrec.data.properties import input_properties
 from imgrec.data.transforms import Preprocessing
 from imgrec.errors import ImgrecError
-from imgrec.prediction_log.db import open_log_db, prune
+from imgrec.prediction_log.db import logged_since_output, open_log_db, prune
 from imgrec.prediction_log.image_store import ImageStore, remove_stored
 from imgrec.prediction_log.schema import INSERT, SIGNATURE_DTYPE, model_id
 
@@ -111,6 +117,8 @@ class PredictionLog:
         self._batches: deque[_Batch] = deque()
         self._pending_rows = 0
         self._pending_bytes = 0
+        self._queued = 0  # batches accepted so far
+        self._settled = 0  # of those, written to the file (or given up on), in order
         self._closing = False
         self._cond = threading.Condition()
         self._last_error = ""
@@ -172,6 +180,7 @@ class PredictionLog:
                 self.rows_dropped += n
                 return 0
             self._batches.append(batch)
+            self._queued += 1
             self._pending_rows += n
             self._pending_bytes += nbytes
             self._cond.notify_all()
@@ -182,6 +191,26 @@ class PredictionLog:
             return False
         rows = self._pending_rows + n > MAX_PENDING_ROWS
         return rows or self._pending_bytes + nbytes > MAX_PENDING_BYTES
+
+    def checkpoint(self) -> int:
+        """A mark for everything queued so far: `settled(mark)` is True once it is all written."""
+        with self._cond:
+            return self._queued
+
+    def settled(self, mark: int, wait: bool = False) -> bool:
+        """Whether every batch queued before `checkpoint()` returned `mark` is in the file (or
+        was given up on with a warning); with `wait`, block until it is. A writer thread that
+        has stopped settles nothing more, so waiting on it returns False instead of hanging."""
+        with self._cond:
+            while wait and self._settled < mark and self._thread.is_alive():
+                self._cond.wait(1.0)
+            return self._settled >= mark
+
+    def resumed_rows(self, last_written: str | None, written_at: float) -> set[str]:
+        """File names this model's `predict` rows logged at or after the interrupted run wrote
+        its last output row `last_written` (at `written_at`, the output's modification time):
+        the images a killed run logged but never wrote out. See db.logged_since_output."""
+        return logged_since_output(self.path, self.model_id, self.source, last_written, written_at)
 
     def close(self) -> None:
         """Write every queued row, apply retention, and close the file; safe to call twice."""
@@ -219,6 +248,7 @@ class PredictionLog:
                     with self._cond:
                         self._pending_rows -= rows
                         self._pending_bytes -= sum(b.nbytes for b in taken)
+                        self._settled += len(taken)
                         self._cond.notify_all()
                 if finished or time.monotonic() >= next_prune:
                     self._prune()
@@ -347,9 +377,10 @@ def model_version(model_path: str | Path) -> str | None:
 
 
 def image_size(data: bytes) -> tuple[int | None, int | None]:
-    """(width, height) as displayed, EXIF rotation applied, from the header; None if unknown."""
+    """(width, height) as displayed, EXIF rotation applied, from the header; None if unknown.
+    Pillow's warnings (a damaged EXIF block) are dropped: decoding already named the file."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with pillow_notes(None, report=False), Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             try:
                 orientation = im.getexif().get(_ORIENTATION)
