@@ -19,7 +19,7 @@ from imgrec.config import AUGMENT_PRESETS, MIXES
 from imgrec.data.preprocess import Preprocessing, resize_short_side
 from imgrec.errors import ImgrecError
 
-__all__ = ["Preprocessing", "batch_mix", "eval_transform", "resize_for_cache", "train_transform"]
+__all__ = ["batch_mix", "eval_transform", "resize_for_cache", "train_transform"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
