@@ -38,8 +38,8 @@ import torch
 from PIL import Image
 
 from imgrec.data.decode import pillow_notes
-from imgrec.data.properties import input_properties
 from imgrec.data.preprocess import Preprocessing
+from imgrec.data.properties import input_properties
 from imgrec.errors import ImgrecError
 from imgrec.prediction_log.db import logged_since_output, open_log_db, prune
 from imgrec.prediction_log.image_store import ImageStore, remove_stored
