@@ -257,3 +257,17 @@ def test_errors_quoting_the_csv_are_one_line(tmp_path, rows):
         load_dataset(path)
     message = str(info.value)
     assert "\n" not in message and "\r" not in message and "\x1b" not in message, message
+
+
+@pytest.mark.parametrize(
+    "label, problem",
+    [("red\x1b[31m", "control characters"), ("a" * 300, "characters long")],
+)
+def test_class_names_no_model_file_may_carry_are_refused_at_load(tmp_path, label, problem):
+    """Training used to accept them and write a model that `info` and `predict` then refused."""
+    folder = make_class_folder(tmp_path / "data", {"cats": 2, "dogs": 2})
+    images = sorted(folder.rglob("*.png"))
+    rows = [(p, "cats") for p in images[:2]] + [(p, label) for p in images[2:]]
+    with pytest.raises(ImgrecError, match=problem) as caught:
+        load_dataset(write_csv(tmp_path / "data.csv", rows))
+    assert "\x1b" not in str(caught.value) and "\n" not in str(caught.value)

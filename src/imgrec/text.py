@@ -34,6 +34,25 @@ _UNSAFE_IN_JSON = re.compile(
 )
 
 
+# What a model file may not hold in any string (bundle/metadata.py): C0/C1 controls but tab and
+# newlines, and lone surrogates (JSON allows "\ud800"; printing it raises). A class name with
+# one is refused when the data is loaded, before hours of training make a file that no
+# command would then open.
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+MAX_CLASS_NAME = 256
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a class name of a model file, or None when it can."""
+    if not name.strip():
+        return "is blank"
+    if len(name) > MAX_CLASS_NAME:
+        return f"is {len(name):,} characters long (at most {MAX_CLASS_NAME})"
+    if CONTROL_CHARACTERS.search(name):
+        return "holds control characters"
+    return None
+
+
 def _visible(match: re.Match[str]) -> str:
     r"""The escape that shows an unsafe character instead of obeying it: \x1b, \u202e; a
     surrogate from an undecodable file-name byte shows that byte (\xff)."""

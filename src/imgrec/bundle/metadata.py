@@ -10,7 +10,6 @@ wording never reaches a user: InvalidMetadata names the field in imgrec's words.
 
 from __future__ import annotations
 
-import re
 import reprlib
 import typing
 from dataclasses import fields
@@ -22,14 +21,11 @@ from pydantic import create_model as pydantic_model
 
 from imgrec.config import TrainConfig
 from imgrec.errors import ImgrecError
+from imgrec.text import CONTROL_CHARACTERS, MAX_CLASS_NAME
 
 MAX_CLASSES = 20_000
-MAX_CLASS_NAME = 256
 MAX_STRING = 4_000_000  # a model card with pictures inlined stays far below
 MAX_ITEMS = 100_000  # per list or object
-# Characters a terminal or a log line would act on: C0/C1 controls except tab and newlines,
-# and lone surrogates (JSON allows "\ud800"; printing it raises).
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class InvalidMetadata(ValueError):
@@ -172,7 +168,7 @@ def _check_plain_json(value: Any, where: str) -> None:
             raise InvalidMetadata(
                 where or "metadata", f"holds a string of {len(value):,} characters"
             )
-        if _CONTROL.search(value):
+        if CONTROL_CHARACTERS.search(value):
             raise InvalidMetadata(where or "metadata", "holds control characters")
     elif isinstance(value, dict | list):
         if len(value) > MAX_ITEMS:
@@ -180,7 +176,7 @@ def _check_plain_json(value: Any, where: str) -> None:
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             name = f"{where}.{key}" if where else str(key)
-            if isinstance(key, str) and _CONTROL.search(key):
+            if isinstance(key, str) and CONTROL_CHARACTERS.search(key):
                 raise InvalidMetadata(where or "metadata", "has a key with control characters")
             _check_plain_json(item, name)
 

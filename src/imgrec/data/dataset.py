@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 from imgrec.data.decode import IMAGE_EXTENSIONS, MAX_PIXELS, UnreadableImage, probe_image
 from imgrec.errors import ImgrecError
-from imgrec.text import csv_cell, printable
+from imgrec.text import class_name_problem, csv_cell, printable
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {
@@ -395,7 +395,19 @@ def _probe_all(
     samples = [Sample(f, label, split, extra.get(f, _NO_ATTRIBUTES)) for f, label, split in found]
     good = [s for s, r in zip(samples, reasons, strict=True) if r is None]
     skipped = skipped + [Skipped(s.path, r) for s, r in zip(samples, reasons, strict=True) if r]
+    _check_class_names({s.label for s in good})
     return Dataset(root, _sorted(good, root), skipped=sorted(skipped, key=lambda s: str(s.path)))
+
+
+def _check_class_names(labels: set[str]) -> None:
+    """Refuse a label no model file may carry now, not after training (text.py says why)."""
+    for label in sorted(labels):
+        problem = class_name_problem(label)
+        if problem:
+            raise ImgrecError(
+                f"The class name '{_shown(label)}' {problem}; rename its folder or change the "
+                "label in the CSV."
+            )
 
 
 def _walk_class(class_dir: Path, skipped: list[Skipped]) -> Iterable[Path]:
