@@ -115,7 +115,7 @@ def part_pair(model: Path, data: Path, slices: int = 5, seconds: float = 3.0) ->
     """predict_to_file over the folder in `slices` parts, each after `seconds` of model-only."""
     import json as _json
 
-    from imgrec.bundle.model import open_predictor
+    from imgrec.bundle.predictor import open_predictor
     from imgrec.data.inputs import expand_inputs
     from imgrec.infer.batches import iter_decoded_batches
 
