@@ -71,7 +71,7 @@ class BodySizeLimit:
             await send_json(send, 413, self._error())
             return
         received = 0
-        started = False
+        watched = _WatchedSend(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -82,20 +82,28 @@ class BodySizeLimit:
                     raise _TooLarge
             return message
 
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, watched_send)
+            await self.app(scope, limited_receive, watched)
         except _TooLarge:
-            if started:
+            if watched.started:
                 raise
             await send_json(send, 413, self._error())
         finally:
             if received > TRIM_AFTER_BYTES:
                 await asyncio.to_thread(release_free_memory)
+
+
+class _WatchedSend:
+    """`send` that remembers whether the answer has started: after that no other answer (a
+    413, a JSON 500) can be sent, only the connection closed."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
 
 
 class ErrorShield:
@@ -112,24 +120,18 @@ class ErrorShield:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self.app(scope, receive, watched_send)
+            await self.app(scope, receive, watched)
         except MemoryError:
             logger.error("out of memory answering %s %s", scope["method"], scope["path"])
             await asyncio.to_thread(release_free_memory)
-            if started:  # half an answer is out: closing the connection is all that is left
+            if watched.started:  # half an answer is out: closing the connection is all that is left
                 raise
             await send_json(send, 503, {"error": OUT_OF_MEMORY, "filename": None})
         except Exception:
             logger.exception("unexpected error answering %s %s", scope["method"], scope["path"])
-            if started:
+            if watched.started:
                 raise
             await send_json(send, 500, {"error": INTERNAL_ERROR, "filename": None})
 
