@@ -250,7 +250,7 @@ def test_help_and_models_load_no_heavy_library(args):
 
 
 def test_models_lists_what_the_registry_lists():
-    from imgrec.cli.model import BACKBONES
+    from imgrec.cli.model import BACKBONES, OFFLINE_FACTS
     from imgrec.models.registry import SCRATCH_MODEL, list_models
 
     def weights(spec) -> str:
@@ -263,3 +263,9 @@ def test_models_lists_what_the_registry_lists():
     assert result.returncode == 0, result.stderr
     for name, size, _ in BACKBONES:
         assert re.search(rf"{name}\s+│\s+{size}", result.stdout), name
+    offline = [s.name for s in list_models() if s.offline_weights]
+    assert list(OFFLINE_FACTS) == offline  # size, accuracy and speed of each offline backbone
+    for name, (params, size, top1, speed) in OFFLINE_FACTS.items():
+        assert re.search(
+            rf"{name}\s+│\s+{params}\s+│\s+{size}\s+│\s+{top1}\s+│\s+{speed}", result.stdout
+        )

@@ -46,7 +46,9 @@ def test_list_models_offline_first():
     rows = list_models()
     assert rows[0].name == "efficientnet_lite0" and rows[0].offline_weights
     assert {"resnet18", "resnet50"} <= {r.name for r in rows}
-    assert not any(r.offline_weights for r in rows[1:])
+    offline = [r.name for r in rows if r.offline_weights]
+    assert offline == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    assert [r.name for r in rows[:3]] == offline  # the offline ones first
     matched = list_models("resnet18*")
     assert matched and all(r.name.startswith("resnet18") for r in matched)
 

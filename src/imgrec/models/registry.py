@@ -53,21 +53,23 @@ class ModelSpec:
     description: str = ""
 
 
-# EfficientNet-Lite0 was trained at 224 px, but runs at 256 (crop of a 292 short side): the
-# "FixRes" effect of testing above the training resolution. Frozen features + logistic
-# regression gained 2 of 153 images on hymenoptera_data and 3 of 1000 on cats_and_dogs_filtered
-# for 1.3x the compute (benchmarks/RESULTS.md).
-_OFFLINE = {
-    DEFAULT_MODEL: ModelSpec(
-        name=DEFAULT_MODEL,
-        timm_name=efficientnet_lite.TIMM_NAME,
-        input_size=256,
+# The offline EfficientNet-Lites (sizes and where they come from: models/efficientnet_lite.py).
+def _offline_lite(name: str, variant: efficientnet_lite.LiteVariant) -> ModelSpec:
+    suffix = " (default)" if name == DEFAULT_MODEL else ""
+    return ModelSpec(
+        name=name,
+        timm_name=variant.timm_name,
+        input_size=variant.input_size,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
-        resize_size=292,
+        resize_size=variant.resize_size,
         offline_weights=True,
-        description="EfficientNet-Lite0, ImageNet weights shipped offline (default)",
-    ),
+        description=f"{variant.label}, ImageNet weights shipped offline{suffix}",
+    )
+
+
+_OFFLINE = {
+    **{name: _offline_lite(name, v) for name, v in efficientnet_lite.VARIANTS.items()},
     # imgrec's own small residual CNN: no pretrained weights, trained from scratch on a CPU.
     SCRATCH_MODEL: ModelSpec(
         name=SCRATCH_MODEL,
@@ -192,7 +194,7 @@ def create_model(
             f"offline default {DEFAULT_MODEL}, or --weights none to train from scratch."
         ) from err
     if weights == "imagenet" and spec.offline_weights:
-        efficientnet_lite.load_imagenet_backbone(model)
+        efficientnet_lite.load_imagenet_backbone(model, spec.timm_name)
     return model.to(memory_format=torch.channels_last)
 
 

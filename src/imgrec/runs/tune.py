@@ -24,6 +24,7 @@ from imgrec.data.dataset import Dataset, load_dataset
 from imgrec.data.preprocess import Preprocessing
 from imgrec.data.split import write_split_file
 from imgrec.errors import ImgrecError
+from imgrec.models.efficientnet_lite import VARIANTS
 from imgrec.models.families import get_family, train_config
 from imgrec.runs.compare import decoded_for
 from imgrec.runs.finish import finish_run
@@ -78,8 +79,16 @@ def default_params(backbone: str) -> dict:
         "dropout": d.dropout,
         "label_smoothing": d.label_smoothing,
         "augment": d.augment,
-        "image_size": 256 if backbone == "efficientnet_lite0" else 224,
+        "image_size": _default_image_size(backbone),
     }
+
+
+def _default_image_size(backbone: str) -> int:
+    """The searched size nearest the backbone's own from above (256 for the offline Lites,
+    224 for hub backbones), else the largest: the default trial is a point of the space."""
+    offline = VARIANTS.get(backbone)
+    own = offline.input_size if offline else 224
+    return min((s for s in IMAGE_SIZES if s >= own), default=max(IMAGE_SIZES))
 
 
 def tune(
