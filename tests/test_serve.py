@@ -125,7 +125,12 @@ def test_min_confidence_per_request(client, photos):
             assert served["label"] == ("unknown" if top < 0.999999 else served["labels"][0])
             assert served["labels"] == before["labels"]  # the guesses stay listed
             np.testing.assert_allclose(served["probabilities"], before["probabilities"], atol=ATOL)
-    for how in ({"params": {"min_confidence": 1}}, {"data": {"min_confidence": "high"}}):
+    both_bad_form = {"params": {"min_confidence": 0.5}, "data": {"min_confidence": "-1"}}
+    for how in (
+        {"params": {"min_confidence": 1}},
+        {"data": {"min_confidence": "high"}},
+        both_bad_form,
+    ):
         bad = client.post("/v1/predict", files=files, **how)
         assert bad.status_code == 422 and "min_confidence" in bad.json()["error"]
 

@@ -207,8 +207,10 @@ def predict(
         ),
     ] = None,
 ) -> None:
-    """Predict the class of images; unreadable files are reported and the rest still predicted
-    (exit code 5 when any input was skipped)."""
+    """Predict the class of images; unreadable files are reported, the rest still predicted.
+
+    Exit code 5 when any input was skipped (unreadable, not a regular file, a broken link).
+    """
     out_file = _one_out_file(out_file, output)
     from imgrec.bundle.predictor import open_predictor
     from imgrec.data.inputs import expand_inputs

@@ -325,13 +325,13 @@ def _add_docs_routes(app: FastAPI, require_key) -> None:
 
 
 def _min_confidence(query: float | None, form: float | None, settings: ServeSettings) -> float:
-    """The request's own minimum confidence (query, else form field), else the server's."""
-    value = query if query is not None else form
-    if value is None:
-        return settings.min_confidence
-    if not 0 <= value < 1:
-        raise ApiError(422, f"min_confidence must be at least 0 and below 1, got {value:g}")
-    return value
+    """The request's own minimum confidence (query, else form field), else the server's; a
+    value out of range is refused wherever it was sent, also when the other one wins."""
+    for value in (query, form):
+        if value is not None and not 0 <= value < 1:
+            raise ApiError(422, f"min_confidence must be at least 0 and below 1, got {value:g}")
+    chosen = query if query is not None else form
+    return settings.min_confidence if chosen is None else chosen
 
 
 def _open_log(settings: ServeSettings, predictor: Predictor) -> PredictionLog | None:
