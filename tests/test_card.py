@@ -253,7 +253,12 @@ def unsaved_run(tmp_path):
         "model": config["model"],
         "classes": list(CLASSES),
         "config": config,
-        "preprocessing": {"input_size": 224, "resize_size": 256, "mean": [0.5] * 3, "std": [0.5] * 3},
+        "preprocessing": {
+            "input_size": 224,
+            "resize_size": 256,
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+        },
         "metrics": {"split": "test", "best_epoch": {"phase": "head", "epoch": 2, "val_acc": 0.9}},
         "data": {"source": str(source), "fingerprint": "f" * 64},
         "created": "2025-06-01T12:00:00+00:00",
