@@ -92,6 +92,36 @@ def test_flat_16bit_keeps_brightness(tmp_path):
     assert open_image(path).getpixel((0, 0)) == (255, 255, 255)
 
 
+def test_flat_dim_16bit_and_non_finite_floats(tmp_path):
+    path = tmp_path / "dim.png"
+    Image.fromarray(np.full((8, 8), 16384, dtype=np.uint16)).save(path)
+    assert open_image(path).getpixel((0, 0)) == (64, 64, 64)  # 16384 / 65535 of 255
+    floats = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(8, 8)
+    floats[0, 0], floats[0, 1] = np.nan, np.inf
+    path = tmp_path / "nan.tiff"
+    Image.fromarray(floats, mode="F").save(path)
+    a = np.asarray(open_image(path))[..., 0]
+    assert a[0, 0] == 0 and a[0, 1] == 0 and a.max() == 255  # not finite shows as darkest
+
+
+def test_high_bit_depth_scaling_memory_is_a_few_bytes_per_pixel():
+    """make fuzz found a damaged 33-megapixel file peaking at 1.2 GB in float64 temporaries."""
+    import tracemalloc
+
+    from imgrec.data.decode import _scale_to_uint8
+
+    image = Image.new("F", (2, 4_000_000), 0.25)
+    image.putpixel((0, 0), 1.0)
+    tracemalloc.start()
+    try:
+        scaled = _scale_to_uint8(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert scaled.shape == (4_000_000, 2) and scaled.max() == 255
+    assert peak < 12 * 8_000_000, f"{peak / 8e6:.1f} bytes per pixel"  # float64: over 25
+
+
 def test_animated_gif_first_frame(kinds):
     r, g, b = open_image(kinds["animated_gif"]).getpixel((30, 5))
     assert r > 180 and b < 60
