@@ -122,6 +122,20 @@ def test_high_bit_depth_scaling_memory_is_a_few_bytes_per_pixel():
     assert peak < 12 * 8_000_000, f"{peak / 8e6:.1f} bytes per pixel"  # float64: over 25
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "L"])
+def test_a_side_over_the_limit_is_refused_from_the_header(mode):
+    """A few-kilobyte 2 x 16,777,217 PNG with transparency once took 1.3 GB to decode."""
+    from imgrec.data.decode import MAX_SIDE
+
+    buffer = io.BytesIO()
+    Image.new(mode, (2, MAX_SIDE + 1)).save(buffer, "PNG")
+    with pytest.raises(UnreadableImage, match="a side over 65535 pixels"):
+        open_image(buffer.getvalue())
+    path_ok = io.BytesIO()
+    Image.new(mode, (2, MAX_SIDE)).save(path_ok, "PNG")
+    assert open_image(path_ok.getvalue()).size == (2, MAX_SIDE)
+
+
 def test_animated_gif_first_frame(kinds):
     r, g, b = open_image(kinds["animated_gif"]).getpixel((30, 5))
     assert r > 180 and b < 60

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from runhelpers import sample_files
 
+from imgrec.data.decode import MAX_SIDE, UnreadableImage
 from imgrec.data.preprocess import MAX_ASPECT, Preprocessing, model_input, prepare_input
 from imgrec.data.transforms import eval_transform, resize_for_cache
 
@@ -48,6 +49,10 @@ def test_thin_images_resize_to_bounded_size(size):
     assert min(cached.shape[1:]) == P.resize_size
     buffer = io.BytesIO()
     img.save(buffer, "PNG")
+    if max(size) > MAX_SIDE:  # refused from the header (data/decode.py says why)
+        with pytest.raises(UnreadableImage, match="a side over"):
+            prepare_input(buffer.getvalue(), P)
+        return
     array = prepare_input(buffer.getvalue(), P)
     assert array.shape == (3, 224, 224) and np.isfinite(array).all()
 

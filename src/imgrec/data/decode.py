@@ -42,6 +42,10 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # Not the dozens of others it knows, whose parsers see far less use (EPS even runs Ghostscript).
 DECODE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 MAX_PIXELS: int = 89_478_485  # PIL's default Image.MAX_IMAGE_PIXELS
+# The longest side accepted (JPEG's own limit). Pillow keeps one pointer per row, so a 2 x 16.7
+# million PNG costs 134 MB per copy before any pixel, and decoding with transparency makes five
+# copies (1.3 GB from a file of a few kilobytes, found by make fuzz); no photo is this long.
+MAX_SIDE: int = 65_535
 MAX_REASON = 200  # characters: a reason is one CSV cell and one line on stderr
 
 log = logging.getLogger(__name__)
@@ -196,6 +200,9 @@ def _open_checked(fp: IO[bytes], max_pixels: int) -> Image.Image:
     pixels = im.size[0] * im.size[1]
     if pixels > max_pixels:
         raise UnreadableImage(f"decompression bomb: {pixels} pixels")
+    if max(im.size) > MAX_SIDE:
+        width, height = im.size
+        raise UnreadableImage(f"{width} x {height} pixels: a side over {MAX_SIDE} pixels")
     return im
 
 
