@@ -126,7 +126,9 @@ def test_min_confidence_per_request(client, photos):
             assert served["labels"] == before["labels"]  # the guesses stay listed
             np.testing.assert_allclose(served["probabilities"], before["probabilities"], atol=ATOL)
     both_bad_form = {"params": {"min_confidence": 0.5}, "data": {"min_confidence": "-1"}}
+    twice = {"data": {"min_confidence": ["0.5", "0.9"]}}
     for how in (
+        twice,
         {"params": {"min_confidence": 1}},
         {"data": {"min_confidence": "high"}},
         both_bad_form,

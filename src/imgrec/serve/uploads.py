@@ -55,7 +55,10 @@ async def form_number(request: Request, name: str) -> float | None:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "multipart/form-data":
         return None
-    value = (await request.form()).get(name)
+    values = (await request.form()).getlist(name)
+    if len(values) > 1:
+        raise ApiError(422, f"form field {name} was sent {len(values)} times; send it once")
+    value = values[0] if values else None
     if value is None or not isinstance(value, str) or not value.strip():
         return None
     try:
