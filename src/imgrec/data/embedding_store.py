@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -82,7 +83,7 @@ class EmbeddingStore:
         self.path = Path(path) if path is not None else default_cache_dir() / STORE_FILE
         self._conn: sqlite3.Connection | None = None
         try:
-            self._conn = self._connect()
+            self._conn = self._connect_when_free()
         except (sqlite3.Error, OSError) as exc:
             self._give_up("cannot be opened", exc)
 
@@ -168,6 +169,19 @@ class EmbeddingStore:
         return f"EmbeddingStore({str(self.path)!r}, {state})"
 
     # ---- internals ----------------------------------------------------------------------------
+    def _connect_when_free(self) -> sqlite3.Connection:
+        """`_connect`, tried again while another process is creating the same new file: SQLite
+        answers "database is locked" at once, without its busy timeout, to a second process
+        switching a brand-new file to WAL."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
     def _connect(self) -> sqlite3.Connection:
         """Open, switch to WAL and create the table; any failure here disables the store."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
