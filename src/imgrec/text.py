@@ -85,7 +85,7 @@ def csv_value(cell: str) -> str:
 
 def json_text(document: Any, **options: Any) -> str:
     r"""`json.dumps(document, ensure_ascii=False)` with what a terminal would act on written as
-    \uXXXX escapes: the same JSON value, so readers get the exact names back, but safe to
+    JSON \u escapes (\u202e): the same JSON value, so readers get the exact names back, but safe to
     print (json.dumps escapes C0 controls, not C1, bidi or lone surrogates)."""
     raw = json.dumps(document, ensure_ascii=False, **options)
     return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", raw)
