@@ -81,7 +81,8 @@ def with_default(help_text: str, default: str) -> str:
     return f"{help_text} {escape(f'[default: {default}]')}"
 
 
-def _shown(v: Any, name: str) -> str:
+def _setting_text(v: Any, name: str) -> str:
+    """A setting's value as its flag reads (--no-head, 0.001); not for names from outside."""
     if isinstance(v, bool):
         return name.replace("_", "-") if v else f"no-{name.replace('_', '-')}"
     return f"{v:g}" if isinstance(v, float) else str(v)
@@ -111,9 +112,11 @@ def family_default(field: str) -> str:
     differing: dict[str, list[str]] = {}
     for family in named:
         if field in family.defaults and family.defaults[field] != base:
-            differing.setdefault(_shown(family.defaults[field], field), []).append(family.name)
+            differing.setdefault(_setting_text(family.defaults[field], field), []).append(
+                family.name
+            )
     all_names = [f.name for f in named]
-    parts = [_shown(base, field)]
+    parts = [_setting_text(base, field)]
     parts += [f"{_family_labels(names, all_names)}: {v}" for v, names in differing.items()]
     return "; ".join(parts)
 
