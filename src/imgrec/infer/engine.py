@@ -185,17 +185,21 @@ class OnnxEngine:
 
 
 def network_graph(network: torch.nn.Module, input_size: int, temperature: float = 1.0) -> bytes:
-    """The ONNX graph the ONNX engine runs for `network`: the network with constant 'SAME'
-    padding, softmax at `temperature` and the drift signature; raises ImgrecError if the
-    network cannot be exported."""
+    """The ONNX graph the ONNX engine runs for `network`: the network, softmax at
+    `temperature` and the drift signature; raises ImgrecError if the network cannot be exported.
+
+    timm's 'SAME' padding is traced as it is (shape arithmetic in front of a Pad). The engine
+    pins the batch axis of every session, so ONNX Runtime folds that arithmetic into constants
+    and fuses each Pad into its Conv. Constant padding written by models/static_pad.py (which
+    the exported files keep, for int8) left 5 Pads unfused in EfficientNet-Lite0, each with a
+    blocked-layout round trip around it: 113 against 183 img/s at 256 px, batch 16, 2 threads
+    (benchmarks/RESULTS.md).
+    """
     from imgrec.infer.onnx_graph import export_onnx_bytes
-    from imgrec.models.static_pad import with_static_padding
 
     was_training = network.training
     try:
-        return export_onnx_bytes(
-            with_static_padding(network, input_size), input_size, temperature, signature=True
-        )
+        return export_onnx_bytes(network.eval(), input_size, temperature, signature=True)
     finally:
         network.train(was_training)
 

@@ -8,4 +8,4 @@ INPUT, OUTPUT, SIGNATURE = "images", "probabilities", "signature"
 
 # Bump when infer/onnx_graph.py changes what a graph computes (outputs, softmax, padding):
 # graphs kept by infer/graph_cache.py under an older version are then exported again.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2  # 2: timm's own SAME padding (fused by ONNX Runtime), not constant pads
