@@ -37,6 +37,13 @@ class TrainConfig:
     `balance` counters class imbalance: "weights" weights the training loss of both phases by
     inverse class frequency; "sampler" draws phase 2's batches class-balanced instead (phase 1,
     a full-batch fit, uses the weights). Validation and model selection stay unweighted.
+
+    `auto_finetune` (the default) lets the run decide after phase 1 whether phase 2 can pay and
+    for how many epochs, at most `epochs` (train/plan.py: the errors the head leaves on the
+    validation split and the measured time of an epoch against the time left); it then stops
+    at the first epoch that does not beat the best so far, the head included. Giving `epochs`
+    (ImageClassifier, train_config, `imgrec train --epochs`) turns it off unless it is given
+    too: `epochs` is then the number to run, with early stopping after `patience` epochs.
     """
 
     model: str = "efficientnet_lite0"
@@ -60,7 +67,11 @@ class TrainConfig:
     seed: int = 0
     workers: int | None = None
     image_size: int | None = None  # input size; None = the backbone's own
-    time_limit: float | None = None  # seconds of fine-tuning; the best epoch so far is kept
+    auto_finetune: bool = True  # decide fine-tuning's epochs from measurements (see above)
+    # seconds for the whole run: `imgrec train` counts decode, audit, head, fine-tuning and
+    # evaluation (a bare fit, the fit); fine-tuning gets what is left after an estimate of
+    # evaluation, and the best epoch so far is kept
+    time_limit: float | None = None
 
     def __post_init__(self) -> None:
         choices = {
@@ -104,7 +115,7 @@ class TrainConfig:
 
 # TrainConfig fields that `imgrec train` has no option for (set them in Python or config.json);
 # every other field is the option "--" + its name with dashes, and "head" is --head/--no-head.
-NO_OPTION = ("mix_alpha", "warmup_fraction", "freeze_stride")
+NO_OPTION = ("mix_alpha", "warmup_fraction", "freeze_stride", "auto_finetune")
 
 
 def option_for(field: str) -> str | None:
