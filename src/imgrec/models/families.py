@@ -96,6 +96,8 @@ class Family:
         """Settings for this family: its starting values, overridden by those given (None
         means "not given"), so `--model cnn-scratch` alone trains from scratch."""
         chosen = {k: v for k, v in given.items() if v is not None}
+        if "epochs" in chosen:  # a number of epochs given is the number to run
+            chosen.setdefault("auto_finetune", False)
         config = TrainConfig(**{"model": self.name, **self.defaults, **chosen})
         if not self.traits.backprop:
             return config  # no epochs of back-propagation through a backbone
