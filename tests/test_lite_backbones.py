@@ -68,7 +68,7 @@ def test_head_only_model_onnx_matches_torch(name, data, tmp_path):
     assert metadata["preprocessing"]["input_size"] == spec.input_size
     assert metadata["preprocessing"]["resize_size"] == spec.resize_size
     photos = sample_files("val", "bees", 3) + sample_files("val", "ants", 3)
-    onnx = open_predictor(model, "onnx", batch_size=4)  # the graph kept by train, static pads
+    onnx = open_predictor(model, "onnx", batch_size=4)  # the graph kept by train
     torch_engine = open_predictor(model, "torch", batch_size=4)
     assert onnx.engine.name == "onnx" and torch_engine.engine.name == "torch"
     paths_o, probs_o, _ = onnx.predict_proba(photos)

@@ -24,6 +24,7 @@ from imgrec.config import (
     ENGINES,
     MIXES,
     OPTIMIZERS,
+    PRESETS,
     WEIGHTS,
     TrainConfig,
 )
@@ -59,6 +60,7 @@ Balance = StrEnum("Balance", {v: v for v in BALANCES})
 Optimizer = StrEnum("Optimizer", {v: v for v in OPTIMIZERS})
 Weights = StrEnum("Weights", {v: v for v in WEIGHTS})
 EngineChoice = StrEnum("EngineChoice", {v: v for v in ENGINES})
+Preset = StrEnum("Preset", {v: v for v in PRESETS})
 
 
 class Format(StrEnum):

@@ -524,6 +524,15 @@ def _print_offline_facts(names: list[str]) -> None:
     for name in listed:
         table.add_row(name, *OFFLINE_FACTS[name])
     out.print(table)
+    if len(listed) == len(OFFLINE_FACTS):
+        from imgrec.models.families import BEST_ENSEMBLE
+
+        say(
+            f"imgrec train --preset best trains one head on all three joined ({BEST_ENSEMBLE}"
+            "; any backbones joined with '+' work): fewer errors than fine-tuning one, at "
+            "about a quarter of Lite0's prediction speed.",
+            console=out,
+        )
 
 
 @commands.command(

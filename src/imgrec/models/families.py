@@ -50,6 +50,9 @@ class Kind:
     # How the deep kinds split the time the others leave in a budget: a CNN from scratch
     # gains from every extra epoch, transfer learning is usually done after a few.
     budget_share: float | None = None
+    # False: a head on frozen features and nothing else, so --epochs above 0 is refused
+    # rather than silently ignored (the scikit-learn learners have no epochs to refuse)
+    fine_tunes: bool = True
 
     @property
     def exportable(self) -> bool:
@@ -73,6 +76,8 @@ KINDS = {
         Kind("scratch", True, False, False, 0.06, 30.0, 0.005, 120.0, budget_share=1.5),
         Kind("mlp", False, False, False, 0.02, 10.0, 0.01),
         Kind("classic", False, True, False, 0.02, 10.0, 0.01),
+        # a head on several frozen backbones: one forward pass per image and member
+        Kind("ensemble", False, False, False, 0.03, 15.0, 0.03, fine_tunes=False),
     )
 }
 
@@ -82,7 +87,7 @@ class Family:
     """A kind of model: how it is built and trained, and its starting settings."""
 
     name: str
-    kind: str  # a key of KINDS: "transfer" | "scratch" | "mlp" | "classic"
+    kind: str  # a key of KINDS: "transfer" | "scratch" | "mlp" | "classic" | "ensemble"
     summary: str
     learner: str | None = None
     features: str | None = None  # built on fixed features (HOG or frozen embeddings)
@@ -99,6 +104,13 @@ class Family:
         if "epochs" in chosen:  # a number of epochs given is the number to run
             chosen.setdefault("auto_finetune", False)
         config = TrainConfig(**{"model": self.name, **self.defaults, **chosen})
+        if not self.traits.fine_tunes and (
+            config.epochs or config.weights != "imagenet" or not config.head
+        ):
+            raise ImgrecError(
+                f"'{self.name}' trains a head on frozen ImageNet features only: leave out "
+                "--epochs, --weights and --no-head."
+            )
         if not self.traits.backprop:
             return config  # no epochs of back-propagation through a backbone
         if config.epochs == 0 and not config.head:
@@ -180,10 +192,23 @@ _FAMILIES: dict[str, Family] = {
 }
 
 
+def ensemble_family(name: str) -> Family:
+    """Backbones joined with '+' (models/ensemble.py): a head on their joined features."""
+    return Family(
+        name=name,
+        kind="ensemble",
+        summary=f"one head on the joined frozen features of {name.replace('+', ', ')}",
+        defaults=_NO_FINETUNE,
+    )
+
+
 def get_family(name: str) -> Family:
-    """The family of a model name; anything not listed is a timm backbone (transfer)."""
+    """The family of a model name; names joined with '+' are an ensemble, anything not listed
+    is a timm backbone (transfer)."""
     if name in _FAMILIES:
         return _FAMILIES[name]
+    if "+" in name:
+        return ensemble_family(name)
     return Family(name=name, kind="transfer", summary=f"transfer learning from {name}")
 
 
@@ -196,3 +221,35 @@ def families() -> list[Family]:
 def train_config(model: str = "efficientnet_lite0", **given) -> TrainConfig:
     """Settings for `model` (see Family.train_config)."""
     return get_family(model).train_config(**given)
+
+
+# The offline backbones whose joined features `--preset best` trains a head on. Each one adds a
+# forward pass per image (Lite0 ~140, Lite1 ~110, Lite2 ~100 img/s at 260 px on 2 idle cores)
+# and fewer errors than fine-tuning any one of them (benchmarks/RESULTS.md, issue 16 section).
+BEST_ENSEMBLE = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2"
+
+# What each preset (config.PRESETS) sets; options given on the command line still win.
+#   fast:    the head on frozen EfficientNet-Lite0 features only, no fine-tuning (seconds to
+#            a minute; at least baseline logistic regression's accuracy in half its time);
+#   default: the head, then fine-tuning only when the validation errors it leaves and the
+#            measured epoch time say it can pay (train/plan.py);
+#   best:    a head on three offline backbones' joined features (models/ensemble.py).
+PRESET_SETTINGS: dict[str, dict] = {
+    "fast": {"model": EMBED_BACKBONE, "epochs": 0},
+    "default": {"model": EMBED_BACKBONE},
+    "best": {"model": BEST_ENSEMBLE},
+}
+
+
+def preset_config(preset: str = "default", model: str | None = None, **given) -> TrainConfig:
+    """Settings for a preset; `model` and the `given` settings (None = not given) override it.
+
+    A model given with a preset keeps only the preset's other settings: `--preset fast
+    --model efficientnet_lite2` trains Lite2's head only.
+    """
+    if preset not in PRESET_SETTINGS:
+        raise ImgrecError(f"unknown preset '{preset}'; use one of {', '.join(PRESET_SETTINGS)}.")
+    settings = dict(PRESET_SETTINGS[preset])
+    chosen = model or settings.pop("model")
+    settings.pop("model", None)
+    return train_config(chosen, **{**settings, **{k: v for k, v in given.items() if v is not None}})

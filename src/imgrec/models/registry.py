@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from imgrec.errors import ImgrecError
-from imgrec.models import efficientnet_lite, scratch_cnn
+from imgrec.models import efficientnet_lite, ensemble, scratch_cnn
 from imgrec.models.anatomy import num_features
 from imgrec.models.classic import HOG_SIZE, ClassicNetwork, EmbedFeatures, HogFeatures
 from imgrec.models.families import EMBED_BACKBONE, Family, get_family
@@ -129,8 +129,40 @@ def _family_spec(family: Family) -> ModelSpec:
     return dataclasses.replace(_OFFLINE[EMBED_BACKBONE], name=family.name, family=family.kind)
 
 
+def _ensemble_spec(name: str) -> ModelSpec:
+    """One input for every member: the largest member's input and resize size (larger inputs
+    cost a little more and lose nothing: FixRes), their shared normalisation."""
+    names = ensemble.member_names(name)
+    if len(names) < 2 or not all(names) or any(get_family(n).kind != "transfer" for n in names):
+        raise ImgrecError(
+            f"'{name[:80]}' is not an ensemble imgrec can build: join two or more backbones "
+            "with '+', e.g. efficientnet_lite0+efficientnet_lite2."
+        )
+    members = [get_spec(part) for part in names]
+    if len({(m.mean, m.std) for m in members}) > 1:
+        raise ImgrecError(
+            f"the backbones in '{name[:80]}' expect different input normalisation, so they "
+            "cannot share one input; join backbones of one kind (e.g. the EfficientNet-Lites)."
+        )
+    largest = max(members, key=lambda m: m.input_size)
+    return ModelSpec(
+        name=ensemble.SEPARATOR.join(m.name for m in members),
+        timm_name=ensemble.SEPARATOR.join(m.timm_name for m in members),
+        input_size=largest.input_size,
+        mean=largest.mean,
+        std=largest.std,
+        resize_size=largest.resize_size,
+        offline_weights=all(m.offline_weights for m in members),
+        family="ensemble",
+        description="frozen backbones side by side, one head on their joined features",
+    )
+
+
 def get_spec(name: str) -> ModelSpec:
-    """Resolve a user-facing model name (a family, the offline default or any timm name)."""
+    """Resolve a user-facing model name (a family, the offline default, any timm name, or
+    backbones joined with '+', an ensemble)."""
+    if ensemble.is_ensemble(name):
+        return _ensemble_spec(name)
     family = get_family(name)
     if family.features is not None:
         return _family_spec(family)
@@ -176,6 +208,8 @@ def create_model(
             f"'{SCRATCH_MODEL}' has no pretrained weights; train it from scratch with "
             f"--weights none, or use the offline default {DEFAULT_MODEL}."
         )
+    if ensemble.is_ensemble(spec.name):
+        return _create_ensemble(spec, num_classes, weights, drop_rate)
     if get_family(spec.name).features is not None:
         return _create_family_model(spec, num_classes, weights, drop_rate)
     pretrained = weights == "imagenet" and not spec.offline_weights
@@ -216,3 +250,16 @@ def _create_family_model(
     backbone.reset_classifier(0)  # only the pooled features are used
     backbone.eval()
     return ClassicNetwork(EmbedFeatures(backbone), num_classes)
+
+
+def _create_ensemble(
+    spec: ModelSpec, num_classes: int, weights: str, drop_rate: float
+) -> nn.Module:
+    """The members with ImageNet weights (training) or none (a model file's weights follow)."""
+    members = []
+    for name in ensemble.member_names(spec.name):
+        member = create_model(get_spec(name), num_classes, weights, drop_rate)
+        member.reset_classifier(0)  # only the pooled features are used
+        members.append(member)
+    model = ensemble.BackboneEnsemble(members, num_classes, drop_rate)
+    return model.to(memory_format=torch.channels_last)

@@ -1,0 +1,105 @@
+"""Backbones joined with '+' (`--preset best`): one input, joined features, one head, and a
+model file that every engine runs like any other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from runhelpers import assert_user_error, make_split_dataset, run_imgrec, sample_files
+
+from imgrec.bundle.format import load_bundle
+from imgrec.bundle.predictor import open_predictor
+from imgrec.errors import ImgrecError
+from imgrec.models import create_model, get_spec
+from imgrec.models.ensemble import BackboneEnsemble
+from imgrec.models.families import BEST_ENSEMBLE, get_family, preset_config, train_config
+
+PAIR = "efficientnet_lite0+efficientnet_lite2"
+
+
+def test_spec_takes_the_largest_input_and_the_shared_normalisation():
+    spec = get_spec(PAIR)
+    assert spec.family == "ensemble" and spec.offline_weights
+    assert (spec.input_size, spec.resize_size) == (260, 292)  # Lite2's; Lite0's is 256/292
+    assert spec.mean == spec.std == (0.5, 0.5, 0.5)
+    assert spec.timm_name == "tf_efficientnet_lite0+tf_efficientnet_lite2"
+    assert get_family(PAIR).kind == "ensemble"
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("efficientnet_lite0+", "join two or more backbones"),
+        ("svm-hog+efficientnet_lite0", "join two or more backbones"),
+        ("efficientnet_lite0+resnet18", "different input normalisation"),
+        ("efficientnet_lite0+no_such_net", "unknown model 'no_such_net'"),
+    ],
+)
+def test_names_that_are_not_buildable_ensembles_are_refused(name, fragment):
+    with pytest.raises(ImgrecError, match=fragment):
+        get_spec(name)
+
+
+def test_members_start_from_imagenet_and_features_join_in_order():
+    model = create_model(get_spec(PAIR), num_classes=3).eval()
+    assert isinstance(model, BackboneEnsemble)
+    x = torch.rand(2, 3, 260, 260)
+    with torch.no_grad():
+        joined = model.forward_head(model.forward_features(x), pre_logits=True)
+        first = model.members[0].forward_head(model.members[0].forward_features(x), True)
+        logits = model(x)
+    assert joined.shape == (2, 2560) and model.num_features == 2560
+    torch.testing.assert_close(joined[:, :1280], first)
+    assert logits.shape == (2, 3) and model.get_classifier().in_features == 2560
+    from imgrec.models.efficientnet_lite import imagenet_state_dict
+
+    stem = imagenet_state_dict("tf_efficientnet_lite2")["conv_stem.weight"]
+    assert torch.equal(model.members[1].conv_stem.weight, stem)
+
+
+def test_an_ensemble_trains_its_head_only():
+    config = train_config(PAIR)
+    assert config.epochs == 0 and config.head and config.weights == "imagenet"
+    for given in ({"epochs": 2}, {"weights": "none"}, {"head": False}):
+        with pytest.raises(ImgrecError, match="frozen ImageNet features only"):
+            train_config(PAIR, **given)
+
+
+def test_presets_and_what_overrides_them():
+    assert preset_config("fast").model == "efficientnet_lite0"
+    assert preset_config("fast").epochs == 0
+    default = preset_config()
+    assert default.model == "efficientnet_lite0" and default.epochs > 0
+    assert preset_config("best").model == BEST_ENSEMBLE
+    assert preset_config("best", "efficientnet_lite2").model == "efficientnet_lite2"
+    assert preset_config("fast", "efficientnet_lite2").epochs == 0
+    assert preset_config("fast", epochs=3).epochs == 3
+    with pytest.raises(ImgrecError, match="unknown preset 'quick'"):
+        preset_config("quick")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_split_dataset(tmp_path_factory.mktemp("ensemble-data"), n_train=4, n_val=2)
+
+
+@pytest.mark.slow
+def test_a_trained_ensemble_predicts_the_same_on_every_engine(data, tmp_path):
+    out = tmp_path / "run"
+    trained = run_imgrec("train", data, "--model", PAIR, "--no-audit", "-q", "--out", out)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    model = out / "model.imgrec"
+    _, metadata = load_bundle(model)
+    assert metadata["model"] == PAIR
+    assert metadata["preprocessing"]["input_size"] == 260
+    photos = sample_files("val", "bees", 3) + sample_files("val", "ants", 3)
+    onnx = open_predictor(model, "onnx", batch_size=4)
+    torch_engine = open_predictor(model, "torch", batch_size=4)
+    assert onnx.engine.name == "onnx" and torch_engine.engine.name == "torch"
+    paths_o, probs_o, _ = onnx.predict_proba(photos)
+    paths_t, probs_t, _ = torch_engine.predict_proba(photos)
+    assert paths_o == paths_t == photos
+    np.testing.assert_allclose(probs_o, probs_t, atol=1e-4)
+    refused = run_imgrec("train", data, "--model", PAIR, "--epochs", "2", "--out", tmp_path / "x")
+    assert_user_error(refused, "frozen ImageNet features only")
