@@ -28,11 +28,13 @@ OUT = Path(__file__).parent / "out"
 LOADER_WORKERS = int(__import__("os").environ.get("BASELINE_LOADER_WORKERS", "2"))
 
 
-def run_child(args: list[str], ok_codes: tuple[int, ...] = (0,)) -> tuple[float, float, str]:
+def run_child(
+    args: list[str], ok_codes: tuple[int, ...] = (0,), env: dict[str, str] | None = None
+) -> tuple[float, float, str]:
     """Run a child process; return (wall seconds, its own peak RSS in MB, stdout).
 
     Each child gets an empty embedding cache, so no run profits from features an earlier
-    run (or an audit) left behind.
+    run (or an audit) left behind. `env` adds variables (e.g. PYTHONPATH of another checkout).
     """
     import os
     import tempfile
@@ -43,7 +45,7 @@ def run_child(args: list[str], ok_codes: tuple[int, ...] = (0,)) -> tuple[float,
         tempfile.TemporaryDirectory(prefix="imgrec-bench-cache-") as cache,
     ):
         start = time.perf_counter()
-        env = {**os.environ, "IMGREC_CACHE_DIR": cache}
+        env = {**os.environ, **(env or {}), "IMGREC_CACHE_DIR": cache}
         proc = subprocess.Popen(args, stdout=out, stderr=err, text=True, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
