@@ -103,3 +103,29 @@ def test_a_trained_ensemble_predicts_the_same_on_every_engine(data, tmp_path):
     np.testing.assert_allclose(probs_o, probs_t, atol=1e-4)
     refused = run_imgrec("train", data, "--model", PAIR, "--epochs", "2", "--out", tmp_path / "x")
     assert_user_error(refused, "frozen ImageNet features only")
+
+
+def test_a_time_limit_keeps_the_members_whose_passes_fit(monkeypatch):
+    from imgrec.train import ensemble_budget
+
+    timed = []
+    monkeypatch.setattr(
+        ensemble_budget, "seconds_per_image", lambda member, size: timed.append(member) or 0.01
+    )
+    roomy = ensemble_budget.members_within(BEST_ENSEMBLE, 1000, 900)
+    assert roomy == ensemble_budget.EnsembleChoice(BEST_ENSEMBLE, None)
+    assert timed == ["efficientnet_lite0"]  # Lite1 and Lite2 are costed relative to it
+    # 1.6 passes x 1000 images x 0.01 s x (1, 1.28, 1.40): 16 + 20.5 + 22.4 s of passes,
+    # against 60% of the limit (39 s)
+    two = ensemble_budget.members_within(BEST_ENSEMBLE, 1000, 65)
+    assert two.model == "efficientnet_lite0+efficientnet_lite1"
+    assert "left out: efficientnet_lite2" in two.reason
+    one = ensemble_budget.members_within(BEST_ENSEMBLE, 1000, 1)  # Lite0 stays, always
+    assert one.model == "efficientnet_lite0"
+    assert "left out: efficientnet_lite1, efficientnet_lite2" in one.reason
+
+
+def test_a_member_is_timed_on_this_machine():
+    from imgrec.train.ensemble_budget import seconds_per_image
+
+    assert 0 < seconds_per_image("efficientnet_lite0", 64) < 1
