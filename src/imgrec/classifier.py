@@ -72,6 +72,9 @@ class ImageClassifier:
         decoded: DecodedCache | None = None,
         on_epoch: Callable[[dict], None] | None = None,
         warm_start: bool = False,
+        started: float | None = None,
+        eval_images: int = 0,
+        on_plan: Callable[[str], None] | None = None,
     ) -> ImageClassifier:
         """Two-phase transfer learning; without `val`, 15% of `train` is held out (stratified).
 
@@ -81,6 +84,10 @@ class ImageClassifier:
         `on_epoch` sees every history row as it is written (a search prunes trials with it).
         `warm_start` continues from this classifier's current weights instead of new ones
         (`imgrec retrain`); the data must then have exactly the model's classes.
+        `started` (a time.perf_counter() value) starts `time_limit`'s clock before the fit, and
+        `eval_images` are the images the caller scores afterwards, whose time fine-tuning
+        leaves them; `on_plan` sees the one-line reason of the fine-tuning plan (auto_finetune).
+        What each phase took and reached lands in metadata["phases"].
         """
         from imgrec.train.fit import fit_model  # Lightning loads only when training
 
@@ -117,6 +124,9 @@ class ImageClassifier:
                 progress=progress,
                 decoded=decoded,
                 on_epoch=on_epoch,
+                started=started,
+                eval_images=eval_images,
+                on_plan=on_plan,
             )
         self.history = outcome.history
         self.skipped = outcome.skipped
@@ -129,6 +139,7 @@ class ImageClassifier:
                 "val_images": len(val),
                 "class_counts": train.class_counts(),
             },
+            "phases": outcome.phases,
         }
         return self
 

@@ -188,10 +188,11 @@ def train(
         str | None,
         typer.Option(
             help=with_default(
-                "Stop training after this long (e.g. 10m, 1h; the whole fit, head phase "
-                "included). The learning-rate schedule follows the clock, so it ends on a low "
+                "Time for the whole run (e.g. 10m, 1h): decoding, audit, head, fine-tuning and "
+                "evaluation all count. Fine-tuning gets what is left after an estimate of the "
+                "evaluation; its learning-rate schedule follows the clock, so it ends on a low "
                 "rate; the best epoch is kept.",
-                "none, --epochs decides",
+                "none; without --epochs, fine-tuning gets at most 5 min",
             ),
             metavar="<duration>",
         ),
@@ -278,6 +279,7 @@ def train(
             on_audit=print_audit_summary,
             lr_auto=lr == "auto",
             on_lr=lambda v: err.print(f"learning rate from the range test: {v:.3g}"),
+            on_plan=say,
         )
     except (TrainingInterrupted, KeyboardInterrupt):
         err.print(

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from imgrec.evaluate.groups import gap_sentence, group_metrics
 from imgrec.evaluate.html import data_uri, png_bytes, thumbnail_uri
 from imgrec.evaluate.metrics import compute_metrics
+from imgrec.evaluate.phases import phase_rows
 from imgrec.evaluate.plots import (
     plot_confusion_matrix,
     plot_coverage,
@@ -217,6 +218,7 @@ class EvaluationResult:
             title=self.title,
             card_href=card_href,
             info=[(str(k), str(v)) for k, v in (self.info or {}).items()],
+            phases=phase_rows(self.metrics.get("phases")),
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             cards=self._cards(),
             classes=self.classes,

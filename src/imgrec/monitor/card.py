@@ -305,10 +305,26 @@ def _details(run: RunFolder, f: _Facts) -> Section:
                 ),
             ),
             Block("table", header=["Field", "Value"], rows=rows),
+            *_phase_blocks(meta.get("phases") or run.metrics.get("phases")),
             Block("p", text="Training settings (config.json):"),
             Block("table", header=["Setting", "Value"], rows=settings),
         ],
     )
+
+
+def _phase_blocks(phases: dict | None) -> list[Block]:
+    """The time each training phase took and what it added (evaluate/phases.py)."""
+    from imgrec.evaluate.phases import phase_rows
+
+    rows = [list(row) for row in phase_rows(phases)]
+    if not rows:
+        return []
+    return [
+        Block(
+            "p", text="Training phases: what each took, and what it added on the validation split:"
+        ),
+        Block("table", header=["Phase", "Time", "Added"], rows=rows),
+    ]
 
 
 def _intended_use(f: _Facts, text: str | None) -> Section:
@@ -782,6 +798,13 @@ def reproduce_command(config: dict, folder: Path) -> str:
     from imgrec.config import TrainConfig, option_for
 
     flags = {f: option_for(f) for f in TrainConfig().to_dict() if f != "head" and option_for(f)}
+    defaults = TrainConfig().to_dict()
+    # --epochs turns the fine-tuning plan off (auto_finetune), so a planned run leaves it out:
+    # its epochs are the family's own upper bound
+    auto = config.get("auto_finetune") is True
+    if auto:
+        del flags["epochs"]
+        defaults["epochs"] = _family_epochs(str(config.get("model", defaults["model"])))
 
     parts = [
         "imgrec",
@@ -799,12 +822,14 @@ def reproduce_command(config: dict, folder: Path) -> str:
     if "head" in config:
         parts.append("--head" if config["head"] else "--no-head")
     command = " ".join(shlex.quote(p) for p in parts)
-    defaults = TrainConfig().to_dict()
+    handled = ("head", "source", "auto_finetune")  # auto_finetune: by --epochs, above
     other = [
         f"{k}={_value(v)}"
         for k, v in config.items()
-        if k not in flags and k not in ("head", "source") and v != defaults.get(k, v)
+        if k not in flags and k not in handled and v != defaults.get(k, v)
     ]
+    if auto and config.get("epochs") != defaults["epochs"]:
+        other.append("auto_finetune=True")
     if other:
         command += (
             f"\n# also set in config.json, with no command-line flag: {', '.join(other)}"
@@ -814,6 +839,14 @@ def reproduce_command(config: dict, folder: Path) -> str:
 
 
 # ---- small helpers ----------------------------------------------------------------------------
+def _family_epochs(model: str) -> int:
+    """The epochs `imgrec train --model MODEL` starts from when --epochs is not given."""
+    from imgrec.config import TrainConfig
+    from imgrec.models.families import get_family
+
+    return int(get_family(model).defaults.get("epochs", TrainConfig.epochs))
+
+
 def _train_counts(run: RunFolder) -> dict[str, int]:
     if run.split_counts and "train" in run.split_counts:
         return {c: run.split_counts["train"].get(c, 0) for c in run.metrics["classes"]}

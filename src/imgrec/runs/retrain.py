@@ -382,8 +382,9 @@ def _retrain_config(base: TrainConfig, epochs: int | None, lr: float | None) -> 
     traits = get_family(base.model).traits
     if traits.has_learning_rate:  # scikit-learn learners have no learning rate or epochs
         changes["lr"] = lr if lr is not None else base.lr / LR_DIVISOR
-    if traits.backprop:
+    if traits.backprop:  # epochs to run, not a plan's bound: the weights are trained already
         changes["epochs"] = epochs if epochs is not None else max(1, base.epochs // 2)
+        changes["auto_finetune"] = False
     return TrainConfig.from_dict({**base.to_dict(), **changes})
 
 

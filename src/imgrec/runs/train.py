@@ -6,6 +6,7 @@ The CLI's `train` is this function; notebooks can call it too.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,14 +128,19 @@ def train_run(
     on_audit: Callable[[AuditResult], None] | None = None,
     lr_auto: bool = False,
     on_lr: Callable[[float], None] | None = None,
+    on_plan: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train on `source` into `folder`; the test split (else validation) is what gets reported.
 
     With `resume`, the settings, data source and split come from the folder itself. With
     `audit`, a quick audit runs first (`on_audit` sees it before training starts) and a fresh
     split keeps duplicate groups inside one split. With `lr_auto`, a learning-rate range test
-    on the training split picks `lr` (plot: lr_find.png; `on_lr` sees the choice).
+    on the training split picks `lr` (plot: lr_find.png; `on_lr` sees the choice). `on_plan`
+    sees the one-line reason of the fine-tuning plan (TrainConfig.auto_finetune). The time
+    limit's clock starts here: decoding, audit, training and evaluation all count, and the
+    time each took lands in metrics.json and the model file under "phases".
     """
+    clock = time.perf_counter()
     folder = Path(folder)
     files = RunFiles(folder)
     if resume:
@@ -164,22 +170,49 @@ def train_run(
         write_audit(folder, checked, _crossing(checked, train, val, test))
     write_config(folder, config.to_dict(), source)
     write_split_file(files.split, {"train": train, "val": val, "test": test})
+    phases = {"decode_audit": {"seconds": round(time.perf_counter() - clock, 2)}}
     if lr_auto and not resume:
+        tic = time.perf_counter()
         config = _find_lr(clf, train, val, decoded, folder, source, progress, on_lr)
+        phases["lr_find"] = {"seconds": round(time.perf_counter() - tic, 2)}
     clf.fit(
-        train, val, work_dir=files.checkpoints, resume=resume, progress=progress, decoded=decoded
+        train,
+        val,
+        work_dir=files.checkpoints,
+        resume=resume,
+        progress=progress,
+        decoded=decoded,
+        started=clock,
+        # the drift reference scores val and test, evaluation decodes its split again
+        eval_images=len(val) + len(test) + 2 * (len(test) or len(val)),
+        on_plan=on_plan,
     )
-    held_out = [*val.paths, *test.paths]
-    clf.metadata["monitor"] = {"reference": reference_summary(clf, decoded, held_out, config.seed)}
-    evaluated_on, target = ("test", test) if len(test) else ("val", val)
-    result = clf.evaluate(target)
+    result, evaluated_on = _evaluate(clf, decoded, val, test, phases)
     result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
-    result.info = {**(result.info or {}), "images scored": scored_note(len(test), len(val))}
     unreadable = clf.skipped + [Skipped(Path(p), reason) for p, reason in result.skipped or []]
     done = finish_run(folder, clf, result, evaluated_on, skipped=[*dataset.skipped, *unreadable])
     return RunResult(
         folder, done.model_path, done.report_path, result, evaluated_on, clf, done.card_path
     )
+
+
+def _evaluate(
+    clf: ImageClassifier, decoded: DecodedCache, val: Dataset, test: Dataset, phases: dict
+) -> tuple[EvaluationResult, str]:
+    """Score the test split (else validation; returned with the split's name) and keep the
+    drift reference of the held-out images; the run's phases, this one included, go into the
+    metrics and the model file."""
+    tic = time.perf_counter()
+    held_out = [*val.paths, *test.paths]
+    seed = clf.config.seed
+    clf.metadata["monitor"] = {"reference": reference_summary(clf, decoded, held_out, seed)}
+    evaluated_on, target = ("test", test) if len(test) else ("val", val)
+    result = clf.evaluate(target)
+    result.info = {**(result.info or {}), "images scored": scored_note(len(test), len(val))}
+    phases = {**phases, **clf.metadata.get("phases", {})}
+    phases["evaluation"] = {"seconds": round(time.perf_counter() - tic, 2), "split": evaluated_on}
+    clf.metadata["phases"] = result.metrics["phases"] = phases
+    return result, evaluated_on
 
 
 def scored_note(n_test: int, n_val: int) -> str:

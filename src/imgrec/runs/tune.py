@@ -275,7 +275,8 @@ class PruningReport:
 
 
 def _classifier(params: dict, epochs: int | None, seed: int) -> ImageClassifier:
-    settings = {k: v for k, v in params.items() if k != "model"}
+    # a search compares fine-tuning settings: every trial fine-tunes (no plan may skip it)
+    settings = {k: v for k, v in params.items() if k != "model"} | {"auto_finetune": False}
     if epochs is not None:
         settings["epochs"] = epochs
     return ImageClassifier(params["model"], seed=seed, **settings)

@@ -11,11 +11,16 @@ from imgrec.train.state import RunState
 
 
 class KeepBestAndHistory(L.Callback):
-    """After each validated epoch: append a history row and keep the best weights so far."""
+    """After each validated epoch: append a history row and keep the best weights so far.
 
-    def __init__(self, state: RunState, started: float):
+    With `stop_unless_better`, training stops after the first epoch whose score does not beat
+    the best so far (whatever the state held before fine-tuning, the head's best included).
+    """
+
+    def __init__(self, state: RunState, started: float, stop_unless_better: bool = False):
         self.state = state
         self.started = started
+        self.stop_unless_better = stop_unless_better
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = trainer.callback_metrics
@@ -36,3 +41,5 @@ class KeepBestAndHistory(L.Callback):
         best = self.state.best()
         if best is None or row["val_score"] > best["val_score"]:
             self.state.save_best(pl_module.model.state_dict(), row)
+        elif self.stop_unless_better:
+            trainer.should_stop = True

@@ -48,19 +48,22 @@ def balanced_sampler(
     return WeightedRandomSampler(weights, len(targets), replacement=True, generator=generator)
 
 
-def _time_left(config: TrainConfig, started: float) -> dict | None:
-    """Lightning's max_time: what `time_limit` leaves after the run so far (phase 1 included)."""
-    if config.time_limit is None:
+def _time_left(job: Fitting) -> dict | None:
+    """Lightning's max_time: what the time limit leaves fine-tuning now, after the run so far
+    and before the evaluation that follows (see Fitting.finetune_until)."""
+    if job.finetune_until is None:
         return None
-    return {"seconds": max(1.0, config.time_limit - (time.perf_counter() - started))}
+    return {"seconds": max(1.0, job.finetune_until - time.perf_counter())}
 
 
-def _time_used(config: TrainConfig, started: float):
-    """The fraction of `time_limit` spent so far, as a clock for the LR schedule (or None)."""
-    if config.time_limit is None:
+def _time_used(job: Fitting):
+    """The fraction spent of the time from the run's start to fine-tuning's deadline, as a
+    clock for the LR schedule (or None without a time limit)."""
+    if job.finetune_until is None:
         return None
-    limit = config.time_limit
-    return lambda: (time.perf_counter() - started) / limit
+    started = job.started
+    span = max(1e-9, job.finetune_until - started)
+    return lambda: (time.perf_counter() - started) / span
 
 
 def _loaders(job: Fitting) -> tuple[DataLoader, DataLoader, list[int]]:
@@ -88,9 +91,16 @@ def _loaders(job: Fitting) -> tuple[DataLoader, DataLoader, list[int]]:
 def _trainer(job: Fitting, config: TrainConfig, from_scratch: bool) -> L.Trainer:
     """Lightning's Trainer: best weights and history kept, early stopping, last.ckpt."""
     state = job.state
+    # planned epochs stop at the first that does not beat the best so far (the head included);
+    # epochs asked for stop after `patience` without a better score
+    stopping = (
+        []
+        if job.stop_unless_better
+        else [EarlyStopping(monitor="val_score", mode="max", patience=config.patience)]
+    )
     callbacks = [
-        KeepBestAndHistory(state, job.started),
-        EarlyStopping(monitor="val_score", mode="max", patience=config.patience),
+        KeepBestAndHistory(state, job.started, stop_unless_better=job.stop_unless_better),
+        *stopping,
         ModelCheckpoint(
             dirpath=state.folder,
             filename="last",
@@ -110,7 +120,7 @@ def _trainer(job: Fitting, config: TrainConfig, from_scratch: bool) -> L.Trainer
     ]
     return L.Trainer(
         max_epochs=config.epochs,
-        max_time=_time_left(config, job.started),
+        max_time=_time_left(job),
         accelerator="gpu" if target.type == "cuda" else "cpu",
         devices=1,
         precision=precision,
@@ -145,7 +155,7 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
         total_steps,
         freeze_bn=not from_scratch,
         class_weight=weight,
-        time_used=_time_used(config, job.started),
+        time_used=_time_used(job),
     )
     trainer = _trainer(job, config, from_scratch)
     last = state.folder / "last.ckpt"

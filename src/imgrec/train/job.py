@@ -27,3 +27,7 @@ class Fitting:
     state: RunState
     started: float
     progress: bool
+    # when fine-tuning must end (a time.perf_counter() value; None: no time limit)
+    finetune_until: float | None = None
+    # stop fine-tuning at the first epoch that does not beat the best so far, head included
+    stop_unless_better: bool = False
