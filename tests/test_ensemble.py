@@ -129,3 +129,16 @@ def test_a_member_is_timed_on_this_machine():
     from imgrec.train.ensemble_budget import seconds_per_image
 
     assert 0 < seconds_per_image("efficientnet_lite0", 64) < 1
+
+
+@pytest.mark.slow
+def test_best_under_a_short_time_limit_trains_the_members_that_fit(data, tmp_path):
+    out = tmp_path / "run"
+    result = run_imgrec(
+        "train", data, "--preset", "best", "--time-limit", "0.1s", "--no-audit", "--out", out
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "left out: efficientnet_lite1, efficientnet_lite2" in " ".join(result.stderr.split())
+    _, metadata = load_bundle(out / "model.imgrec")
+    assert metadata["model"] == "efficientnet_lite0"
+    assert metadata["config"]["time_limit"] == 0.1

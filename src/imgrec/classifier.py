@@ -193,12 +193,15 @@ class ImageClassifier:
         batch_size: int = 32,
         group_by: list[str] | None = None,
         source: str | Path | None = None,
+        engine: str = "torch",
     ) -> EvaluationResult:
         """Metrics, plots and a report on any labelled data (a Dataset, folder or CSV).
 
         `group_by` names extra CSV columns (e.g. ["camera"]): metrics per value of each, with
         bootstrap intervals and the gaps between groups, land in metrics["groups"]. `source`
         is the folder or CSV a Dataset `data` came from (default: the path given as `data`).
+        `engine` as in `predict_proba`: `imgrec train` scores with "auto", the engine its
+        model will predict with, reusing the session the drift reference built.
         """
         dataset = load_dataset(data) if isinstance(data, str | Path) else data
         if source is None and isinstance(data, str | Path):
@@ -211,7 +214,9 @@ class ImageClassifier:
             columns = select_columns(dataset.attribute_names(), group_by, is_csv)
         check_known_labels(dataset, self.classes)
         label_of = {s.path: s.label for s in dataset.samples}
-        paths, probs, skipped = self.predict_proba([s.path for s in dataset.samples], batch_size)
+        paths, probs, skipped = self.predict_proba(
+            [s.path for s in dataset.samples], batch_size, engine
+        )
         targets = np.array([self.classes.index(label_of[p]) for p in paths], dtype=int)
         if len(paths) == 0:
             raise ImgrecError("none of the images could be read, so there is nothing to evaluate.")

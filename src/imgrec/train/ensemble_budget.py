@@ -53,8 +53,9 @@ def members_within(name: str, n_images: int, seconds: float) -> EnsembleChoice:
     dropped = ", ".join(members[len(kept) :])
     return EnsembleChoice(
         SEPARATOR.join(kept),
-        f"--time-limit {seconds:.0f} s leaves room for {SEPARATOR.join(kept)} on "
-        f"{n_images} images (about {spent:.0f} s of forward passes); left out: {dropped}.",
+        f"the time limit leaves {max(0.0, seconds):.0f} s, room for the forward passes of "
+        f"{SEPARATOR.join(kept)} on {n_images} images (about {spent:.0f} s); left out: "
+        f"{dropped}.",
     )
 
 
