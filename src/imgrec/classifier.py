@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -167,6 +167,14 @@ class ImageClassifier:
             self._engine_cache = cached = (network, key, made)
         return dataclasses.replace(cached[2])  # a copy: a caller may attach a log to it
 
+    def made_graph(self) -> bytes | None:
+        """The ONNX graph batch_predictor last exported for this network at this temperature,
+        or None: `imgrec train` keeps it for predict without exporting it a second time."""
+        cached = getattr(self, "_engine_cache", None)
+        if cached is None or cached[0] is not self.network or cached[1][2] != self.temperature:
+            return None
+        return getattr(cached[2].engine, "graph", None)
+
     def predict_proba(
         self, inputs, batch_size: int = 32, engine: str = "torch"
     ) -> tuple[list[Path], np.ndarray, list[Skipped]]:
@@ -184,6 +192,33 @@ class ImageClassifier:
         paths, probs, _ = self.predict_proba(inputs, batch_size, engine)
         return self.predictions(paths, probs, top_k)
 
+    def _predict_decoded(
+        self,
+        cache: DecodedCache,
+        batch_size: int,
+        engine: str,
+        known: Mapping[Path, np.ndarray],
+    ) -> tuple[list[Path], np.ndarray, list[Skipped]]:
+        """predict_proba on pixels already decoded (and resized) in `cache`; the images in
+        `known` keep the probabilities given there."""
+        from imgrec.data.transforms import eval_transform
+
+        paths = [cache.paths[i] for i in cache.valid_indices]
+        probs = np.zeros((len(paths), len(self.classes)), dtype=np.float32)
+        todo = []
+        for row, path in enumerate(paths):
+            if path in known:
+                probs[row] = known[path]
+            else:
+                todo.append(row)
+        run = self.batch_predictor(engine, batch_size).engine
+        transform = eval_transform(self.preprocessing)
+        for start in range(0, len(todo), batch_size):
+            rows = todo[start : start + batch_size]
+            images = [cache[cache.valid_indices[row]] for row in rows]
+            probs[rows] = run(torch.stack([transform(image) for image in images]))
+        return paths, probs, list(cache.skipped)
+
     def predictions(self, paths: list[Path], probs: np.ndarray, top_k: int = 1) -> list[Prediction]:
         return top_k_predictions(self.classes, paths, probs, top_k)
 
@@ -194,6 +229,8 @@ class ImageClassifier:
         group_by: list[str] | None = None,
         source: str | Path | None = None,
         engine: str = "torch",
+        decoded: DecodedCache | None = None,
+        known: Mapping[Path, np.ndarray] | None = None,
     ) -> EvaluationResult:
         """Metrics, plots and a report on any labelled data (a Dataset, folder or CSV).
 
@@ -201,7 +238,9 @@ class ImageClassifier:
         bootstrap intervals and the gaps between groups, land in metrics["groups"]. `source`
         is the folder or CSV a Dataset `data` came from (default: the path given as `data`).
         `engine` as in `predict_proba`: `imgrec train` scores with "auto", the engine its
-        model will predict with, reusing the session the drift reference built.
+        model will predict with, reusing the session the drift reference built. `decoded`
+        (a cache holding `data`'s images in this classifier's preprocessing) spares decoding
+        them again, and `known` (probabilities by path, from the same engine) running those.
         """
         dataset = load_dataset(data) if isinstance(data, str | Path) else data
         if source is None and isinstance(data, str | Path):
@@ -214,9 +253,13 @@ class ImageClassifier:
             columns = select_columns(dataset.attribute_names(), group_by, is_csv)
         check_known_labels(dataset, self.classes)
         label_of = {s.path: s.label for s in dataset.samples}
-        paths, probs, skipped = self.predict_proba(
-            [s.path for s in dataset.samples], batch_size, engine
-        )
+        files = [s.path for s in dataset.samples]
+        if decoded is not None:
+            paths, probs, skipped = self._predict_decoded(
+                decoded.subset(files), batch_size, engine, known or {}
+            )
+        else:
+            paths, probs, skipped = self.predict_proba(files, batch_size, engine)
         targets = np.array([self.classes.index(label_of[p]) for p in paths], dtype=int)
         if len(paths) == 0:
             raise ImgrecError("none of the images could be read, so there is nothing to evaluate.")

@@ -53,20 +53,22 @@ def open_predictor(
     return predictor
 
 
-def keep_graph_for(path: Path, model: TrainedModel) -> bool:
-    """Export and keep the ONNX graph of the model just written to `path`, so that even the
-    first `imgrec predict` of a new model starts fast; False where there is none to keep (a
-    scikit-learn model, no onnxruntime, a network that does not export)."""
+def keep_graph_for(path: Path, model: TrainedModel, graph: bytes | None = None) -> bool:
+    """Keep the ONNX graph of the model just written to `path` (`graph` when the caller has
+    it already, else a new export), so that even the first `imgrec predict` of a new model
+    starts fast; False where there is none to keep (a scikit-learn model, no onnxruntime, a
+    network that does not export)."""
     if not get_family(model.spec.name).traits.exportable or not onnx_available():
         return False
     if _may_have_gpu():  # the network may sit on the GPU; the graph is made on first predict
         return False
-    from imgrec.infer.engine import network_graph
+    if graph is None:
+        from imgrec.infer.engine import network_graph
 
-    try:
-        graph = network_graph(model.network, model.preprocessing.input_size, model.temperature)
-    except ImgrecError:
-        return False
+        try:
+            graph = network_graph(model.network, model.preprocessing.input_size, model.temperature)
+        except ImgrecError:
+            return False
     return keep_graph(Path(path), graph) is not None
 
 

@@ -74,6 +74,11 @@ def describe_batch(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """(labels, confidences, brightness/contrast/sharpness (n, 3), signatures) of one
     normalised batch, in one forward pass of the predictor's engine."""
+    return _run_and_describe(predictor, batch)[0]
+
+
+def _run_and_describe(predictor: BatchPredictor, batch: np.ndarray) -> tuple[tuple, np.ndarray]:
+    """(describe_batch's tuple, the probabilities) of one normalised batch."""
     from imgrec.data.properties import input_properties
 
     probs, signatures = predictor.engine.run(batch)
@@ -83,7 +88,7 @@ def describe_batch(
     properties = input_properties(batch, predictor.preprocessing)
     if signatures is not None:
         signatures = np.asarray(signatures, dtype=np.float32)
-    return labels, confidence, properties, signatures
+    return (labels, confidence, properties, signatures), probs
 
 
 class _Collector:
@@ -159,9 +164,12 @@ def reference_window(
     source: str,
     limit: int = REFERENCE_LIMIT,
     seed: int = 0,
+    probabilities: dict[Path, np.ndarray] | None = None,
 ) -> Window:
     """The window of up to `limit` (sampled) images of an already decoded cache: what training
-    stores as the model's reference, at the cost of one forward pass and no decode."""
+    stores as the model's reference, at the cost of one forward pass and no decode. The
+    probabilities of the images it ran go into `probabilities` (by path) when given, so that
+    evaluating the same images does not run them again."""
     import torch
 
     from imgrec.data.transforms import eval_transform
@@ -178,7 +186,10 @@ def reference_window(
         chunk = indices[start : start + step]
         batch = torch.stack([transform(cache[i]) for i in chunk]).numpy()
         sizes = [_cached_size(cache, i) for i in chunk]
-        collected.add(describe_batch(predictor, batch), sizes)
+        described, probs = _run_and_describe(predictor, batch)
+        collected.add(described, sizes)
+        if probabilities is not None:
+            probabilities.update(zip((cache.paths[i] for i in chunk), probs, strict=True))
     now = datetime.now(UTC).timestamp()
     return collected.window(
         source=source, kind="reference", time_range=(now, now), time_basis="training time"

@@ -94,11 +94,12 @@ def _save_with_card(
 
 
 def _keep_graph(model_file: Path, clf: ImageClassifier) -> None:
-    """Keep the new model's ONNX graph now (about a second), so that the first `imgrec
-    predict` of it starts as fast as every later one (bundle/predictor.py)."""
+    """Keep the new model's ONNX graph now, so that the first `imgrec predict` of it starts as
+    fast as every later one (bundle/predictor.py): the graph evaluation ran on, else a new
+    export (about a second)."""
     from imgrec.bundle.predictor import keep_graph_for
 
-    keep_graph_for(model_file, clf.trained())
+    keep_graph_for(model_file, clf.trained(), clf.made_graph())
 
 
 def write_audit(folder: Path, audit: AuditResult, crossing: int | None = None) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from imgrec.bundle.run_folder import RunFiles, read_config, write_config
 from imgrec.classifier import ImageClassifier
 from imgrec.data.cache import DecodedCache
@@ -186,8 +188,8 @@ def train_run(
         progress=progress,
         decoded=decoded,
         started=clock,
-        # the drift reference scores val and test, evaluation decodes its split again
-        eval_images=len(val) + len(test) + 2 * (len(test) or len(val)),
+        # the drift reference scores val and test, evaluation its split again (no decode)
+        eval_images=len(val) + len(test) + (len(test) or len(val)),
         on_plan=on_plan,
     )
     result, evaluated_on = _evaluate(clf, decoded, val, test, phases)
@@ -228,11 +230,13 @@ def _evaluate(
     tic = time.perf_counter()
     held_out = [*val.paths, *test.paths]
     seed = clf.config.seed
-    clf.metadata["monitor"] = {"reference": reference_summary(clf, decoded, held_out, seed)}
+    ran: dict[Path, np.ndarray] = {}  # probabilities the reference computed, reused below
+    reference = reference_summary(clf, decoded, held_out, seed, ran)
+    clf.metadata["monitor"] = {"reference": reference}
     evaluated_on, target = ("test", test) if len(test) else ("val", val)
     # ONNX Runtime where it exports (the session the drift reference just built): 2-3x eager
     # PyTorch on a CPU, within 1e-5 of it (tests/test_export.py checks the parity)
-    result = clf.evaluate(target, engine="auto")
+    result = clf.evaluate(target, engine="auto", decoded=decoded, known=ran)
     result.info = {**(result.info or {}), "images scored": scored_note(len(test), len(val))}
     phases = {**phases, **clf.metadata.get("phases", {})}
     phases["evaluation"] = {"seconds": round(time.perf_counter() - tic, 2), "split": evaluated_on}
@@ -278,7 +282,11 @@ def _find_lr(
 
 
 def reference_summary(
-    clf: ImageClassifier, decoded: DecodedCache, held_out: list[Path], seed: int
+    clf: ImageClassifier,
+    decoded: DecodedCache,
+    held_out: list[Path],
+    seed: int,
+    probabilities: dict[Path, np.ndarray] | None = None,
 ) -> dict:
     """The validation and test images (the weights never trained on them) as the model sees
     them, kept in the model file as the reference of `imgrec drift`: one forward pass, no
@@ -286,6 +294,10 @@ def reference_summary(
     from imgrec.monitor.image_window import reference_window
 
     window = reference_window(
-        clf.batch_predictor("auto"), decoded.subset(held_out), "held-out images", seed=seed
+        clf.batch_predictor("auto"),
+        decoded.subset(held_out),
+        "held-out images",
+        seed=seed,
+        probabilities=probabilities,
     )
     return {**window.to_metadata(), "temperature": clf.temperature}
