@@ -4,8 +4,8 @@ For each backbone imgrec can build with ImageNet weights offline (models/registr
 line: parameters (the 1000-class ImageNet network), the size of the weights file its package
 ships, the input size it runs at, and its speed on this CPU with a 2-class head, at batch 32 on
 random input of that size:
-- ONNX Runtime, as `imgrec predict` runs it (the graph of infer/engine.py's network_graph: static
-  'SAME' padding, softmax, drift signature; one session, batch axis pinned to 32, `--threads`);
+- ONNX Runtime, as `imgrec predict` runs it (the graph of infer/engine.py's network_graph:
+  softmax, drift signature; one session, batch axis pinned to 32, `--threads`);
 - eager PyTorch for comparison (eval, channels_last, inference_mode, torch.set_num_threads).
 Timing: after `--warmup` batches each, the two engines and the backbones take turns batch by
 batch (`--repeats` rounds), so a burst of other work on the machine slows them alike; the rate
@@ -29,6 +29,15 @@ from importlib import import_module
 from pathlib import Path
 
 BATCH = 32
+
+
+def cpu() -> str:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from presets import cpu as described
+
+    return described()
 
 
 def commit() -> str:
@@ -56,8 +65,13 @@ def prepare(name: str, threads: int) -> dict:
     from imgrec.models.registry import create_model, get_spec
 
     spec = get_spec(name)
-    variant = efficientnet_lite.VARIANTS[name]
-    imagenet = efficientnet_lite.imagenet_model(spec.timm_name)
+    members = name.split("+")  # `--preset best` joins the three (models/ensemble.py)
+    variants = [efficientnet_lite.VARIANTS[m] for m in members]
+    params = sum(
+        p.numel()
+        for v in variants
+        for p in efficientnet_lite.imagenet_model(v.timm_name).parameters()
+    )
     network = create_model(spec, num_classes=2).eval()
     size = spec.input_size
     start = time.perf_counter()
@@ -73,9 +87,9 @@ def prepare(name: str, threads: int) -> dict:
     return {
         "backbone": name,
         "timm_name": spec.timm_name,
-        "params_m": round(sum(p.numel() for p in imagenet.parameters()) / 1e6, 2),
-        "weights_mb": weights_mb(variant),
-        "weights_package": variant.package,
+        "params_m": round(params / 1e6, 2),
+        "weights_mb": round(sum(weights_mb(v) for v in variants), 1),
+        "weights_package": "+".join(v.package for v in variants),
         "input_size": size,
         "resize_size": spec.resize_size,
         "onnx_export_s": round(export_s, 2),
@@ -94,10 +108,11 @@ def main() -> None:
     import torch
 
     from imgrec.models.efficientnet_lite import VARIANTS
+    from imgrec.models.families import BEST_ENSEMBLE
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    rows = [prepare(name, args.threads) for name in VARIANTS]
+    rows = [prepare(name, args.threads) for name in [*VARIANTS, BEST_ENSEMBLE]]
     for row in rows:
         for run in row["runs"].values():
             for _ in range(args.warmup):
@@ -116,10 +131,10 @@ def main() -> None:
         onnx = BATCH / statistics.median(times["onnx"])
         torch_rate = BATCH / statistics.median(times["torch"])
         row |= {
-            "onnx_img_s": round(onnx, 1),
-            "torch_img_s": round(torch_rate, 1),
-            "onnx_vs_torch": round(onnx / torch_rate, 2),
-            "onnx_vs_lite0": round(onnx / lite0, 3),
+            "onnx_img_s": onnx,
+            "torch_img_s": torch_rate,
+            "onnx_vs_torch": onnx / torch_rate,
+            "onnx_vs_lite0": onnx / lite0,
             "batch": BATCH,
             "threads": args.threads,
             "timing": f"median of {args.repeats} batches after {args.warmup} warm-up, engines "
@@ -129,6 +144,7 @@ def main() -> None:
             "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "date": today,
             "commit": head,
+            "cpu": cpu(),
         }
         print(json.dumps(row), flush=True)
 

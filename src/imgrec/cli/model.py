@@ -54,9 +54,9 @@ BACKBONES = (
 # images per second on the 2-core development CPU with ONNX Runtime at batch 32, 2 threads, as
 # `imgrec predict` runs them (benchmarks/backbones.py, benchmarks/backbones-2026-12-03.jsonl).
 OFFLINE_FACTS = {
-    "efficientnet_lite0": ("4.7 M", "18.8 MB", "75.1%", "50"),
-    "efficientnet_lite1": ("5.4 M", "21.9 MB", "76.7%", "48"),
-    "efficientnet_lite2": ("6.1 M", "24.7 MB", "77.6%", "37"),
+    "efficientnet_lite0": ("4.7 M", "18.8 MB", "75.1%", "203"),
+    "efficientnet_lite1": ("5.4 M", "21.9 MB", "76.7%", "187"),
+    "efficientnet_lite2": ("6.1 M", "24.7 MB", "77.6%", "138"),
 }
 
 

@@ -600,13 +600,22 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder, replaced if present.")] = Path(
         "runs/demo"
     ),
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.", callback=in_range(0))] = 4,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help=with_default("Fine-tuning epochs (0 = the head only).", "as imgrec train decides"),
+            callback=in_range(0),
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train on the bundled ants-vs-bees sample (offline, a few minutes on a laptop CPU)."""
+    """Train on the bundled ants-vs-bees sample with imgrec train's defaults (offline, about a
+    minute on a laptop CPU)."""
+    from imgrec.models.families import preset_config
     from imgrec.runs.train import train_run
 
-    run = train_run(SAMPLE, out_dir, TrainConfig(epochs=epochs), exist_ok=True, progress=not quiet)
+    config = preset_config(epochs=epochs)
+    run = train_run(SAMPLE, out_dir, config, exist_ok=True, progress=not quiet)
     m = run.evaluation.metrics
     out.print(
         f"[bold green]demo done[/]: {run.evaluated_on} accuracy {m['accuracy']:.2%} on {m['n']} "
