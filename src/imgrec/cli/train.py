@@ -609,8 +609,7 @@ def demo(
     ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train on the bundled ants-vs-bees sample with imgrec train's defaults (offline, about a
-    minute on a laptop CPU)."""
+    """Train on the bundled ants-vs-bees sample (offline, about a minute on a laptop CPU)."""
     from imgrec.models.families import preset_config
     from imgrec.runs.train import train_run
 
