@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from presets import ROOT, commit, cpu  # noqa: E402
+from presets import ROOT, appender, commit, cpu  # noqa: E402
 from transfer import DATASETS, SHARED  # noqa: E402
 
 from imgrec.data.cache import DecodedCache  # noqa: E402
@@ -127,12 +126,7 @@ def main() -> None:
     torch.set_num_threads(2)
     stamp = {"date": datetime.date.today().isoformat(), "commit": commit(ROOT), "cpu": cpu()}
 
-    def emit(row: dict) -> None:
-        line = json.dumps({**stamp, **row})
-        print(line, flush=True)
-        with args.out.open("a") as f:
-            f.write(line + "\n")
-
+    emit = appender(args.out, stamp)
     for dataset in args.datasets:
         run(dataset, emit)
 

@@ -51,6 +51,18 @@ def cpu() -> str:
     return f"{model}; {', '.join(simd)}; {len(info.split('processor')) - 1} cores"
 
 
+def appender(out: Path, stamp: dict):
+    """A function that prints one result as a JSON line and appends it to `out`, stamped."""
+
+    def emit(row: dict) -> None:
+        line = json.dumps({**stamp, **row})
+        print(line, flush=True)
+        with out.open("a") as f:
+            f.write(line + "\n")
+
+    return emit
+
+
 def train(label: str, dataset: str, args: list[str], code: Path) -> dict:
     out = OUT / f"presets-{dataset}-{label}"
     launched = time.time()
@@ -102,12 +114,7 @@ def main() -> None:
         "cpu": cpu(),
     }
 
-    def emit(row: dict) -> None:
-        line = json.dumps({**stamp, **row})
-        print(line, flush=True)
-        with args.out.open("a") as f:
-            f.write(line + "\n")
-
+    emit = appender(args.out, stamp)
     for dataset in args.datasets:
         runs = {
             "today_default": train("today_default", dataset, [], args.before),

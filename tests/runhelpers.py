@@ -211,3 +211,20 @@ COMMANDS = (
     "export",
     "drift",
 )
+
+
+def assert_engines_agree(model: Path) -> None:
+    """The ONNX graph kept for `model` and eager PyTorch give the same probabilities on six
+    sample photos."""
+    import numpy as np
+
+    from imgrec.bundle.predictor import open_predictor
+
+    photos = sample_files("val", "bees", 3) + sample_files("val", "ants", 3)
+    onnx = open_predictor(model, "onnx", batch_size=4)
+    torch_engine = open_predictor(model, "torch", batch_size=4)
+    assert onnx.engine.name == "onnx" and torch_engine.engine.name == "torch"
+    paths_o, probs_o, _ = onnx.predict_proba(photos)
+    paths_t, probs_t, _ = torch_engine.predict_proba(photos)
+    assert paths_o == paths_t == photos
+    np.testing.assert_allclose(probs_o, probs_t, atol=1e-4)

@@ -3,13 +3,16 @@ model file that every engine runs like any other."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from runhelpers import assert_user_error, make_split_dataset, run_imgrec, sample_files
+from runhelpers import (
+    assert_engines_agree,
+    assert_user_error,
+    make_split_dataset,
+    run_imgrec,
+)
 
 from imgrec.bundle.format import load_bundle
-from imgrec.bundle.predictor import open_predictor
 from imgrec.errors import ImgrecError
 from imgrec.models import create_model, get_spec
 from imgrec.models.ensemble import BackboneEnsemble
@@ -93,14 +96,7 @@ def test_a_trained_ensemble_predicts_the_same_on_every_engine(data, tmp_path):
     _, metadata = load_bundle(model)
     assert metadata["model"] == PAIR
     assert metadata["preprocessing"]["input_size"] == 260
-    photos = sample_files("val", "bees", 3) + sample_files("val", "ants", 3)
-    onnx = open_predictor(model, "onnx", batch_size=4)
-    torch_engine = open_predictor(model, "torch", batch_size=4)
-    assert onnx.engine.name == "onnx" and torch_engine.engine.name == "torch"
-    paths_o, probs_o, _ = onnx.predict_proba(photos)
-    paths_t, probs_t, _ = torch_engine.predict_proba(photos)
-    assert paths_o == paths_t == photos
-    np.testing.assert_allclose(probs_o, probs_t, atol=1e-4)
+    assert_engines_agree(model)
     refused = run_imgrec("train", data, "--model", PAIR, "--epochs", "2", "--out", tmp_path / "x")
     assert_user_error(refused, "frozen ImageNet features only")
 

@@ -4,14 +4,12 @@ model trained on either exports to an ONNX graph that predicts what PyTorch pred
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import timm
 import torch
-from runhelpers import make_split_dataset, run_imgrec, sample_files
+from runhelpers import assert_engines_agree, make_split_dataset, run_imgrec
 
 from imgrec.bundle.format import load_bundle
-from imgrec.bundle.predictor import open_predictor
 from imgrec.infer.embed import embedding_key
 from imgrec.models import create_model, get_spec
 from imgrec.models.efficientnet_lite import VARIANTS, imagenet_state_dict
@@ -67,11 +65,4 @@ def test_head_only_model_onnx_matches_torch(name, data, tmp_path):
     assert metadata["model"] == name
     assert metadata["preprocessing"]["input_size"] == spec.input_size
     assert metadata["preprocessing"]["resize_size"] == spec.resize_size
-    photos = sample_files("val", "bees", 3) + sample_files("val", "ants", 3)
-    onnx = open_predictor(model, "onnx", batch_size=4)  # the graph kept by train
-    torch_engine = open_predictor(model, "torch", batch_size=4)
-    assert onnx.engine.name == "onnx" and torch_engine.engine.name == "torch"
-    paths_o, probs_o, _ = onnx.predict_proba(photos)
-    paths_t, probs_t, _ = torch_engine.predict_proba(photos)
-    assert paths_o == paths_t == photos
-    np.testing.assert_allclose(probs_o, probs_t, atol=1e-4)
+    assert_engines_agree(model)
