@@ -146,3 +146,27 @@ def test_cli_tune_and_lr_find_errors(tmp_path):
     data = make_split_dataset(tmp_path / "data", n_train=4, n_val=2)
     assert_user_error(run_imgrec("lr-find", data, "--model", "svm-hog"), "no learning rate")
     assert_user_error(run_imgrec("tune", "--out", tmp_path / "empty"), "DATA")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one
+def test_ctrl_c_is_remembered_even_where_python_drops_the_exception():
+    import gc
+    import os
+    import signal
+
+    from imgrec.runs.tune import CtrlC
+
+    before = signal.getsignal(signal.SIGINT)
+
+    class PressedWhileCollected:
+        def __del__(self):  # CPython prints "Exception ignored in" and goes on
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with CtrlC() as ctrl_c:
+        PressedWhileCollected()
+        gc.collect()
+        assert ctrl_c.pressed  # the objective stops the search after this trial
+    with pytest.raises(KeyboardInterrupt), CtrlC() as ctrl_c:
+        os.kill(os.getpid(), signal.SIGINT)
+    assert ctrl_c.pressed
+    assert signal.getsignal(signal.SIGINT) is before

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -134,7 +135,7 @@ def tune(
         deadline = started + budget - min(_FINISH_RESERVE, 0.05 * budget)
         objective.deadline = deadline
         timeout = max(1.0, deadline - time.perf_counter())
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), CtrlC() as objective.ctrl_c:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         study.optimize(objective, n_trials=todo, timeout=timeout, catch=(ImgrecError,))
     say(f"searched for {time.perf_counter() - started:.0f} s")
@@ -196,6 +197,29 @@ def open_study(storage: str | None, seed: int = 0):
     )
 
 
+class CtrlC:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered. CPython drops the
+    exception when the signal lands while a weakref callback or __del__ runs ("Exception
+    ignored in ..."), and a trial would then run on as if nothing was pressed; the objective
+    checks `pressed` after each trial, so the search stops either way."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous = None
+
+    def __enter__(self) -> CtrlC:
+        self._previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info: object) -> None:
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+
 class _Objective:
     """One trial: train with the suggested settings, reporting each epoch for pruning."""
 
@@ -204,6 +228,7 @@ class _Objective:
         self.backbones, self.epochs, self.seed = backbones, epochs, seed
         self.progress, self.say = progress, say
         self.deadline: float | None = None
+        self.ctrl_c: CtrlC | None = None
 
     def __call__(self, trial) -> float:
         import optuna
@@ -232,6 +257,8 @@ class _Objective:
         except ImgrecError as error:  # this trial fails; the search goes on
             self.say(f"trial {trial.number}: failed: {error}")
             raise
+        if self.ctrl_c is not None and self.ctrl_c.pressed:  # pressed, the exception lost
+            raise KeyboardInterrupt
         best = clf.metadata["best_epoch"]
         value = score(float(best["val_acc"]), float(best["val_loss"]))
         trial.set_user_attr("val_acc", float(best["val_acc"]))

@@ -158,6 +158,7 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
         time_used=_time_used(job),
     )
     trainer = _trainer(job, config, from_scratch)
+    previous = signal.getsignal(signal.SIGINT)
     last = state.folder / "last.ckpt"
     ckpt = last if resume and last.exists() else None
     try:
@@ -174,5 +175,5 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
                 f"training interrupted; finished epochs are saved in {state.folder}."
             ) from stop
         raise
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    finally:  # Lightning leaves its own handler installed: put back what was there
+        signal.signal(signal.SIGINT, previous or signal.default_int_handler)
