@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -199,25 +200,35 @@ def open_study(storage: str | None, seed: int = 0):
 
 class CtrlC:
     """Ctrl-C raises KeyboardInterrupt as usual and is also remembered. CPython drops the
-    exception when the signal lands while a weakref callback or __del__ runs ("Exception
-    ignored in ..."), and a trial would then run on as if nothing was pressed; the objective
-    checks `pressed` after each trial, so the search stops either way."""
+    exception when the signal lands while a weakref callback or __del__ runs, printing
+    "Exception ignored in ..." with a traceback, and a trial would then run on as if nothing
+    was pressed. Here that report is left out (the press is remembered, not lost) and the
+    objective checks `pressed` after each trial, so the search stops either way."""
 
     def __init__(self) -> None:
         self.pressed = False
         self._previous = None
+        self._previous_hook = sys.unraisablehook
 
     def __enter__(self) -> CtrlC:
         self._previous = signal.getsignal(signal.SIGINT)
+        self._previous_hook = sys.unraisablehook
         signal.signal(signal.SIGINT, self._handle)
+        sys.unraisablehook = self._unraisable
         return self
 
     def _handle(self, signum, frame) -> None:
         self.pressed = True
         raise KeyboardInterrupt
 
+    def _unraisable(self, unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and self.pressed:
+            return  # the dropped Ctrl-C: remembered in `pressed`
+        self._previous_hook(unraisable)
+
     def __exit__(self, *exc_info: object) -> None:
         signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+        sys.unraisablehook = self._previous_hook
 
 
 class _Objective:
