@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from imgrec.bundle.model import TrainedModel, load_model, save_model
-from imgrec.data.cache import DecodedCache
+from imgrec.data.cache import DecodedCache, cached_batches
 from imgrec.data.dataset import Dataset, Skipped, check_known_labels, load_dataset
 from imgrec.data.inputs import expand_inputs
 from imgrec.data.preprocess import Preprocessing
@@ -213,10 +213,10 @@ class ImageClassifier:
                 todo.append(row)
         run = self.batch_predictor(engine, batch_size).engine
         transform = eval_transform(self.preprocessing)
-        for start in range(0, len(todo), batch_size):
-            rows = todo[start : start + batch_size]
-            images = [cache[cache.valid_indices[row]] for row in rows]
-            probs[rows] = run(torch.stack([transform(image) for image in images]))
+        where = {index: row for row, index in enumerate(cache.valid_indices)}
+        indices = [cache.valid_indices[row] for row in todo]
+        for chunk, batch in cached_batches(cache, indices, transform, batch_size):
+            probs[[where[i] for i in chunk]] = run(batch)
         return paths, probs, list(cache.skipped)
 
     def predictions(self, paths: list[Path], probs: np.ndarray, top_k: int = 1) -> list[Prediction]:

@@ -7,7 +7,7 @@ gigabyte. Decoding runs in threads: PIL and torch release the GIL while they wor
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -99,6 +99,20 @@ class DecodedCache:
         part.skipped = [s for s in self.skipped if s.path in chosen]
         part._built = True
         return part
+
+
+def cached_batches(
+    cache: DecodedCache,
+    rows: Sequence[int],
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+) -> Iterator[tuple[Sequence[int], torch.Tensor]]:
+    """(rows, stacked transformed images) of the cached images at `rows`, `batch_size` at a
+    time: what a forward pass over pixels decoded once takes, with no second decode."""
+    step = max(1, batch_size)
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        yield chunk, torch.stack([transform(cache[i]) for i in chunk])
 
 
 class ImageTensorDataset(torch.utils.data.Dataset):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -56,3 +57,11 @@ def freeze_early_layers(model: nn.Module, max_reduction: int) -> int:
         param.requires_grad_(False)
         frozen += 1
     return frozen
+
+
+def freeze_batchnorm_statistics(model: nn.Module) -> None:
+    """Put every BatchNorm layer of `model` in eval mode, so training steps use and keep the
+    pretrained running statistics (small fine-tuning batches would make them noisy)."""
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.eval()

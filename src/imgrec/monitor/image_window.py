@@ -170,8 +170,7 @@ def reference_window(
     stores as the model's reference, at the cost of one forward pass and no decode. The
     probabilities of the images it ran go into `probabilities` (by path) when given, so that
     evaluating the same images does not run them again."""
-    import torch
-
+    from imgrec.data.cache import cached_batches
     from imgrec.data.transforms import eval_transform
 
     cache.build()
@@ -181,12 +180,9 @@ def reference_window(
         indices = [indices[i] for i in sorted(chosen)]
     transform = eval_transform(predictor.preprocessing)
     collected = _Collector()
-    step = max(1, predictor.batch_size)
-    for start in range(0, len(indices), step):
-        chunk = indices[start : start + step]
-        batch = torch.stack([transform(cache[i]) for i in chunk]).numpy()
+    for chunk, batch in cached_batches(cache, indices, transform, predictor.batch_size):
         sizes = [_cached_size(cache, i) for i in chunk]
-        described, probs = _run_and_describe(predictor, batch)
+        described, probs = _run_and_describe(predictor, batch.numpy())
         collected.add(described, sizes)
         if probabilities is not None:
             probabilities.update(zip((cache.paths[i] for i in chunk), probs, strict=True))

@@ -7,11 +7,14 @@ from collections.abc import Callable
 import lightning as L
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from imgrec.config import TrainConfig
 from imgrec.data.transforms import batch_mix
-from imgrec.models.anatomy import backbone_parameters, head_parameters
+from imgrec.models.anatomy import (
+    backbone_parameters,
+    freeze_batchnorm_statistics,
+    head_parameters,
+)
 from imgrec.train.head import make_optimizer, score, warmup_cosine
 
 
@@ -51,9 +54,7 @@ class FineTuneModule(L.LightningModule):
     def train(self, mode: bool = True) -> FineTuneModule:
         super().train(mode)
         if mode and self.freeze_bn:
-            for module in self.model.modules():
-                if isinstance(module, _BatchNorm):
-                    module.eval()
+            freeze_batchnorm_statistics(self.model)
         return self
 
     def training_step(self, batch, batch_idx):

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from imgrec.models.anatomy import freeze_early_layers
+from imgrec.models.anatomy import freeze_batchnorm_statistics, freeze_early_layers
 from imgrec.runtime import autocast_dtype, device
 
 # What the evaluation after training costs beyond its forward passes: building the ONNX
@@ -83,7 +82,8 @@ def measure_steps(
 
         def train_step(k: int) -> None:
             x, y = train_batch(k)
-            _train_mode(model)
+            model.train()
+            freeze_batchnorm_statistics(model)  # as FineTuneModule trains
             with cast:
                 logits = model(_on(x, target))
                 loss = nn.functional.cross_entropy(
@@ -108,14 +108,6 @@ def measure_steps(
         model.to(origin)
         model.train(was_training)
     return StepTimes(train_seconds, eval_seconds, batch_size)
-
-
-def _train_mode(model: nn.Module) -> None:
-    """Training mode with BatchNorm statistics frozen, as FineTuneModule trains."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, _BatchNorm):
-            module.eval()
 
 
 def _on(x: torch.Tensor, target: torch.device) -> torch.Tensor:
