@@ -1,5 +1,5 @@
 """`imgrec` command line: a thin Typer layer over the Python API, one module per command
-group (data, train, model, deploy, monitor); common.py holds what they share.
+group (data, train, model, deploy, monitor, studio); common.py holds what they share.
 
 Only Typer, Rich and imgrec.config load at start-up; each command imports what it needs when
 it runs, so `imgrec --help` and `imgrec models` answer at once.
@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from typer.main import get_command_name
 
-from imgrec.cli import data, deploy, model, monitor, train
+from imgrec.cli import data, deploy, model, monitor, studio, train
 from imgrec.cli.common import SAMPLE, err, say
 from imgrec.errors import ImgrecError
 
@@ -32,6 +32,7 @@ ORDER = (
     "card",
     "models",
     "demo",
+    "studio",
     "augment-preview",
     "audit",
     "split",
@@ -53,7 +54,7 @@ app = typer.Typer(
 def _commands() -> list:
     found = {
         command.name or get_command_name(command.callback.__name__): command
-        for group in (data, train, model, deploy, monitor)
+        for group in (data, train, model, deploy, monitor, studio)
         for command in group.commands.registered_commands
     }
     if set(found) != set(ORDER):
