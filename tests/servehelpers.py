@@ -1,7 +1,7 @@
-"""Shared by test_serve.py and test_web_page.py: a small trained model and a real server.
+"""Shared by the serve and studio tests: a small trained model and a real server.
 
-The server is `python -m imgrec serve` in a subprocess on a free port, exactly as a user
-starts it; tests talk to it over real HTTP.
+The server is `python -m imgrec serve` (or `studio`) in a subprocess on a free port, exactly
+as a user starts it; tests talk to it over real HTTP.
 """
 
 from __future__ import annotations
@@ -85,6 +85,38 @@ def running_server(
         )
     try:
         wait_for(lambda: _healthy(url), process, 120, "the server answered /healthz", log)
+        yield Server(url, process, log)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _studio_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/info", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def running_studio(home: Path, log: Path, *args: str, port: int | None = None) -> Iterator[Server]:
+    """Start `imgrec studio --home HOME --no-browser` on a free port (or `port`), wait for
+    /api/info, stop it afterwards (SIGTERM, as Ctrl-C would; its workers are left alone)."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "imgrec", "studio", "--home", str(home), "--port", str(port)]
+    with open(log, "a", encoding="utf-8") as sink:
+        process = subprocess.Popen(
+            [*command, "--no-browser", *args], stdout=sink, stderr=subprocess.STDOUT, env=cli_env()
+        )
+    try:
+        wait_for(lambda: _studio_up(url), process, 120, "the studio answered /api/info", log)
         yield Server(url, process, log)
     finally:
         if process.poll() is None:
