@@ -46,6 +46,10 @@ class RunFiles:
         return self.folder / "split.csv"  # every image and its split
 
     @property
+    def predictions(self) -> Path:
+        return self.folder / "predictions.csv"  # every scored image: label, prediction, probs
+
+    @property
     def audit(self) -> Path:
         return self.folder / "audit.json"
 

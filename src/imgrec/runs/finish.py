@@ -6,6 +6,7 @@ whichever job wrote it, and the model file is written in one place.
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from imgrec.bundle.run_folder import RunFiles
 from imgrec.data.dataset import Dataset, Skipped
+from imgrec.text import csv_cell
 
 if TYPE_CHECKING:
     from imgrec.audit.result import AuditResult
@@ -46,15 +48,16 @@ def finish_run(
     model_file: str | None = None,
     full: bool = True,
 ) -> FinishedRun:
-    """Write what a finished run shows: metrics.json, report.html, the model file and (with
-    `full`) plots/, history.csv, skipped.csv and the model card, embedded in the model file,
-    which is written once.
+    """Write what a finished run shows: metrics.json, predictions.csv, report.html, the model
+    file and (with `full`) plots/, history.csv, skipped.csv and the model card, embedded in the
+    model file, which is written once.
 
     `model_file` is a name inside `folder` (default model.imgrec); `skipped` lists the
     unreadable images, reported once each.
     """
     files = RunFiles(folder)
     result.save_metrics(files.metrics)
+    write_predictions(files.predictions, result)
     report = result.save_report(files.report, card_href=files.card_html.name if full else None)
     metrics = {"split": evaluated_on, **headline_metrics(result.metrics)}
     if "best_epoch" in clf.metadata:
@@ -72,6 +75,29 @@ def finish_run(
     card = _save_with_card(files, clf, metrics, result)
     _keep_graph(files.model, clf)
     return FinishedRun(files.model, report, card)
+
+
+def write_predictions(path: Path, result: EvaluationResult) -> None:
+    """predictions.csv: one row per scored image (path, actual, predicted, confidence, then
+    one probability column per class), so a person (or imgrec studio's "most confidently
+    wrong" view) can look at every mistake without running the model again."""
+    predicted = result.predictions
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["path", "actual", "predicted", "confidence", *(f"prob_{c}" for c in result.classes)]
+        )
+        for i, (image, actual) in enumerate(zip(result.paths, result.targets, strict=True)):
+            probs = result.probs[i]
+            writer.writerow(
+                [
+                    csv_cell(str(image)),
+                    csv_cell(result.classes[int(actual)]),
+                    csv_cell(result.classes[int(predicted[i])]),
+                    f"{probs[predicted[i]]:.6f}",
+                    *(f"{p:.6f}" for p in probs),
+                ]
+            )
 
 
 def _save_with_card(

@@ -131,6 +131,7 @@ def train_run(
     lr_auto: bool = False,
     on_lr: Callable[[float], None] | None = None,
     on_plan: Callable[[str], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> RunResult:
     """Train on `source` into `folder`; the test split (else validation) is what gets reported.
 
@@ -138,7 +139,8 @@ def train_run(
     `audit`, a quick audit runs first (`on_audit` sees it before training starts) and a fresh
     split keeps duplicate groups inside one split. With `lr_auto`, a learning-rate range test
     on the training split picks `lr` (plot: lr_find.png; `on_lr` sees the choice). `on_plan`
-    sees the one-line reason of the fine-tuning plan (TrainConfig.auto_finetune). The time
+    sees the one-line reason of the fine-tuning plan (TrainConfig.auto_finetune); `on_epoch`
+    sees every history row as it is written (imgrec studio shows them live). The time
     limit's clock starts here: decoding, audit, training and evaluation all count, and the
     time each took lands in metrics.json and the model file under "phases".
     """
@@ -191,6 +193,7 @@ def train_run(
         # the drift reference scores val and test, evaluation its split again (no decode)
         eval_images=len(val) + len(test) + (len(test) or len(val)),
         on_plan=on_plan,
+        on_epoch=on_epoch,
     )
     result, evaluated_on = _evaluate(clf, decoded, val, test, phases)
     result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
