@@ -1,0 +1,161 @@
+// Sending images to a class in batches: at most BATCH_FILES files or BATCH_BYTES per request
+// and IN_FLIGHT requests at a time, so a folder of 2,000 photos neither opens 2,000
+// connections nor builds one giant request. Webcam frames trickle in while a button is
+// held: `gather` waits a moment for a fuller batch. Files are dropped once sent.
+
+import { postForm, projectPath } from "./api.js";
+import { h, plural, replace } from "./dom.js";
+
+const BATCH_FILES = 16;
+const BATCH_BYTES = 8 * 1024 * 1024;
+const IN_FLIGHT = 2;
+
+export class Uploader {
+  /** onChange(uploader) after every step; onAdded(cls, images) after each batch. */
+  constructor(pid, { onChange, onAdded, maxRequestBytes } = {}) {
+    Object.assign(this, { pid, onChange, onAdded });
+    this.maxRequestBytes = maxRequestBytes || 0;
+    this.queue = [];
+    this.inFlight = 0;
+    this.timer = 0;
+    this.reset();
+  }
+
+  reset() {
+    this.total = 0;
+    this.done = 0;
+    this.added = 0;
+    this.rejected = [];
+  }
+
+  get busy() {
+    return this.inFlight > 0 || this.queue.length > 0;
+  }
+
+  /** Queue [{name, blob}] for class `cls`; `gather` ms: wait that long for a fuller batch. */
+  add(cls, items, gather = 0) {
+    if (!this.busy && this.done === this.total) this.reset();
+    const now = performance.now();
+    for (const item of items) {
+      if (this.maxRequestBytes && item.blob.size > this.maxRequestBytes) {
+        this.total += 1;
+        this.done += 1;
+        const mb = Math.round(this.maxRequestBytes / 1048576);
+        this.rejected.push({ filename: item.name, error: `larger than the studio's ${mb} MB upload limit.` });
+        continue;
+      }
+      this.queue.push({ cls, name: item.name, blob: item.blob, since: now, gather });
+      this.total += 1;
+    }
+    this.changed();
+    this.pump();
+  }
+
+  /** Files refused before sending (not images, no class); shown with the server's refusals. */
+  refuse(list) {
+    this.total += list.length;
+    this.done += list.length;
+    this.rejected.push(...list);
+    this.changed();
+  }
+
+  changed() {
+    this.onChange?.(this);
+  }
+
+  /** The next batch: same class as the first queued file, up to the file and byte limits. */
+  takeBatch() {
+    const cls = this.queue[0].cls;
+    const batch = [];
+    let bytes = 0;
+    for (let i = 0; i < this.queue.length && batch.length < BATCH_FILES; ) {
+      const item = this.queue[i];
+      if (item.cls !== cls || (batch.length && bytes + item.blob.size > BATCH_BYTES)) {
+        i += 1;
+        continue;
+      }
+      batch.push(item);
+      bytes += item.blob.size;
+      this.queue.splice(i, 1);
+    }
+    return { cls, batch, bytes };
+  }
+
+  /** Whether the queued files should wait for more (a held record button) before sending. */
+  waitFor() {
+    const first = this.queue[0];
+    if (!first.gather) return 0;
+    const sameClass = this.queue.filter((item) => item.cls === first.cls);
+    const bytes = sameClass.reduce((sum, item) => sum + item.blob.size, 0);
+    if (sameClass.length >= BATCH_FILES || bytes >= BATCH_BYTES) return 0;
+    return Math.max(0, first.since + first.gather - performance.now());
+  }
+
+  pump() {
+    clearTimeout(this.timer);
+    while (this.inFlight < IN_FLIGHT && this.queue.length) {
+      const wait = this.waitFor();
+      if (wait > 0) {
+        this.timer = setTimeout(() => this.pump(), wait);
+        return;
+      }
+      this.send(this.takeBatch());
+    }
+  }
+
+  async send({ cls, batch }) {
+    this.inFlight += 1;
+    const form = new FormData();
+    for (const item of batch) form.append("files", item.blob, item.name);
+    try {
+      const answer = await postForm(projectPath(this.pid, "classes", cls, "images"), form);
+      this.added += answer.added.length;
+      this.rejected.push(...answer.rejected);
+      this.onAdded?.(cls, answer.added);
+    } catch (error) {
+      this.rejected.push(
+        ...batch.map((item) => ({ filename: item.name, error: error.message || String(error) })),
+      );
+    } finally {
+      this.inFlight -= 1;
+      this.done += batch.length;
+      this.changed();
+      this.pump();
+    }
+  }
+}
+
+/** The progress bar and the list of refused files, redrawn by `update(uploader)`. */
+export function uploadPanel() {
+  const bar = h("progress", { max: "1", value: "0", "aria-label": "Upload progress" });
+  const text = h("span", { class: "upload-text" });
+  const rejected = h("div", { class: "rejected" });
+  const element = h("div", { class: "upload-panel", hidden: true, "aria-live": "polite" }, bar, text, rejected);
+  function update(up) {
+    element.hidden = up.total === 0;
+    bar.max = Math.max(1, up.total);
+    bar.value = up.done;
+    const parts = [`${up.done} of ${plural(up.total, "file")} sent`, `${up.added} added`];
+    if (up.rejected.length) parts.push(`${up.rejected.length} not added`);
+    text.textContent = parts.join(" · ") + (up.busy ? "…" : ".");
+    replace(rejected, rejectedList(up.rejected));
+  }
+  return { element, update };
+}
+
+/** A <details> listing each refused file and the server's reason. */
+export function rejectedList(items) {
+  if (!items.length) return null;
+  const shown = items.slice(0, 200);
+  return h(
+    "details",
+    { class: "rejected-list", open: items.length <= 5 },
+    h("summary", {}, `${plural(items.length, "file")} not added`),
+    h(
+      "ul",
+      {},
+      shown.map((r) => h("li", {}, h("strong", {}, r.filename || "?"), `: ${r.error}`)),
+      items.length > shown.length ? h("li", {}, `… and ${items.length - shown.length} more`) : null,
+    ),
+  );
+}
