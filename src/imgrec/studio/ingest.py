@@ -164,7 +164,10 @@ class Ingest:
     def _place(self, tmp: Path, cls: str, name: str) -> None:
         with self.lock:
             self.guard()
-            folder = inside(self.data, self.data / cls)
+            try:
+                folder = inside(self.data, self.data / cls)
+            except StudioError:  # a symbolic link someone put in data/
+                raise Rejected(f"the class {shown(cls)} is not a real folder") from None
             if not os.path.isdir(folder):
                 if not self.create_classes or os.path.lexists(folder):
                     raise Rejected(

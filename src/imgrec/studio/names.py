@@ -96,12 +96,26 @@ def class_or_problem(name: str) -> tuple[str | None, str | None]:
         return None, exc.message
 
 
+def segment_ok(name: object) -> bool:
+    """Whether `name` may be looked up as one path segment under data/: no separator, no
+    control character, not hidden, not '.' or '..'. Looser than the rules for new names (no
+    length limit): folders and files people copied into data/ themselves are still found."""
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and _FORBIDDEN.search(name) is None
+    )
+
+
 def check_file_name(name: object) -> str:
-    """A stored image's name as the page sends it back: the name rules, nothing sanitised
-    (a name that needs sanitising cannot be one of ours, so it is simply not found)."""
-    if not isinstance(name, str) or name_problem(name) or name != name.strip():
+    """A stored image's name as the page sends it back, nothing sanitised (a name that
+    would need it cannot be one of ours, so it is simply not found: 404)."""
+    if not segment_ok(name):
         raise StudioError(f"There is no image named '{shown(name)}' in this project.", 404)
-    return name
+    return name  # type: ignore[return-value]
 
 
 def is_junk(name: str) -> bool:
@@ -115,11 +129,13 @@ def sanitise_file_name(raw: str, fallback: str = "image") -> str:
     controls and leading dots or spaces dropped, the extension lowercased, at most
     MAX_FILE_NAME characters (the extension kept)."""
     base = re.split(r"[/\\]", str(raw))[-1]
-    base = unicodedata.normalize("NFC", _FORBIDDEN.sub("", base)).strip().lstrip(". ").strip()
-    stem, ext = os.path.splitext(base)
-    ext = ext.lower() if len(ext) <= 10 else ""
-    if not stem:
-        stem = fallback
+    base = unicodedata.normalize("NFC", _FORBIDDEN.sub("", base)).strip()
+    stem, dot, ext = base.rpartition(".")
+    if not dot or len(ext) > 9 or not ext.isalnum():  # no extension: "noext", "a.b c"
+        stem, ext = base, ""
+    else:
+        ext = "." + ext.lower()
+    stem = stem.lstrip(". ").rstrip() or fallback  # ".hidden.jpg" -> "hidden.jpg"
     stem = stem[: MAX_FILE_NAME - len(ext)]
     while len((stem + ext).encode("utf-8")) > MAX_NAME_BYTES - 20:  # room for "-123"
         stem = stem[:-1]
