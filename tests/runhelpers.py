@@ -203,6 +203,7 @@ COMMANDS = (
     "card",
     "models",
     "demo",
+    "studio",
     "augment-preview",
     "audit",
     "split",

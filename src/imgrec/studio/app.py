@@ -89,6 +89,15 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": str(exc)}, status_code=422)
 
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        message = {
+            404: "there is nothing at this address.",
+            405: "this address does not take that method.",
+        }.get(exc.status_code, str(exc.detail))
+        return JSONResponse({"error": message}, status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
 from imgrec.studio.errors import StudioError
+from imgrec.studio.names import sanitise_file_name
 from imgrec.studio.projects import Project, Studio
 
 router = APIRouter(prefix="/api")
@@ -234,7 +235,8 @@ async def _uploaded_files(request: Request) -> list[tuple[str, bytes]]:
 
 
 class uploaded_zip:  # noqa: N801 - used as `async with uploaded_zip(request) as path`
-    """The multipart field `file` spooled to a temporary file, removed afterwards."""
+    """The multipart field `file` spooled to a temporary folder (under the name it was sent
+    with, so messages name the user's file), removed afterwards."""
 
     def __init__(self, request: Request) -> None:
         self.request = request
@@ -245,27 +247,26 @@ class uploaded_zip:  # noqa: N801 - used as `async with uploaded_zip(request) as
         if kind != "multipart/form-data":
             raise StudioError("send the zip as multipart/form-data under the field 'file'.", 415)
         self.folder = tempfile.mkdtemp(prefix="imgrec-studio-zip-")
-        path = Path(self.folder) / "upload.zip"
         try:
-            await self._spool(path)
+            return await self._spool(Path(self.folder))
         except BaseException:
             shutil.rmtree(self.folder, ignore_errors=True)
             raise
-        return path
 
-    async def _spool(self, path: Path) -> None:
+    async def _spool(self, folder: Path) -> Path:
         try:
             async with self.request.form(max_files=1, max_fields=8) as form:
                 upload = form.get("file")
                 if not isinstance(upload, UploadFile):
                     raise StudioError("no zip came with the request: put it under 'file'.", 422)
+                path = folder / sanitise_file_name(upload.filename or "", "upload.zip")
                 with path.open("wb") as out:
                     while chunk := await upload.read(1 << 20):
                         out.write(chunk)
+                return path
         except ClientDisconnect:
-            raise StudioError(
-                "the upload stopped before it was complete; nothing changed."
-            ) from None
+            message = "the upload stopped before it was complete; nothing changed."
+            raise StudioError(message) from None
 
     async def __aexit__(self, *_) -> None:
         if self.folder is not None:
