@@ -756,7 +756,7 @@ def test_import_refuses_a_zip_that_is_not_a_project(studio, tmp_path):
     with zipfile.ZipFile(zip_path, "w") as zf:
         zf.writestr("cats/a.jpg", jpeg())
     status, message = status_of(studio.import_project_zip, zip_path)
-    assert status == 400 and "not an imgrec studio project" in message
+    assert status == 422 and "not an imgrec studio project" in message
     (tmp_path / "junk.zip").write_bytes(b"no zip at all")
     assert "not a zip" in status_of(studio.import_project_zip, tmp_path / "junk.zip")[1]
     assert studio.list_projects() == []

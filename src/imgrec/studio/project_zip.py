@@ -174,9 +174,9 @@ def import_project(studio: Any, zip_path: Path, name: str | None = None) -> Any:
         entries = ingest.zip_files(zf.infolist(), reject)
         if PROJECT_FILE not in entries or LABELS_FILE not in entries:
             raise StudioError(
-                f"{shown(Path(zip_path).name)} is not an imgrec studio project (it has no "
-                f"{PROJECT_FILE} and {LABELS_FILE}); to add a zip of photos, open a project "
-                "and import it there."
+                f"This zip is not an imgrec studio project (it has no {PROJECT_FILE} and "
+                f"{LABELS_FILE}); to add a zip of photos, open a project and import it there.",
+                422,
             )
         meta = _read_meta(zf, entries[PROJECT_FILE][1])
         title = _project_name(name, meta, Path(zip_path))
