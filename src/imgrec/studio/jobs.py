@@ -156,6 +156,8 @@ class JobManager:
         """News since `cursor` (None: every job's current state, no history): ("epoch", row)
         for each epoch finished since, then ("job", Job) for each job that changed. Reads only
         what the events files gained since the cursor; returns the next cursor."""
+        with self.lock:
+            self._reap()
         seen = None if cursor is None else cursor.get("jobs", {})
         news: list[tuple[str, dict]] = []
         marks: dict[str, dict] = {}
@@ -179,6 +181,7 @@ class JobManager:
         (interrupted, or cancelled when it was stopped). `progress` is what the events add
         up to."""
         with self.lock:
+            self._reap()
             job = read_job(folder)
             if job["status"] in ACTIVE:
                 alive = self._alive(job)  # first: a worker that has ended appended all it will
@@ -229,6 +232,12 @@ class JobManager:
     def _mark(self, folder: Path, job: dict, offset: int) -> dict:
         return {"offset": offset, "stamp": _stamp(folder), "active": job["status"] in ACTIVE}
 
+    def _reap(self) -> None:
+        """Collect the exit status of this server's finished workers (no zombies left)."""
+        for pid, child in list(self.children.items()):
+            if child.poll() is not None:
+                del self.children[pid]
+
     def _alive(self, job: dict) -> bool:
         """Whether the job's worker is still running: the recorded process, not a newer one
         that happens to have its pid."""
@@ -238,6 +247,7 @@ class JobManager:
         child = self.children.get(pid)
         if child is not None:
             return child.poll() is None  # also reaps it, so no zombie stays
+        # not (or no longer) this server's child: the recorded process, if it still runs
         try:
             process = psutil.Process(pid)
             same = abs(process.create_time() - float(job.get("create_time") or 0)) < 0.05

@@ -203,6 +203,7 @@ def run_train(job: dict, project: Path, events: Events) -> dict:
             on_plan=tracker.on_plan,
             on_epoch=tracker.on_epoch,
         )
+    events.phase("Writing the report")  # when it went too fast for the watcher to see
     m = result.evaluation.metrics
     unseen = " the model never trained on" if result.evaluated_on == "test" else ""
     return {
