@@ -211,6 +211,12 @@ def test_zip_of_class_folders_under_one_top_folder(project, tmp_path):
     assert project.actions()[0]["kind"] == "import"
 
 
+def test_an_imported_folder_joins_the_class_of_the_same_name_in_any_case(project, tmp_path):
+    zip_path = make_zip(tmp_path / "c.zip", {"CATS/1.jpg": jpeg(), "Dogs/2.jpg": jpeg()})
+    assert project.import_zip(zip_path)["classes"] == ["cats", "Dogs"]
+    assert files_of(project) == {"Dogs": ["2.jpg"], "cats": ["1.jpg"]}
+
+
 def test_zip_with_split_folders_and_loose_images(project, tmp_path):
     zip_path = make_zip(
         tmp_path / "d.zip",

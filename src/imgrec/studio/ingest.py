@@ -164,6 +164,7 @@ class Ingest:
     def _place(self, tmp: Path, cls: str, name: str) -> None:
         with self.lock:
             self.guard()
+            cls = self._existing_spelling(cls)
             try:
                 folder = inside(self.data, self.data / cls)
             except StudioError:  # a symbolic link someone put in data/
@@ -183,6 +184,15 @@ class Ingest:
             except OSError as exc:
                 raise Rejected(f"could not be saved: {exc.strerror or exc}") from None
             self.added.append([cls, final, *(signature(target) or [0, 0])])
+
+    def _existing_spelling(self, cls: str) -> str:
+        """An imported folder 'Cats' joins the class 'cats' rather than making a second class
+        that differs only in letter case (which add_class refuses too)."""
+        if not self.create_classes or os.path.lexists(self.data / cls):
+            return cls
+        with os.scandir(self.data) as entries:
+            same = [e.name for e in entries if e.name.casefold() == cls.casefold()]
+        return same[0] if same else cls
 
     def answer(self) -> dict:
         """{added: count, rejected, classes}: what an import answers."""

@@ -443,6 +443,8 @@ class Project:
         return cls
 
     def _check_class_free(self, name: str, renaming: str | None = None) -> None:
+        """409 when another class has this name (letter case ignored), or a file of that name
+        sits in data/."""
         for other in self.class_names():
             if other != renaming and other.casefold() == name.casefold():
                 raise StudioError(
@@ -450,6 +452,12 @@ class Project:
                     "another name.",
                     409,
                 )
+        if name != renaming and os.path.lexists(self.data / name):
+            raise StudioError(
+                f"Something called '{shown(name)}' is already in this project's data folder; "
+                "choose another name.",
+                409,
+            )
 
     def add_class(self, name: str) -> dict:
         """A new, empty class: {name, count}; 409 if one of that name exists."""
