@@ -157,9 +157,12 @@ export function capturePanel({ uploader, currentClass }) {
     { class: "capture card", "aria-label": "Webcam capture" },
     h("div", { class: "capture-controls" }, toggle, field("Camera", cameraChoice), field("Frames per second", rate),
       h("div", { class: "field checkbox" }, mirror, h("label", { for: (mirror.id = "capture-mirror") }, "Mirror"))),
-    h("div", { class: "capture-stage" }, video, canvas),
-    h("div", { class: "capture-record" }, hold, count),
-    hint,
+    h(
+      "div",
+      { class: "capture-body" },
+      h("div", { class: "capture-stage" }, video, canvas),
+      h("div", { class: "capture-record" }, hold, count, hint),
+    ),
   );
   return {
     element,

@@ -70,10 +70,14 @@ export async function render(root, ctx) {
       return;
     }
     const list = audit.cards || [];
+    const lines = (Array.isArray(audit.summary) ? audit.summary : [audit.summary]).filter(
+      (line) => line && line !== audit.verdict,
+    );
     replace(
       summary,
-      h("h2", {}, audit.verdict ? `Verdict: ${audit.verdict}` : "Findings"),
-      audit.summary ? h("p", {}, audit.summary) : null,
+      h("h2", {}, "Verdict"),
+      audit.verdict ? h("p", { class: "verdict-text" }, audit.verdict) : null,
+      lines.length ? h("ul", { class: "audit-lines" }, lines.map((line) => h("li", {}, line))) : null,
       audit.created ? h("p", { class: "muted" }, `Checked ${when(audit.created)}.`) : null,
       list.length ? null : h("p", { class: "ok-note" }, "No issues found: your data looks ready to train."),
     );

@@ -22,7 +22,7 @@ export async function render(root, ctx) {
     root,
     h("h1", {}, "Compare models"),
     h("p", { class: "muted" }, "Trains several kinds of model, cheapest first, until the time is up, and ranks them on the same test photos."),
-    h("div", { class: "field" }, h("label", { for: "compare-budget" }, "Time budget "), budget, budgetText),
+    h("div", { class: "range-field" }, h("label", { for: "compare-budget" }, "Time budget"), budget, budgetText),
     h("div", { class: "job-start" }, start, progress),
     board,
   );

@@ -23,9 +23,9 @@ export const FAMILIES = [
   ["rf-hog", "Random forest on HOG edge features"],
 ];
 const PRESETS = [
-  ["fast", "Fast: the new head only, about a minute"],
-  ["default", "Default: decides whether fine-tuning pays"],
-  ["best", "Best: three networks joined, slowest"],
+  ["fast", "Fast (a new head only)"],
+  ["default", "Default (fine-tunes when it pays)"],
+  ["best", "Best (three networks, slowest)"],
 ];
 const AUGMENTS = [
   ["none", "None"],
@@ -69,8 +69,8 @@ export async function render(root, ctx) {
     h("h1", {}, "Train"),
     h("p", { class: "muted" }, "Press Train: good settings are chosen for you. Training runs on this computer; you can keep using the studio meanwhile."),
     h("div", { class: "train-start" }, trainButton),
-    advanced.element,
     progress,
+    advanced.element,
   );
 
   function show(job) {

@@ -56,6 +56,20 @@ export function drawPredictions(target, predictions, threshold) {
   );
 }
 
+/** Resolves when `video` shows a new frame (or after a short pause where that is unknown). */
+function nextFrame(video) {
+  if (video.requestVideoFrameCallback) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, 500); // a paused or hidden video still moves on
+      video.requestVideoFrameCallback(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+  return new Promise((resolve) => setTimeout(resolve, 30));
+}
+
 export async function render(root, ctx) {
   const pid = ctx.pid;
   const { runs: all } = await api.listRuns(pid);
@@ -115,6 +129,7 @@ export async function render(root, ctx) {
   async function loop() {
     const stream = state.stream;
     while (state.running && state.stream === stream) {
+      await nextFrame(video); // the same camera frame twice would only measure the server
       const blob = await frameBlob(video, canvas, SHORT_SIDE, mirror.checked);
       if (!blob) {
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -185,7 +200,7 @@ export async function render(root, ctx) {
       "section",
       { class: "card try-live", "aria-label": "Live camera" },
       h("div", { class: "capture-controls" }, toggle, field("Camera", cameraChoice), h("div", { class: "field checkbox" }, mirror, h("label", { for: "try-mirror" }, "Mirror"))),
-      h("div", { class: "field" }, h("label", { for: (threshold.id = "try-threshold") }, "Say “unknown” below "), threshold, thresholdText),
+      h("div", { class: "range-field" }, h("label", { for: (threshold.id = "try-threshold") }, "Say “unknown” below"), threshold, thresholdText),
       h("div", { class: "try-stage" }, h("div", { class: "capture-stage" }, video, canvas), h("div", {}, live, fps)),
     ),
     dropArea,

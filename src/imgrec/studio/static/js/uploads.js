@@ -9,6 +9,7 @@ import { h, plural, replace } from "./dom.js";
 const BATCH_FILES = 16;
 const BATCH_BYTES = 8 * 1024 * 1024;
 const IN_FLIGHT = 2;
+const NEW_SESSION_MS = 3000; // webcam frames a moment apart still count as one upload
 
 export class Uploader {
   /** onChange(uploader) after every step; onAdded(cls, images) after each batch. */
@@ -26,6 +27,14 @@ export class Uploader {
     this.done = 0;
     this.added = 0;
     this.rejected = [];
+    this.finished = false;
+    this.finishedAt = 0;
+  }
+
+  /** Files that come a while after the last ones were all sent start a new count. */
+  begin() {
+    if (this.finished && !this.busy && performance.now() - this.finishedAt > NEW_SESSION_MS) this.reset();
+    this.finished = false;
   }
 
   get busy() {
@@ -34,7 +43,7 @@ export class Uploader {
 
   /** Queue [{name, blob}] for class `cls`; `gather` ms: wait that long for a fuller batch. */
   add(cls, items, gather = 0) {
-    if (!this.busy && this.done === this.total) this.reset();
+    this.begin();
     const now = performance.now();
     for (const item of items) {
       if (this.maxRequestBytes && item.blob.size > this.maxRequestBytes) {
@@ -53,6 +62,8 @@ export class Uploader {
 
   /** Files refused before sending (not images, no class); shown with the server's refusals. */
   refuse(list) {
+    if (!list.length) return;
+    this.begin();
     this.total += list.length;
     this.done += list.length;
     this.rejected.push(...list);
@@ -119,6 +130,8 @@ export class Uploader {
     } finally {
       this.inFlight -= 1;
       this.done += batch.length;
+      this.finished = !this.busy;
+      this.finishedAt = performance.now();
       this.changed();
       this.pump();
     }
