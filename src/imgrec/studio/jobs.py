@@ -187,6 +187,7 @@ class JobManager:
                 alive = self._alive(job)  # first: a worker that has ended appended all it will
                 status = self._fold(folder)[2]
                 if status is not None and status.get("status") in FINAL:
+                    job["finished"] = status.get("time")
                     job = self._end(folder, job, status["status"], status.get("error"), None)
                 elif not alive and gone == "cancelled":
                     job = self._end(folder, job, "cancelled", None, CANCELLED)
@@ -259,16 +260,12 @@ class JobManager:
 
     def _spawn(self, folder: Path, job: dict) -> dict:
         """Start the worker (its own session, output into worker.log) and record it."""
-        with open(folder / LOG_FILE, "ab") as log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "imgrec.studio.worker", str(folder)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the server; cancel signals its group
-                cwd=folder,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        try:
+            child = self._popen(folder)
+        except OSError as exc:
+            error = f"the worker process could not start ({exc.strerror or exc}); try again."
+            self._end(folder, job, "failed", error, error)
+            raise StudioError(error, 500) from exc
         self.children[child.pid] = child
         try:
             created = psutil.Process(child.pid).create_time()
@@ -279,6 +276,18 @@ class JobManager:
         write_job(folder, job)
         job["progress"] = self._fold(folder)[1]
         return public(job)
+
+    def _popen(self, folder: Path) -> subprocess.Popen:
+        with open(folder / LOG_FILE, "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "imgrec.studio.worker", str(folder)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # survives the server; cancel signals its group
+                cwd=folder,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     def _end(self, folder: Path, job: dict, status: str, error, message) -> dict:
         """Write a final status the worker could not write itself."""

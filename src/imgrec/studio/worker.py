@@ -292,6 +292,8 @@ class Cancel:
         self.requested = False
 
     def __call__(self, signum, frame) -> None:
+        if self.requested:
+            return  # already stopping: let the checkpoints be written
         self.requested = True
         raise KeyboardInterrupt
 
