@@ -5,12 +5,13 @@
 2. train: the studio's Train button (a job over the API) vs `imgrec train DATA` on the same
    project folder: accuracy and wall time; during the studio's run the page's API is polled
    (project, image page, job) and its latency percentiles recorded.
-3. grid: a class of 5,000 images in headless Chromium: time to the first thumbnails painted
-   and the frame times while scrolling through it (Performance API, requestAnimationFrame).
+3. grid: a class of 5,000 generated images in headless Chromium: time to the first
+   thumbnails painted and the frame times while scrolling through it (Performance API,
+   requestAnimationFrame).
 4. live: frames per second of the Try-it tab's webcam loop in headless Chromium with a fake
    camera at 224 px.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/studio.py [--skip grid,live]
+    PYTHONPATH=src .venv/bin/python benchmarks/studio.py [--skip upload,train,grid,live]
 
 One JSON line per result, appended to benchmarks/studio.jsonl (date, commit, CPU).
 """
@@ -131,7 +132,7 @@ def poll_latencies(client: httpx.Client, pid: str, stop: threading.Event) -> lis
     return seconds
 
 
-def bench_train(emit, work: Path) -> None:
+def bench_train(emit, work: Path, skip: frozenset[str] = frozenset()) -> None:
     source = SHARED / "hymenoptera_data"
     files = [
         (cls, p)
@@ -156,6 +157,8 @@ def bench_train(emit, work: Path) -> None:
             seconds = sorted(latencies.result())
         assert job["status"] == "done", job
         studio_acc = client.get(f"/api/projects/{pid}/runs/{job['run']}").json()["accuracy"]
+        if "live" not in skip:
+            bench_live(emit, str(client.base_url), pid, job["run"])
     cli_out = OUT / "studio-cli-train"
     cmd = [sys.executable, "-m", "imgrec", "train", str(data), "--out", str(cli_out)]
     cli_s, cli_rss, _ = run_child(
@@ -180,6 +183,144 @@ def bench_train(emit, work: Path) -> None:
     )
 
 
+def chromium(*flags: str):
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--window-size=1280,800", *flags):
+        options.add_argument(flag)
+    service = webdriver.ChromeService("/usr/bin/chromedriver")
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_script_timeout(120)
+    return driver
+
+
+def bench_live(emit, url: str, pid: str, run: str) -> None:
+    """The Try-it tab's webcam loop on Chromium's fake camera (640x480), frames sent at 224 px:
+    frames per second over 10 s, counted from the page's own /predict requests."""
+    from selenium.webdriver.common.by import By
+
+    driver = chromium("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    try:
+        driver.get(f"{url}/#/p/{pid}/try/{run}")
+        driver.execute_script("performance.setResourceTimingBufferSize(100000)")
+        start = next(
+            b
+            for b in driver.find_elements(By.CSS_SELECTOR, "button")
+            if b.text.strip() == "Start camera"
+        )
+        start.click()
+        time.sleep(3)  # camera up, model loaded, first frames answered
+        window = driver.execute_async_script(
+            """
+            const done = arguments[arguments.length - 1];
+            const t0 = performance.now();
+            setTimeout(() => {
+              const frames = performance.getEntriesByType("resource").filter(
+                (e) => e.name.includes("/predict") && e.responseEnd >= t0);
+              const ms = frames.map((e) => e.responseEnd - e.startTime).sort((a, b) => a - b);
+              done({frames: frames.length, seconds: (performance.now() - t0) / 1000,
+                    p50_ms: ms[Math.floor(ms.length / 2)] || null,
+                    shown: (document.querySelector(".fps") || {}).textContent || ""});
+            }, 10000);
+            """
+        )
+    finally:
+        driver.quit()
+    emit(
+        {
+            "bench": "live",
+            "frames": window["frames"],
+            "frames_per_s": window["frames"] / window["seconds"],
+            "request_p50_ms": window["p50_ms"],
+            "page_shows": window["shown"],
+            "target_frames_per_s": 5,
+        }
+    )
+
+
+def make_images(folder: Path, n: int) -> None:
+    """n small distinct JPEGs (a colour ramp with a square that moves): made, not copied."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = Image.new("RGB", (160, 120), ((i * 7) % 256, (i * 13) % 256, (i * 29) % 256))
+        ImageDraw.Draw(image).rectangle([i % 120, i % 80, i % 120 + 40, i % 80 + 40], fill="white")
+        image.save(folder / f"img{i:05d}.jpg", quality=85)
+
+
+FIRST_THUMBS = """
+const done = arguments[arguments.length - 1];
+(function check() {
+  const imgs = [...document.querySelectorAll(".grid-scroller img")].slice(0, 20);
+  if (imgs.length === 20 && imgs.every((i) => i.complete && i.naturalWidth > 0)) {
+    requestAnimationFrame(() => done({
+      thumbs_ms: performance.now(),
+      fcp_ms: (performance.getEntriesByName("first-contentful-paint")[0] || {}).startTime,
+    }));
+  } else setTimeout(check, 5);
+})();
+"""
+
+SCROLL = """
+const done = arguments[arguments.length - 1];
+const el = document.querySelector(".grid-scroller");
+const frames = [];
+let last = performance.now();
+const end = last + 5000;
+function step(t) {
+  frames.push(t - last);
+  last = t;
+  el.scrollTop += 40;
+  if (t < end && el.scrollTop < el.scrollHeight - el.clientHeight) requestAnimationFrame(step);
+  else done({frames, nodes: document.querySelectorAll(".grid-canvas img").length,
+             scrolled_px: el.scrollTop, heap_mb: performance.memory.usedJSHeapSize / 1e6});
+}
+requestAnimationFrame(step);
+"""
+
+
+def bench_grid(emit, work: Path) -> None:
+    """A class of 5,000 photos: first 20 thumbnails painted (cold: thumbnails made on demand;
+    warm: from the disk cache) and frame times while scrolling 40 px per frame for 5 s."""
+    make_images(work / "grid-src" / "many", 5000)
+    with studio(work / "home-grid") as client:
+        pid = new_project(client, "grid", [])
+        answer = client.post(
+            f"/api/projects/{pid}/import/folder", json={"path": str(work / "grid-src")}
+        )
+        assert answer.raise_for_status().json()["added"] == 5000, answer.text
+        driver = chromium()
+        try:
+            for visit in ("cold", "warm"):
+                driver.get("about:blank")
+                driver.get(f"{client.base_url}/#/p/{pid}/images/many")
+                paint = driver.execute_async_script(FIRST_THUMBS)
+                scroll = driver.execute_async_script(SCROLL)
+                frames = sorted(scroll["frames"][1:])
+                emit(
+                    {
+                        "bench": "grid",
+                        "visit": visit,
+                        "images": 5000,
+                        "first_contentful_paint_ms": paint["fcp_ms"],
+                        "first_20_thumbnails_ms": paint["thumbs_ms"],
+                        "scroll_frames": len(frames),
+                        "frame_p50_ms": statistics.median(frames),
+                        "frame_p95_ms": frames[int(0.95 * (len(frames) - 1))],
+                        "frame_max_ms": frames[-1],
+                        "frames_over_50ms": sum(f > 50 for f in frames),
+                        "img_elements_after_scroll": scroll["nodes"],
+                        "scrolled_px": scroll["scrolled_px"],
+                        "js_heap_mb": scroll["heap_mb"],
+                    }
+                )
+        finally:
+            driver.quit()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip", default="", help="comma-separated: upload,train,grid,live")
@@ -193,9 +334,12 @@ def main() -> None:
     emit = appender(Path(__file__).parent / "studio.jsonl", stamp)
     with tempfile.TemporaryDirectory(prefix="imgrec-bench-studio-") as tmp:
         work = Path(tmp)
-        for name, bench in (("upload", bench_upload), ("train", bench_train)):
-            if name not in skip:
-                bench(emit, work)
+        if "upload" not in skip:
+            bench_upload(emit, work)
+        if "train" not in skip:
+            bench_train(emit, work, frozenset(skip))
+        if "grid" not in skip:
+            bench_grid(emit, work)
 
 
 if __name__ == "__main__":
