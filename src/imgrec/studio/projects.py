@@ -581,8 +581,7 @@ class Project:
             cls = self._class(cls)
         batch = self.new_batch(create_classes=False)
         try:
-            for filename, payload in files:
-                batch.add_bytes(str(filename), payload, cls)
+            batch.add_uploads([(str(filename), payload) for filename, payload in files], cls)
         finally:
             self.record_import(batch, "add", f"Added {plural(len(batch.added))} to {cls}")
         added = [self.image(c, n, size) for c, n, size, _ in batch.added]
