@@ -22,6 +22,8 @@ export function runChooser(runs, current, onChoose) {
   return field("Run", node);
 }
 
+const SPLIT_WORDS = { val: "validation", valid: "validation", validation: "validation", test: "test" };
+
 /** "96% (92-98% with 95% confidence) on 60 test images". */
 export function accuracySentence(run) {
   let text = percent(run.accuracy);
@@ -30,7 +32,8 @@ export function accuracySentence(run) {
     text += ` (${lo}-${hi}% with 95% confidence)`;
   }
   if (Number.isFinite(run.n)) {
-    const split = run.evaluated_on && !/\s/.test(run.evaluated_on) ? `${run.evaluated_on} ` : "";
+    const name = run.evaluated_on && !/\s/.test(run.evaluated_on) ? run.evaluated_on : "";
+    const split = name ? `${SPLIT_WORDS[name] || name} ` : "";
     text += ` on ${plural(run.n, `${split}image`)}`;
   }
   return text;

@@ -52,7 +52,7 @@ export async function render(root, ctx) {
   const outcome = h("div", { class: "outcome" });
   const controls = h("div", { class: "row-actions" });
   const progress = h("section", { class: "card train-progress", hidden: true, "aria-label": "Training progress" },
-    status, bar, facts, curve.element, controls, outcome);
+    status, bar, outcome, controls, facts, curve.element);
   const state = { job: null };
 
   const trainButton = button("Train", async () => {
