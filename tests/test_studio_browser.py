@@ -35,6 +35,16 @@ CHROMIUM_FLAGS = (
     "--use-fake-ui-for-media-stream",  # allow the camera without a prompt
 )
 FRAMES = 20  # captured per class
+UNLABELLED_JS = """
+return [...document.querySelectorAll('input, select, textarea, button, a[href]')]
+  .filter(el => !el.closest('[hidden]'))
+  .filter(el => {
+    const label = [...(el.labels || [])].map(l => l.textContent).join('').trim();
+    const text = ['BUTTON', 'A'].includes(el.tagName) ? el.textContent.trim() : '';
+    return !(label || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby') || text);
+  })
+  .map(el => el.outerHTML.slice(0, 120));
+"""
 EVIL = '<img src=x onerror="window.pwned=1">'  # a class name that must stay text
 
 
@@ -48,7 +58,7 @@ def write_y4m(path: Path, kind: str, seed: int, frames: int = 40) -> Path:
     with path.open("wb") as out:
         out.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
         for _ in range(frames):
-            noise = rng.normal(0, 20, (height, width, 3)) + np.array(base, float)
+            noise = rng.normal(0, 6, (height, width, 3)) + np.array(base, float)
             img = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
             draw = ImageDraw.Draw(img)
             for _ in range(3):
@@ -185,6 +195,10 @@ class Page:
         ActionChains(self.driver).release(record).perform()
         self.wait.until(lambda _: self.class_count(cls) >= frames)
 
+    def unlabelled(self) -> list[str]:
+        """Visible controls with no accessible name (a label, aria-label or text)."""
+        return self.driver.execute_script(UNLABELLED_JS)
+
     def foreign_requests(self, origin: str) -> list[str]:
         """Resources this page loaded from anywhere but the studio (data:/blob: are local)."""
         names = self.driver.execute_script(
@@ -295,6 +309,7 @@ def upload_with_the_file_picker(page: Page, tmp_path: Path) -> None:
     page.wait.until(lambda _: page.class_count("blue") == before + 3)
     assert "notes.txt: not an image file" in page.until_text(".rejected-list", "notes.txt")
     assert len(page.all(".tile")) <= page.class_count("blue")
+    assert not page.unlabelled()
     page.shot("images")
 
 
@@ -313,6 +328,7 @@ def train_fast(page: Page) -> None:
     page.find('.tab[href$="/train"]').click()
     page.find("details.advanced summary").click()
     Select(page.find("details.advanced select")).select_by_value("fast")
+    assert not page.unlabelled()
     page.button("Train").click()
     page.until_text(".outcome", "Accuracy", timeout=150)
     assert " images" in page.text(".outcome")
@@ -339,6 +355,7 @@ def try_it_live(page: Page) -> None:
     verdict = page.text(".live-predictions .verdict")
     assert verdict.split(" ")[0] in ("blue", "red", "unknown")
     assert len(page.all(".live-predictions .bar-row")) == 2
+    assert not page.unlabelled()
     page.shot("try")
     page.button("Stop camera").click()
 

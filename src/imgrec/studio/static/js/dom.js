@@ -140,6 +140,7 @@ export function when(iso) {
 /** Seconds as "1 min 20 s" / "45 s". */
 export function duration(seconds) {
   if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0) return "";
+  if (seconds < 10) return `${seconds.toFixed(1)} s`;
   const s = Math.round(seconds);
   if (s < 60) return `${s} s`;
   const m = Math.floor(s / 60);

@@ -13,6 +13,13 @@ const MIN_TILE = 110;
 const BUFFER_ROWS = 1;
 const KEEP_PAGES = 3; // pages kept beyond the view each way
 
+/** A thumbnail the server could not make (an unreadable file): say so on the tile. */
+function markBroken(tile, name) {
+  tile.classList.add("broken");
+  tile.setAttribute("aria-label", `${name} (unreadable)`);
+  tile.title = `${name}: this file could not be read as an image`;
+}
+
 export class VirtualGrid {
   /**
    * pid, cls: whose images; total: how many (the class count); label: for screen readers;
@@ -138,6 +145,7 @@ export class VirtualGrid {
     const size = String(this.tile);
     tile.dataset.name = image.name;
     tile.title = image.name;
+    tile.classList.remove("broken");
     tile.setAttribute("aria-label", image.name);
     tile.replaceChildren(
       h("img", {
@@ -148,6 +156,7 @@ export class VirtualGrid {
         width: size,
         height: size,
         draggable: "false",
+        on: { error: () => markBroken(tile, image.name) },
       }),
       h("span", { class: "tick", "aria-hidden": "true" }, icon(ICONS.check)),
     );

@@ -173,15 +173,17 @@ function advancedPanel(pid) {
   const minutes = h("input", { type: "number", min: "1", max: "600", step: "1", inputmode: "numeric", placeholder: "no limit" });
   const augment = select(AUGMENTS, "default");
   const size = h("input", { type: "number", min: "64", max: "1024", step: "8", inputmode: "numeric", placeholder: "the model's own" });
-  const preview = h("img", { class: "augment-preview", alt: "", width: "480", height: "240", hidden: true });
-  preview.addEventListener("error", () => {
-    preview.hidden = true;
-    showError("The augmentation preview could not be made: add a few photos to each class first.");
-  });
-  const showPreview = button("Preview augmentation", () => {
+  const preview = h("img", { class: "augment-preview", alt: "", hidden: true });
+  let previewUrl = null;
+  const showPreview = button("Preview augmentation", async () => {
     const imageSize = Number(size.value) || 224;
+    const path = api.withQuery(api.projectPath(pid, "augment-preview"), { augment: augment.value, image_size: imageSize });
+    // fetched rather than set as src, so a refusal shows the server's sentence
+    const response = await api.get(path);
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = URL.createObjectURL(await response.blob());
+    preview.src = previewUrl;
     preview.alt = `Training photos as the ${augment.value} augmentation changes them`;
-    preview.src = api.withQuery(api.projectPath(pid, "augment-preview"), { augment: augment.value, image_size: imageSize });
     preview.hidden = false;
   });
   const element = h(
