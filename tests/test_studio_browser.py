@@ -151,7 +151,9 @@ class Page:
         return self.wait.until(found)
 
     def text(self, css: str) -> str:
-        return self.find(css).text
+        """The shown text of the first `css` match, read in one step (live views redraw)."""
+        script = "const e = document.querySelector(arguments[0]); return e ? [e.innerText] : null"
+        return self.wait.until(lambda d: d.execute_script(script, css))[0]
 
     def until_text(self, css: str, needle: str, timeout: float = 60) -> str:
         from selenium.webdriver.support.ui import WebDriverWait
@@ -289,9 +291,6 @@ def create_project_and_classes(page: Page, url: str) -> str:
     page.button("Delete class").click()
     assert f"Deleted class {EVIL}" in page.until_text("#snackbar", "Undo")
     page.wait.until(lambda _: not page.all(f'.class-item[data-cls="{css(EVIL)}"]'))
-    page.driver.get(url + "/#/")
-    page.until_text(".project-list", "Red or blue")
-    page.shot("projects")
     page.driver.get(f"{url}/#/p/{pid}/images/red")
     return pid
 
@@ -376,6 +375,8 @@ def export_the_project(page: Page, downloads: Path, pid: str) -> Path:
 
 def import_as_a_new_project(page: Page, zip_path: Path, pid: str) -> None:
     page.find(".brand").click()
+    page.wait.until(lambda _: len(page.all(".project-thumbs img")) == 4)
+    page.shot("projects")
     page.find("#import-project-file").send_keys(str(zip_path))
     page.button("Import project").click()
     page.wait.until(lambda d: "/images" in d.current_url and f"/p/{pid}/" not in d.current_url)

@@ -28,6 +28,7 @@ export class VirtualGrid {
   constructor({ pid, cls, total, label, onSelection, onOpen, onDelete }) {
     Object.assign(this, { pid, cls, total, onSelection, onOpen, onDelete });
     this.pages = new Map(); // page number -> images[] | Promise
+    this.stale = new Map(); // pages from before reload(), shown until their update arrives
     this.tiles = new Map(); // index -> button
     this.selected = new Set(); // image names
     this.anchor = 0;
@@ -52,6 +53,7 @@ export class VirtualGrid {
     this.resizer.disconnect();
     this.generation += 1;
     this.pages.clear();
+    this.stale.clear();
     this.tiles.clear();
     this.canvas.replaceChildren();
   }
@@ -60,7 +62,9 @@ export class VirtualGrid {
   reload(total) {
     if (typeof total === "number") this.total = total;
     this.generation += 1;
-    this.pages.clear();
+    // the old pages stay on screen until the new ones arrive, so tiles do not blink
+    this.stale = new Map([...this.pages].filter(([, images]) => Array.isArray(images)));
+    this.pages = new Map();
     this.focusIndex = Math.min(this.focusIndex, Math.max(0, this.total - 1));
     this.layout();
   }
@@ -182,7 +186,8 @@ export class VirtualGrid {
     const images = this.pages.get(page);
     if (Array.isArray(images)) return images[index - page * PAGE] || null;
     if (!images) this.loadPage(page);
-    return null;
+    const old = this.stale.get(page);
+    return (old && old[index - page * PAGE]) || null;
   }
 
   loadPage(page) {
@@ -191,6 +196,7 @@ export class VirtualGrid {
       (answer) => {
         if (generation !== this.generation) return answer.images;
         this.pages.set(page, answer.images);
+        this.stale.delete(page);
         if (answer.total !== this.total) {
           this.total = answer.total;
           this.layout();
@@ -225,7 +231,9 @@ export class VirtualGrid {
   forget(first, last) {
     const low = Math.floor(first / PAGE) - KEEP_PAGES;
     const high = Math.floor(last / PAGE) + KEEP_PAGES;
-    for (const page of this.pages.keys()) if (page < low || page > high) this.pages.delete(page);
+    for (const pages of [this.pages, this.stale]) {
+      for (const page of pages.keys()) if (page < low || page > high) pages.delete(page);
+    }
   }
 
   // --- selection ------------------------------------------------------------------------

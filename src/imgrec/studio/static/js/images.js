@@ -137,7 +137,12 @@ class ImagesView {
       if (c.name === this.cls) link.setAttribute("aria-current", "true");
       return h("li", {}, link);
     });
+    const focused = this.classList.contains(document.activeElement) ? document.activeElement.dataset.cls : null;
     replace(this.classList, items.length ? items : h("li", { class: "muted" }, "No classes yet."));
+    if (focused !== null) {
+      // a redraw (another tab, an upload) must not throw a keyboard user's focus away
+      [...this.classList.querySelectorAll(".class-item")].find((a) => a.dataset.cls === focused)?.focus();
+    }
   }
 
   go(cls) {
@@ -196,7 +201,7 @@ class ImagesView {
       return;
     }
     this.drawClassList();
-    this.drawHeader();
+    if (!this.header.contains(document.activeElement)) this.drawHeader(); // not mid-rename
     this.grid?.reload(info.count);
   }
 
