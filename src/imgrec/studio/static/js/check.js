@@ -55,7 +55,6 @@ export async function render(root, ctx) {
       h("span", {}, words[job.status] || job.status),
       running ? button("Cancel", () => api.cancelJob(pid, job.id).then(showJob)) : null,
     );
-    if (job.status === "failed" && job.error) showError(job.error);
   }
 
   async function loadAudit() {
@@ -88,7 +87,9 @@ export async function render(root, ctx) {
   const offJob = ctx.events.on("job", (job) => {
     if (job.kind !== "audit") return;
     if (state.job && job.id !== state.job.id && job.created < state.job.created) return;
-    const finished = state.job?.status === "running" && job.status === "done";
+    const active = (j) => j && (j.status === "running" || j.status === "queued");
+    const finished = active(state.job) && job.status === "done";
+    if (active(state.job) && job.status === "failed") showError(job.error || "The check failed.");
     showJob(job);
     if (finished) loadAudit().catch(() => {});
   });

@@ -60,7 +60,8 @@ export async function render(root, ctx) {
 
   const off = ctx.events.on("job", (job) => {
     if (job.kind !== "compare") return;
-    const finished = state.job?.status === "running" && job.status !== "running";
+    const active = (j) => j && (j.status === "running" || j.status === "queued");
+    const finished = active(state.job) && !active(job);
     show(job);
     if (job.status === "failed" && finished) showError(job.error || "The comparison failed.");
     if (finished) loadBoard().catch(() => {});

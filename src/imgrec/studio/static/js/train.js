@@ -116,7 +116,8 @@ export async function render(root, ctx) {
     if (job.kind !== "train") return;
     if (state.job && job.id !== state.job.id && (job.created || "") < (state.job.created || "")) return;
     if (state.job && job.id !== state.job.id) curve.set([]);
-    if (job.status === "failed" && state.job?.status === "running") showError(job.error || "Training failed.");
+    const wasActive = state.job?.status === "running" || state.job?.status === "queued";
+    if (job.status === "failed" && wasActive) showError(job.error || "Training failed.");
     show(job);
   });
   const offEpoch = ctx.events.on("epoch", (row) => {
