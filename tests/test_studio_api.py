@@ -266,3 +266,14 @@ def test_the_page_and_its_files_are_served_from_the_package(api):
     assert "http://" not in page.text.replace("http://127.0.0.1", "")
     assert "https://" not in page.text
     assert api.get("/docs").status_code == 404  # Swagger UI would load a CDN
+
+
+def test_the_augmentation_preview_is_a_png_of_the_projects_photos(api):
+    pid = new_project(api)
+    for cls, colour in (("cats", (200, 30, 30)), ("dogs", (30, 30, 200))):
+        upload(api, pid, cls, [(f"{i}.jpg", jpeg(colour, (80 + i, 60))) for i in range(3)])
+    answer = api.get(f"/api/projects/{pid}/augment-preview?augment=strong&image_size=96")
+    assert answer.status_code == 200, answer.text
+    assert answer.content.startswith(b"\x89PNG")
+    error_of(api.get(f"/api/projects/{pid}/augment-preview?augment=wild"), 422)
+    error_of(api.get(f"/api/projects/{pid}/augment-preview?image_size=5"), 422)

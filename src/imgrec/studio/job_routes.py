@@ -193,9 +193,9 @@ def audit(request: Request, pid: str) -> dict:
 def augment_preview(
     request: Request, pid: str, augment: str = "default", image_size: int = 224
 ) -> FileResponse:
+    from imgrec.classifier import ImageClassifier
     from imgrec.config import AUGMENT_PRESETS
     from imgrec.data.dataset import load_dataset
-    from imgrec.models.families import preset_config
     from imgrec.train.augment_preview import preview_augmentations
 
     if augment not in AUGMENT_PRESETS:
@@ -207,7 +207,7 @@ def augment_preview(
     out = project.folder / ".studio" / "previews" / f"{project.version}-{augment}-{image_size}.png"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        spec = preset_config(image_size=image_size)
+        spec = ImageClassifier(image_size=image_size).preprocessing  # the default backbone's
         preview_augmentations(load_dataset(project.data), augment, out, images=4, spec=spec)
     return FileResponse(out, media_type="image/png", headers={"Cache-Control": "no-store"})
 
