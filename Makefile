@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench clean browser
+.PHONY: demo test lint fuzz bench clean browser screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -31,6 +31,10 @@ browser:
 # The property-based and fuzz tests at length (thousands of examples each; make test runs 40).
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -m fuzz
+
+# The studio's screenshots in docs/images, taken by its browser test (docs/studio.md).
+screenshots: $(STAMP) browser
+	IMGREC_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/test_studio_browser.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/transfer.py
