@@ -146,7 +146,10 @@ export async function render(root, ctx) {
 function drawFacts(facts, bar, job) {
   const p = job.progress || {};
   const rows = [];
-  if (Number.isFinite(p.epoch) && Number.isFinite(p.epochs) && p.epochs > 0) {
+  if (job.status === "done") {
+    bar.max = 1;
+    bar.value = 1; // early stopping may end before the planned epochs: done is done
+  } else if (Number.isFinite(p.epoch) && Number.isFinite(p.epochs) && p.epochs > 0) {
     rows.push(["Epoch", `${p.epoch} of ${p.epochs}`]);
     bar.max = p.epochs;
     bar.value = Math.min(p.epoch, p.epochs);
@@ -156,7 +159,7 @@ function drawFacts(facts, bar, job) {
     bar.max = 1;
     bar.value = job.status === "done" ? 1 : 0;
   }
-  if (Number.isFinite(p.val_acc)) rows.push(["Validation accuracy", percent(p.val_acc, 1)]);
+  if (Number.isFinite(p.val_acc)) rows.push(["Validation accuracy (latest epoch)", percent(p.val_acc, 1)]);
   if (Number.isFinite(p.loss)) rows.push(["Loss", p.loss.toFixed(3)]);
   if (Number.isFinite(p.eta_s) && job.status === "running") rows.push(["Time left", `about ${duration(p.eta_s)}`]);
   if (p.message) rows.push(["Now", p.message]);
