@@ -8,6 +8,7 @@ Each answer is a 4xx with one sentence in `error`, and the project on disk is un
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -277,3 +278,15 @@ def test_the_augmentation_preview_is_a_png_of_the_projects_photos(api):
     assert answer.content.startswith(b"\x89PNG")
     error_of(api.get(f"/api/projects/{pid}/augment-preview?augment=wild"), 422)
     error_of(api.get(f"/api/projects/{pid}/augment-preview?image_size=5"), 422)
+
+
+def test_keeping_a_finding_can_be_undone(api):
+    pid = new_project(api)
+    name = upload(api, pid, "cats", [("a.jpg", jpeg())]).json()["added"][0]["name"]
+    refs = {"images": [{"cls": "cats", "name": name}], "check": "duplicates"}
+    action = api.post(f"/api/projects/{pid}/audit/keep", json=refs).json()
+    assert action["undoable"] and "Kept 1 image" in action["summary"]
+    assert api.post(f"/api/projects/{pid}/actions/{action['id']}/undo").status_code == 200
+    home = Path(api.get("/api/info").json()["home"])
+    kept = json.loads((home / pid / ".studio" / "kept.json").read_text())
+    assert kept == {}

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, JpegImagePlugin
 
 from imgrec.data.dataset import load_dataset
-from imgrec.studio import projects as projects_mod
+from imgrec.studio import journal as journal_mod
 from imgrec.studio import thumbs as thumbs_mod
 from imgrec.studio.errors import StudioError
 from imgrec.studio.projects import Studio, image_url, thumb_url
@@ -208,7 +208,7 @@ def test_project_json_is_written_atomically(pets, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the server dies while writing
 
-    monkeypatch.setattr(projects_mod.json, "dump", killed)
+    monkeypatch.setattr(journal_mod.json, "dump", killed)
     with pytest.raises(KeyboardInterrupt):
         pets.rename("Other")
     assert (pets.folder / "project.json").read_text() == before

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import stat
+import tempfile
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -112,6 +113,36 @@ class Journal:
                 if f.read(1) != b"\n":
                     f.write(b"\n")
             f.write(line.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, document: dict) -> None:
+    """Write JSON to a temporary file beside `path` and os.replace it into place: a reader
+    (or a server killed mid-write) sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f, ensure_ascii=False, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict:
+    """A small JSON object from disk, or {} when it is missing or damaged."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+KEPT_FILE = "kept.json"  # in .studio/: audit findings looked at and kept, by check
+
+
+def write_kept(path: Path, kept: dict[str, set[tuple[str, str]]]) -> None:
+    document = {k: sorted([list(r) for r in v]) for k, v in sorted(kept.items()) if v}
+    write_json_atomic(path, document)
 
 
 def new_action_id() -> str:
@@ -324,6 +355,20 @@ def _remove_if_empty(folder: Path) -> None:
         os.rmdir(folder)
 
 
+def _check_kept(entry: dict, data: Path, trash: Path) -> Problem:
+    return None  # showing findings again is always possible
+
+
+def _revert_kept(entry: dict, data: Path, trash: Path) -> None:
+    path = data.parent / ".studio" / KEPT_FILE
+    document = read_json(path)
+    refs = {tuple(r) for r in document.get(entry["check"], []) if isinstance(r, list)}
+    refs -= {tuple(r) for r in entry["refs"]}
+    write_kept(
+        path, {**{k: {tuple(r) for r in v} for k, v in document.items()}, entry["check"]: refs}
+    )
+
+
 _Check = Callable[[dict, Path, Path], Problem]
 _Revert = Callable[[dict, Path, Path], None]
 _KINDS: dict[str, tuple[_Check, _Revert]] = {
@@ -335,4 +380,5 @@ _KINDS: dict[str, tuple[_Check, _Revert]] = {
     "merge_class": (_check_merged, _revert_merged),
     "delete_class": (_check_class_deleted, _revert_class_deleted),
     "add_class": (_check_class_added, _revert_class_added),
+    "keep": (_check_kept, _revert_kept),
 }

@@ -176,8 +176,7 @@ def delete_images(request: Request, pid: str, body: ImageRefs) -> dict:
 
 @router.post("/projects/{pid}/audit/keep")
 def keep(request: Request, pid: str, body: KeepRefs) -> dict:
-    project_of(request, pid).keep(refs(body), body.check)
-    return {"kept": len(body.images)}
+    return project_of(request, pid).keep(refs(body), body.check)
 
 
 # -- imports and undo -----------------------------------------------------------------------

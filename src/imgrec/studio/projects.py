@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
 import os
 import re
 import shutil
 import stat
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -30,15 +28,19 @@ from urllib.parse import quote
 from imgrec.studio import ingest as ingest_mod
 from imgrec.studio.errors import StudioError
 from imgrec.studio.journal import (
+    KEPT_FILE,
     Journal,
     gone,
     new_action_id,
     now_iso,
     plural,
     public,
+    read_json,
     revert,
     signature,
     undo_problem,
+    write_json_atomic,
+    write_kept,
 )
 from imgrec.studio.names import (
     check_class_name,
@@ -58,7 +60,6 @@ PROJECT_FILE = "project.json"
 STUDIO_DIR = ".studio"
 TRASH_DIR = ".trash"
 TRASHED_FILE = "trashed.json"  # in a trashed project's .studio/: its id and when
-KEPT_FILE = "kept.json"
 MAX_PAGE = 500
 _TEMP = re.compile(r"\..+\.tmp\Z")  # what write_json_atomic leaves when killed mid-write
 
@@ -80,28 +81,6 @@ def _q(segment: str) -> str:
 def _order(name: str) -> tuple[str, str]:
     """How names are listed: case-insensitively, ties broken by the exact name."""
     return (name.casefold(), name)
-
-
-def write_json_atomic(path: Path, document: dict) -> None:
-    """Write JSON to a temporary file beside `path` and os.replace it into place: a reader
-    (or a server killed mid-write) sees the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, ensure_ascii=False, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path) -> dict:
-    """A small JSON object from disk, or {} when it is missing or damaged."""
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return document if isinstance(document, dict) else {}
 
 
 def _visible_dirs(folder: Path) -> list[str]:
@@ -730,17 +709,22 @@ class Project:
 
     # -- audit findings kept ----------------------------------------------------------------------
 
-    def keep(self, refs: list[tuple[str, str]], check: str) -> None:
-        """Remember that these images were looked at for `check` and are fine as they are."""
+    def keep(self, refs: list[tuple[str, str]], check: str) -> dict:
+        """Remember that these images were looked at for `check` and are fine as they are;
+        an Action, so that the check's card can show them again (undo)."""
         if not isinstance(check, str) or not check.strip() or len(check) > 80:
             raise StudioError("Say which check the images are kept for.")
         with self.lock:
             self.check_alive()
             kept = self.kept()
+            before = set(kept.get(check, set()))
             kept.setdefault(check, set()).update((str(c), str(n)) for c, n in refs)
-            document = {k: sorted([list(r) for r in v]) for k, v in sorted(kept.items())}
-            write_json_atomic(self.studio_dir / KEPT_FILE, document)
+            new = sorted(kept[check] - before)
+            write_kept(self.studio_dir / KEPT_FILE, kept)
+            summary = f"Kept {plural(len(new))} flagged by the {check} check"
+            entry = self.journal.record("keep", summary, {"check": check, "refs": new})
             self._bump()
+            return public(entry, True)
 
     def kept(self) -> dict[str, set[tuple[str, str]]]:
         """check -> the (class, name) pairs kept for it."""

@@ -138,8 +138,8 @@ function findingCard(pid, card, classes, reload) {
   };
   const keep = (image) =>
     button("Keep", async () => {
-      await api.keepImages(pid, [image], card.check);
-      snackbar(`Kept ${image.name}: this check will not show it again.`);
+      const action = await api.keepImages(pid, [image], card.check);
+      offerUndo(pid, action, reload);
       drop(image);
     }, { "aria-label": `Keep ${image.name}` });
   function draw() {
@@ -166,8 +166,8 @@ function findingCard(pid, card, classes, reload) {
     { class: "row-actions bulk" },
     button("Keep all", async () => {
       const all = images.filter((i) => !i.missing);
-      await api.keepImages(pid, all, card.check);
-      snackbar(`Kept ${plural(all.length, "image")}: this check will not show them again.`);
+      const action = await api.keepImages(pid, all, card.check);
+      offerUndo(pid, action, reload);
       images.length = 0;
       draw();
     }),
