@@ -255,10 +255,13 @@ def bench_live(emit, url: str, pid: str, run: str) -> None:
     try:
         driver.get(f"{url}/#/p/{pid}/try/{run}")
         driver.execute_script("performance.setResourceTimingBufferSize(100000)")
-        start = next(
-            b
-            for b in driver.find_elements(By.CSS_SELECTOR, "button")
-            if b.text.strip() == "Start camera"
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        start = WebDriverWait(driver, 60).until(
+            lambda d: next(
+                (b for b in d.find_elements(By.CSS_SELECTOR, "button") if b.text == "Start camera"),
+                False,
+            )
         )
         start.click()
         time.sleep(3)  # camera up, model loaded, first frames answered

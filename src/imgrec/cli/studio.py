@@ -23,7 +23,11 @@ DEFAULT_HOME = Path.home() / "imgrec-studio"
 )
 def studio(
     home: Annotated[
-        Path, typer.Option(help="Folder holding the projects (created when missing).")
+        Path,
+        typer.Option(
+            help="Folder holding the projects (created when missing).",
+            show_default="~/imgrec-studio",
+        ),
     ] = DEFAULT_HOME,
     host: Annotated[
         str,

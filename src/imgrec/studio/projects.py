@@ -131,8 +131,14 @@ class Studio:
 
     def __init__(self, home: Path) -> None:
         self.home = Path(os.path.abspath(Path(home).expanduser()))
-        self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / TRASH_DIR).mkdir(exist_ok=True)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            (self.home / TRASH_DIR).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StudioError(
+                f"cannot keep projects in {shown(str(self.home))}: {exc.strerror or exc}; "
+                "choose another folder with --home."
+            ) from None
         self._lock = threading.Lock()  # the id -> Project map, creating and trashing
         self._names_lock = threading.Lock()  # display names stay unique; taken last, always
         self._projects: dict[str, Project] = {}
