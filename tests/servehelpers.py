@@ -87,13 +87,7 @@ def running_server(
         wait_for(lambda: _healthy(url), process, 120, "the server answered /healthz", log)
         yield Server(url, process, log)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
 
 
 def _studio_up(url: str) -> bool:
@@ -119,13 +113,18 @@ def running_studio(home: Path, log: Path, *args: str, port: int | None = None) -
         wait_for(lambda: _studio_up(url), process, 120, "the studio answered /api/info", log)
         yield Server(url, process, log)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (what Ctrl-C or a service manager sends), SIGKILL after 15 s of not stopping."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def chromium_missing_message() -> str | None:

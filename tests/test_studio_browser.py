@@ -147,10 +147,15 @@ class Page:
     def button(self, text: str, within: str = "#view"):
         """The visible, enabled button labelled `text` (waits for it)."""
 
+        from selenium.common.exceptions import StaleElementReferenceException
+
         def found(_):
-            for node in self.all(f"{within} button"):
-                if node.text.strip() == text and node.is_displayed() and node.is_enabled():
-                    return node
+            try:
+                for node in self.all(f"{within} button"):
+                    if node.text.strip() == text and node.is_displayed() and node.is_enabled():
+                        return node
+            except StaleElementReferenceException:  # the view redrew meanwhile: look again
+                pass
             return False
 
         return self.wait.until(found)

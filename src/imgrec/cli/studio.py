@@ -55,8 +55,10 @@ def studio(
         bool, typer.Option("--browser/--no-browser", help="Open the page in a web browser.")
     ] = True,
 ) -> None:
-    """Open the studio: projects, photos and webcam capture, checks, training, results, live
-    tries and export, all in the browser and all on this machine."""
+    """A web app: from photos or webcam to a tested, exported model.
+
+    Projects, capture, data checks, training, results, live tries and export, all in the
+    browser and all on this machine (docs/studio.md)."""
     from imgrec.serve import ServeSettings
     from imgrec.serve.server import run_server
     from imgrec.studio.app import StudioSettings, create_app

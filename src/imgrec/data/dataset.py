@@ -318,17 +318,23 @@ def read_csv_rows(path: Path, what: str = "CSV file") -> list[list[str]]:
         raise ImgrecError(f"Cannot read the {what} {path}: {exc}.") from exc
 
 
-def _load_csv(csv_path: Path, max_pixels: int) -> Dataset:
-    """List a CSV whose paths are relative to the CSV's folder (or absolute)."""
-    root = csv_path.parent
-    rows = read_csv_rows(csv_path)
+def path_label_columns(rows: list[list[str]], csv_path: Path) -> tuple[list[str], int, int]:
+    """The CSV's header (lower case) and where its path and label columns are; ImgrecError
+    naming the columns it has when either is missing."""
     header = [h.strip().lower() for h in rows[0]] if rows else []
     if "path" not in header or "label" not in header:
         raise ImgrecError(
             f"The CSV file {csv_path} needs a header with columns path,label[,split]; "
             f"found {_shown(','.join(header)) or 'no header'}."
         )
-    col_path, col_label = header.index("path"), header.index("label")
+    return header, header.index("path"), header.index("label")
+
+
+def _load_csv(csv_path: Path, max_pixels: int) -> Dataset:
+    """List a CSV whose paths are relative to the CSV's folder (or absolute)."""
+    root = csv_path.parent
+    rows = read_csv_rows(csv_path)
+    header, col_path, col_label = path_label_columns(rows, csv_path)
     col_split = header.index("split") if "split" in header else None
     extra = _extra_columns(rows[0], (col_path, col_label, col_split), csv_path)
     found: list[tuple[Path, str, str | None]] = []

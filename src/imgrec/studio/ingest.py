@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from imgrec.data.dataset import SPLIT_ALIASES, read_csv_rows
+from imgrec.data.dataset import SPLIT_ALIASES, path_label_columns, read_csv_rows
 from imgrec.data.decode import DECODE_FORMATS, UnreadableImage, open_image
 from imgrec.errors import ImgrecError
 from imgrec.studio.errors import StudioError
@@ -554,15 +554,9 @@ def import_csv(ingest: Ingest, csv_path: Path) -> None:
         )
     try:
         rows = read_csv_rows(csv_path)
+        header, col_path, col_label = path_label_columns(rows, csv_path)
     except ImgrecError as exc:
         raise StudioError(str(exc)) from None
-    header = [h.strip().lower() for h in rows[0]] if rows else []
-    if "path" not in header or "label" not in header:
-        raise StudioError(
-            f"The CSV file {shown(str(csv_path))} needs a header row with the columns "
-            f"path,label; it has {shown(','.join(header)) or 'none'}."
-        )
-    col_path, col_label = header.index("path"), header.index("label")
     seen: set[str] = set()
     for line_no, row in enumerate(rows[1:], start=2):
         cells = [c.strip() for c in row] + [""] * len(header)

@@ -69,6 +69,64 @@ export function reportFailure(error) {
   failureReporter(error);
 }
 
+/** A form whose submit runs `onSubmit` (errors to the visible region) instead of navigating. */
+export function form(props, onSubmit, ...children) {
+  const submit = async (event) => {
+    event.preventDefault();
+    try {
+      await onSubmit(event);
+    } catch (error) {
+      reportFailure(error);
+    }
+  };
+  return h("form", { ...props, on: { submit } }, ...children);
+}
+
+/**
+ * A labelled text field and a submit button: `onName(text)` gets the trimmed text; empty
+ * text shows `empty` instead and puts the focus back. `input` is exposed for focusing.
+ */
+export function nameForm({ label, submit, empty, onName, props = {}, buttonProps = {} }) {
+  const input = h("input", { type: "text", maxlength: "80", autocomplete: "off" });
+  const element = form(
+    props,
+    async () => {
+      const text = input.value.trim();
+      if (!text) {
+        input.focus();
+        throw new Error(empty);
+      }
+      if ((await onName(text)) !== false) input.value = "";
+    },
+    field(label, input),
+    h("button", { type: "submit", ...buttonProps }, submit),
+  );
+  return { element, input };
+}
+
+/**
+ * Edit a name where `title` stood: Save hands the new name to `onSave` (unless it is empty
+ * or unchanged), Cancel puts `title` back; `restore()` also puts it back.
+ */
+export function renameInPlace(title, { label, value, onSave, restore }) {
+  const input = h("input", { type: "text", value, maxlength: "80" });
+  const back = restore || (() => element.replaceWith(title));
+  const element = form(
+    { class: "inline-form" },
+    async () => {
+      const name = input.value.trim();
+      if (!name || name === value) return back();
+      return onSave(name);
+    },
+    field(label, input),
+    h("button", { type: "submit", class: "primary" }, "Save"),
+    button("Cancel", () => back()),
+  );
+  title.replaceWith(element);
+  input.focus();
+  input.select();
+}
+
 let uid = 0;
 
 /** A unique id for label/input pairs. */

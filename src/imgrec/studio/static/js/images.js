@@ -5,7 +5,7 @@
 import { activityPanel } from "./activity.js";
 import * as api from "./api.js";
 import { capturePanel } from "./capture.js";
-import { button, field, fileButton, h, plural, replace, select } from "./dom.js";
+import { button, field, fileButton, h, nameForm, plural, renameInPlace, replace, select } from "./dom.js";
 import { allIntoClass, looksLikeImage, makeDropZone, sortIntoClasses } from "./drop.js";
 import { VirtualGrid } from "./grid.js";
 import { offerUndo, showError, snackbar } from "./notify.js";
@@ -84,32 +84,19 @@ class ImagesView {
   // --- the class list ---------------------------------------------------------------------
 
   classPanel() {
-    const name = h("input", { type: "text", maxlength: "80", autocomplete: "off" });
-    const form = h(
-      "form",
-      {
-        class: "add-class",
-        on: {
-          submit: async (event) => {
-            event.preventDefault();
-            const text = name.value.trim();
-            if (!text) {
-              showError("Type a class name first (for example “cats”).");
-              name.focus();
-              return;
-            }
-            const made = await api.addClass(this.pid, text).catch(() => null);
-            if (!made) return;
-            name.value = "";
-            await this.ctx.refreshProject();
-            this.go(made.name);
-          },
-        },
+    const { element: form, input } = nameForm({
+      label: "New class",
+      submit: "Add class",
+      empty: "Type a class name first (for example “cats”).",
+      props: { class: "add-class" },
+      onName: async (text) => {
+        const made = await api.addClass(this.pid, text).catch(() => null);
+        if (!made) return false;
+        await this.ctx.refreshProject();
+        return this.go(made.name);
       },
-      field("New class", name),
-      h("button", { type: "submit" }, "Add class"),
-    );
-    this.newClassInput = name;
+    });
+    this.newClassInput = input;
     const panel = h(
       "aside",
       { class: "class-panel card", "aria-label": "Classes" },
@@ -224,31 +211,18 @@ class ImagesView {
   }
 
   renameForm(title, cls) {
-    const input = h("input", { type: "text", value: cls, maxlength: "80" });
-    const form = h(
-      "form",
-      {
-        class: "inline-form",
-        on: {
-          submit: async (event) => {
-            event.preventDefault();
-            const name = input.value.trim();
-            if (!name || name === cls) return this.drawHeader();
-            const action = await api.renameClass(this.pid, cls, name).catch(() => null);
-            if (!action) return null;
-            offerUndo(this.pid, action, () => this.afterUndo());
-            await this.ctx.refreshProject();
-            return this.go(name);
-          },
-        },
+    renameInPlace(title, {
+      label: `New name for ${cls}`,
+      value: cls,
+      restore: () => this.drawHeader(),
+      onSave: async (name) => {
+        const action = await api.renameClass(this.pid, cls, name).catch(() => null);
+        if (!action) return;
+        offerUndo(this.pid, action, () => this.afterUndo());
+        await this.ctx.refreshProject();
+        this.go(name);
       },
-      field(`New name for ${cls}`, input),
-      h("button", { type: "submit", class: "primary" }, "Save"),
-      button("Cancel", () => this.drawHeader()),
-    );
-    title.replaceWith(form);
-    input.focus();
-    input.select();
+    });
   }
 
   mergeControl(cls, others) {

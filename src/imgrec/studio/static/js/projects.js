@@ -2,34 +2,24 @@
 // delete (to the trash, with Undo), restore from the trash, and import a project zip.
 
 import * as api from "./api.js";
-import { button, field, h, plural, replace, when } from "./dom.js";
-import { showError, snackbar } from "./notify.js";
+import { button, field, form, h, nameForm, plural, renameInPlace, replace, when } from "./dom.js";
+import { snackbar } from "./notify.js";
 
 export async function render(root, { go, route }) {
   const list = h("ul", { class: "project-list", "aria-label": "Projects" });
   const trash = h("div", { class: "trash" });
-  const name = h("input", { type: "text", maxlength: "80", required: true, autocomplete: "off" });
-  const create = h(
-    "form",
-    {
-      class: "inline-form",
-      on: {
-        submit: async (event) => {
-          event.preventDefault();
-          const text = name.value.trim();
-          if (!text) {
-            showError("Type a name for the new project first.");
-            name.focus();
-            return;
-          }
-          const project = await api.createProject(text).catch(() => null);
-          if (project) go("p", project.id, "images");
-        },
-      },
+  const { element: create, input: name } = nameForm({
+    label: "New project name",
+    submit: "Create project",
+    empty: "Type a name for the new project first.",
+    props: { class: "inline-form" },
+    buttonProps: { class: "primary" },
+    onName: async (text) => {
+      const project = await api.createProject(text).catch(() => null);
+      if (!project) return false;
+      return go("p", project.id, "images");
     },
-    field("New project name", name),
-    h("button", { type: "submit", class: "primary" }, "Create project"),
-  );
+  });
   replace(
     root,
     h("h1", {}, "Your projects"),
@@ -99,29 +89,17 @@ function projectCard(project, route, reload) {
 }
 
 function startRename(card, title, project, reload) {
-  const input = h("input", { type: "text", value: project.name, maxlength: "80" });
-  const form = h(
-    "form",
-    {
-      class: "inline-form",
-      on: {
-        submit: async (event) => {
-          event.preventDefault();
-          const renamed = await api.renameProject(project.id, input.value.trim()).catch(() => null);
-          if (renamed) {
-            snackbar(`Renamed to ${renamed.name}.`);
-            await reload();
-          }
-        },
-      },
+  renameInPlace(title, {
+    label: "New name",
+    value: project.name,
+    onSave: async (name) => {
+      const renamed = await api.renameProject(project.id, name).catch(() => null);
+      if (renamed) {
+        snackbar(`Renamed to ${renamed.name}.`);
+        await reload();
+      }
     },
-    field("New name", input),
-    h("button", { type: "submit", class: "primary" }, "Save"),
-    button("Cancel", () => form.replaceWith(title)),
-  );
-  title.replaceWith(form);
-  input.focus();
-  input.select();
+  });
 }
 
 async function removeProject(project, reload) {
@@ -162,33 +140,24 @@ function trashList(items, reload) {
 function importForm(go) {
   const file = h("input", { type: "file", accept: ".zip,application/zip", id: "import-project-file" });
   const note = h("p", { class: "muted", "aria-live": "polite" });
-  const form = h(
-    "form",
-    {
-      class: "card import-project",
-      on: {
-        submit: async (event) => {
-          event.preventDefault();
-          if (!file.files.length) {
-            showError("Choose a project zip (made by Export → Download the project) first.");
-            return;
-          }
-          const body = new FormData();
-          body.append("file", file.files[0], file.files[0].name);
-          note.textContent = "Importing…";
-          const project = await api.postForm(api.apiPath("projects", "import"), body).catch(() => null);
-          note.textContent = "";
-          if (project) {
-            snackbar(`Imported ${project.name}.`);
-            go("p", project.id, "images");
-          }
-        },
-      },
-    },
+  const element = form({ class: "card import-project" }, async () => {
+    if (!file.files.length) {
+      throw new Error("Choose a project zip (made by Export → Download the project) first.");
+    }
+    const body = new FormData();
+    body.append("file", file.files[0], file.files[0].name);
+    note.textContent = "Importing…";
+    const project = await api.postForm(api.apiPath("projects", "import"), body).catch(() => null);
+    note.textContent = "";
+    if (project) {
+      snackbar(`Imported ${project.name}.`);
+      go("p", project.id, "images");
+    }
+  },
     h("h2", {}, "Import a project"),
     field("Project zip", file, "A zip made by Export → Download the project, here or on another computer."),
     h("button", { type: "submit" }, "Import project"),
     note,
   );
-  return form;
+  return element;
 }
