@@ -52,9 +52,10 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def _healthy(url: str) -> bool:
+def answers(url: str) -> bool:
+    """True when GET `url` answers 200 within 2 s."""
     try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
@@ -84,18 +85,12 @@ def running_server(
             preexec_fn=preexec_fn,
         )
     try:
-        wait_for(lambda: _healthy(url), process, 120, "the server answered /healthz", log)
+        wait_for(
+            lambda: answers(f"{url}/healthz"), process, 120, "the server answered /healthz", log
+        )
         yield Server(url, process, log)
     finally:
         stop(process)
-
-
-def _studio_up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/api/info", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager
@@ -110,7 +105,9 @@ def running_studio(home: Path, log: Path, *args: str, port: int | None = None) -
             [*command, "--no-browser", *args], stdout=sink, stderr=subprocess.STDOUT, env=cli_env()
         )
     try:
-        wait_for(lambda: _studio_up(url), process, 120, "the studio answered /api/info", log)
+        wait_for(
+            lambda: answers(f"{url}/api/info"), process, 120, "the studio answered /api/info", log
+        )
         yield Server(url, process, log)
     finally:
         stop(process)
@@ -125,6 +122,19 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# Headless Chromium as the browser tests run it: nothing fetched in the background.
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 
 
 def chromium_missing_message() -> str | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from servehelpers import CHROMIUM_FLAGS as SHARED_FLAGS
 from servehelpers import chromium_missing_message, running_studio
 
 pytestmark = pytest.mark.slow
@@ -28,14 +29,7 @@ SHOTS = Path(
     os.environ.get("IMGREC_SCREENSHOTS") or Path(tempfile.gettempdir()) / "imgrec-studio-shots"
 ).resolve()
 CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
+    *SHARED_FLAGS,
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",  # allow the camera without a prompt
 )

@@ -10,22 +10,11 @@ from pathlib import Path
 
 import pytest
 from runhelpers import sample_files
-from servehelpers import chromium_missing_message, running_server, small_model
+from servehelpers import CHROMIUM_FLAGS, chromium_missing_message, running_server, small_model
 
 from imgrec import ImageClassifier
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-)
 
 
 @pytest.fixture
