@@ -24,9 +24,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports
 
-# Headless Chromium + chromedriver for tests/test_web_page.py (Debian/Ubuntu packages).
+# Headless Chromium + chromedriver and Firefox for the page tests (Debian/Ubuntu packages).
 browser:
-	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+	@command -v chromium >/dev/null && command -v firefox-esr >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver firefox-esr)
 
 # The property-based and fuzz tests at length (thousands of examples each; make test runs 40).
 fuzz: $(STAMP)
