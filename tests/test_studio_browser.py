@@ -321,7 +321,7 @@ def check_data(page: Page) -> None:
     page.button("Check my data").click()
     page.until_text(".job-line", "Check finished.", timeout=120)
     page.wait.until(lambda _: page.all(".finding") or page.all(".ok-note"))
-    assert "Verdict" in page.text(".audit-summary")
+    assert "What the check found" in page.text(".audit-summary")
     page.shot("check")
 
 

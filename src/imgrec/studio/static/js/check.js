@@ -74,9 +74,10 @@ export async function render(root, ctx) {
     );
     replace(
       summary,
-      h("h2", {}, "Verdict"),
-      audit.verdict ? h("p", { class: "verdict-text" }, audit.verdict) : null,
+      h("h2", {}, "What the check found"),
       lines.length ? h("ul", { class: "audit-lines" }, lines.map((line) => h("li", {}, line))) : null,
+      // the verdict sums up the lines above it (its wording refers to them)
+      audit.verdict ? h("p", { class: "verdict-text" }, audit.verdict) : null,
       audit.created ? h("p", { class: "muted" }, `Checked ${when(audit.created)}.`) : null,
       list.length ? null : h("p", { class: "ok-note" }, "No issues found: your data looks ready to train."),
     );
