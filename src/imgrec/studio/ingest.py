@@ -62,7 +62,7 @@ RATIO_MIN_BYTES = 1024 * 1024
 CHUNK = 1024 * 1024
 # JPEGs are checked at the smallest DCT scale (1/8): every byte is still entropy-decoded, so
 # truncation and corruption show, at under half the cost of a 256 px decode (0.31 against
-# 0.70 ms for a cats_and_dogs photo), which is most of an upload's time.
+# 0.70 ms for a cats_and_dogs photo).
 VERIFY_DRAFT = 1
 LABELS_FILE = "labels.csv"
 
