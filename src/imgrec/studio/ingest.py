@@ -114,7 +114,7 @@ class Ingest:
     def add_uploads(self, files: list[tuple[str, bytes]], cls: str) -> None:
         """Uploads (name as the browser sent it, bytes), in request order. Their decoding
         checks run on every core at once (Pillow decodes without holding the GIL), which took
-        the studio's uploads from 969 to 1,186 images/s in one paired run (benchmarks/studio.py)."""
+        the studio's uploads from 969 to 1,186 images/s in one run (benchmarks/studio.py)."""
         workers = min(len(files), os.cpu_count() or 1)
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
