@@ -45,6 +45,7 @@ from imgrec.studio.names import (
     class_or_problem,
     inside,
     is_junk,
+    name_order,
     sanitise_file_name,
     shown,
     unique_name,
@@ -210,14 +211,13 @@ class Ingest:
             same = [e.name for e in entries if e.name.casefold() == cls.casefold()]
         return same[0] if same else cls
 
+    def classes(self) -> list[str]:
+        """The classes this batch added images to or created, in name order."""
+        return sorted({cls for cls, *_ in self.added} | set(self.created), key=name_order)
+
     def answer(self) -> dict:
         """{added: count, rejected, classes}: what an import answers."""
-        classes = sorted({cls for cls, *_ in self.added} | set(self.created), key=_order)
-        return {"added": len(self.added), "rejected": self.rejected, "classes": classes}
-
-
-def _order(name: str) -> tuple[str, str]:
-    return (name.casefold(), name)
+        return {"added": len(self.added), "rejected": self.rejected, "classes": self.classes()}
 
 
 def _too_big(size: int) -> str:

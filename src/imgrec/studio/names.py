@@ -166,6 +166,11 @@ def unique_name(folder: Path, name: str) -> str:
     return f"{stem}-{n}{ext}"
 
 
+def name_order(name: str) -> tuple[str, str]:
+    """How names are listed: case-insensitively, ties broken by the exact name."""
+    return (name.casefold(), name)
+
+
 def slug(name: str) -> str:
     """A project id from its display name: lowercase ASCII letters, digits and '-' ("Mes
     Chats!" -> "mes-chats"); "project" when nothing ASCII is left (a name in Chinese)."""

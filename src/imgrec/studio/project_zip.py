@@ -32,7 +32,7 @@ from imgrec.data.dataset import read_csv_rows
 from imgrec.errors import ImgrecError
 from imgrec.studio import ingest
 from imgrec.studio.errors import StudioError
-from imgrec.studio.names import check_class_name, check_name, shown
+from imgrec.studio.names import check_class_name, check_name, name_order, shown
 from imgrec.text import printable
 
 PROJECT_FILE = "project.json"
@@ -57,7 +57,7 @@ def _run_files(folder: Path) -> dict[str, Path]:
 def export_project(project: Any, out: BinaryIO) -> None:
     """Write `project` (a studio Project) as a zip into `out`, streamed."""
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        classes = sorted(project.class_names(), key=lambda n: (n.casefold(), n))
+        classes = sorted(project.class_names(), key=name_order)
         rows = []
         for cls in classes:
             for name in project.image_names(cls):

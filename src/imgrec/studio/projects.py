@@ -48,6 +48,7 @@ from imgrec.studio.names import (
     check_name,
     inside,
     is_project_id,
+    name_order,
     segment_ok,
     shown,
     slug,
@@ -76,11 +77,6 @@ def thumb_url(pid: str, cls: str, name: str) -> str:
 
 def _q(segment: str) -> str:
     return quote(segment, safe="")
-
-
-def _order(name: str) -> tuple[str, str]:
-    """How names are listed: case-insensitively, ties broken by the exact name."""
-    return (name.casefold(), name)
 
 
 def _visible_dirs(folder: Path) -> list[str]:
@@ -158,7 +154,7 @@ class Studio:
         for pid in self._project_ids():
             with contextlib.suppress(StudioError):  # trashed meanwhile
                 out.append(self.project(pid).describe(with_classes=False))
-        return sorted(out, key=lambda p: (*_order(p["name"]), p["id"]))
+        return sorted(out, key=lambda p: (*name_order(p["name"]), p["id"]))
 
     def create_project(self, name: str) -> Project:
         """A new, empty project; 409 when a project of that name exists."""
@@ -387,9 +383,9 @@ class Project:
     def _class_stats(self) -> list[tuple[str, int, list[str]]]:
         """(class, image count, its first 4 image names) for every class, in name order."""
         stats = []
-        for cls in sorted(self.class_names(), key=_order):
+        for cls in sorted(self.class_names(), key=name_order):
             names = _image_names(self.data / cls)
-            stats.append((cls, len(names), heapq.nsmallest(4, names, key=_order)))
+            stats.append((cls, len(names), heapq.nsmallest(4, names, key=name_order)))
         return stats
 
     def class_names(self) -> list[str]:
@@ -398,7 +394,7 @@ class Project:
 
     def image_names(self, cls: str) -> list[str]:
         """The image files of a class, by name."""
-        return sorted(_image_names(self.data / cls), key=_order)
+        return sorted(_image_names(self.data / cls), key=name_order)
 
     def rename(self, name: str) -> dict:
         """Change the display name (the id, the folder's name, stays); 409 if it is taken."""
@@ -482,7 +478,7 @@ class Project:
                 )
             aid = new_action_id()
             files = []
-            for name in sorted(_image_names(self.data / source), key=_order):
+            for name in self.image_names(source):
                 new_name = unique_name(self.data / into, name)
                 os.replace(self.data / source / name, self.data / into / new_name)
                 files.append([name, new_name, *(signature(self.data / into / new_name) or [0, 0])])
@@ -537,7 +533,7 @@ class Project:
         cls = self._class(cls)
         offset = max(0, int(offset))
         limit = max(1, min(int(limit), MAX_PAGE))
-        names = sorted(_image_names(self.data / cls), key=_order)
+        names = self.image_names(cls)
         page = [self.image(cls, n) for n in names[offset : offset + limit]]
         return {"total": len(names), "offset": offset, "images": page}
 
@@ -605,7 +601,7 @@ class Project:
                 os.replace(self.data / cls / name, self.data / to / new_name)
                 sig = signature(self.data / to / new_name) or [0, 0]
                 files.append([cls, name, to, new_name, *sig])
-            sources = sorted({cls for cls, _ in todo}, key=_order)
+            sources = sorted({cls for cls, _ in todo}, key=name_order)
             origin = sources[0] if len(sources) == 1 else f"{len(sources)} classes"
             summary = f"Moved {plural(len(files))} from {origin} to {to}"
             entry = self.journal.record("move", summary, {"files": files})
@@ -623,7 +619,7 @@ class Project:
                 (trash / cls).mkdir(parents=True, exist_ok=True)
                 os.replace(self.data / cls / name, trash / cls / name)
                 files.append([cls, name, *(signature(trash / cls / name) or [0, 0])])
-            classes = sorted({cls for cls, _ in todo}, key=_order)
+            classes = sorted({cls for cls, _ in todo}, key=name_order)
             where = classes[0] if len(classes) == 1 else f"{len(classes)} classes"
             summary = f"Deleted {plural(len(files))} from {where}"
             entry = self.journal.record("delete", summary, {"files": files}, action_id=aid)
@@ -655,7 +651,7 @@ class Project:
         try:
             run(batch)
         finally:
-            classes = sorted({c for c, *_ in batch.added} | set(batch.created), key=_order)
+            classes = batch.classes()
             summary = f"Imported {plural(len(batch.added))} from {source}"
             if classes:
                 summary += f" into {', '.join(classes[:3])}" + (", ..." if len(classes) > 3 else "")
