@@ -35,7 +35,7 @@ const state = {
 };
 
 /** "#/p/<pid>/<tab>/a/b" -> {pid, tab, args}; "#/" (or anything else) -> the project list. */
-export function parseRoute(hash) {
+function parseRoute(hash) {
   const parts = hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(safeDecode);
   if (parts[0] === "p" && parts[1]) {
     return { pid: parts[1], tab: parts[2] || "images", args: parts.slice(3) };

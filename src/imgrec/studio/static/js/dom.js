@@ -65,7 +65,7 @@ export function onFailure(fn) {
   failureReporter = fn;
 }
 
-export function reportFailure(error) {
+function reportFailure(error) {
   failureReporter(error);
 }
 
@@ -170,11 +170,6 @@ export function select(choices, value, props = {}) {
   }
   if (value !== undefined) node.value = value;
   return node;
-}
-
-/** An element only screen readers announce. */
-export function srOnly(text) {
-  return h("span", { class: "sr-only" }, text);
 }
 
 /** A percentage from a 0-1 fraction: 0.9612 -> "96%", with `digits` decimals when asked. */

@@ -38,7 +38,7 @@ async function walk(entry, prefix, out) {
  * Every file dropped, with its path relative to what was dropped ("pets/cats/1.jpg").
  * The entries must be taken synchronously in the drop handler, before any await.
  */
-export function droppedEntries(dataTransfer) {
+function droppedEntries(dataTransfer) {
   const items = [...(dataTransfer.items || [])].filter((item) => item.kind === "file");
   const entries = items.map((item) => item.webkitGetAsEntry?.()).filter(Boolean);
   const files = [...(dataTransfer.files || [])];

@@ -12,9 +12,9 @@ const IN_FLIGHT = 2;
 const NEW_SESSION_MS = 3000; // webcam frames a moment apart still count as one upload
 
 export class Uploader {
-  /** onChange(uploader) after every step; onAdded(cls, images) after each batch. */
-  constructor(pid, { onChange, onAdded, maxRequestBytes } = {}) {
-    Object.assign(this, { pid, onChange, onAdded });
+  /** onChange(uploader) after every step. */
+  constructor(pid, { onChange, maxRequestBytes } = {}) {
+    Object.assign(this, { pid, onChange });
     this.maxRequestBytes = maxRequestBytes || 0;
     this.queue = [];
     this.inFlight = 0;
@@ -122,7 +122,6 @@ export class Uploader {
       const answer = await postForm(projectPath(this.pid, "classes", cls, "images"), form);
       this.added += answer.added.length;
       this.rejected.push(...answer.rejected);
-      this.onAdded?.(cls, answer.added);
     } catch (error) {
       this.rejected.push(
         ...batch.map((item) => ({ filename: item.name, error: error.message || String(error) })),
