@@ -1,9 +1,9 @@
 // The Activity list: every change to classes and images, newest first, each with Undo while
 // the server says it can still be undone (GET actions, POST actions/{aid}/undo).
 
-import { listActions, undoAction } from "./api.js";
+import { listActions } from "./api.js";
 import { button, h, replace, when } from "./dom.js";
-import { snackbar } from "./notify.js";
+import { undo } from "./notify.js";
 
 /** A <details> "Activity" panel; `afterUndo()` refreshes the view. Returns {element, reload}. */
 export function activityPanel(pid, afterUndo) {
@@ -25,11 +25,10 @@ export function activityPanel(pid, afterUndo) {
   }
   function row(action) {
     const status = action.undone ? h("span", { class: "badge" }, "undone") : null;
-    const undo =
+    const undoButton =
       action.undoable && !action.undone
         ? button("Undo", async () => {
-            const undone = await undoAction(pid, action.id);
-            snackbar(`Undone: ${undone?.summary || action.summary}`);
+            await undo(pid, action);
             await reload();
             await afterUndo?.();
           }, { "aria-label": `Undo: ${action.summary}` })
@@ -40,7 +39,7 @@ export function activityPanel(pid, afterUndo) {
       h("span", { class: "activity-summary" }, action.summary),
       h("time", { class: "muted", datetime: action.time || "" }, when(action.time)),
       status,
-      undo,
+      undoButton,
     );
   }
   element.addEventListener("toggle", () => reload().catch(() => {}));

@@ -96,8 +96,8 @@ export async function request(method, path, options = {}) {
 
 export const get = (path, options) => request("GET", path, options);
 export const post = (path, json, options = {}) => request("POST", path, { ...options, json });
-export const patch = (path, json, options = {}) => request("PATCH", path, { ...options, json });
-export const del = (path, options) => request("DELETE", path, options);
+const patch = (path, json, options = {}) => request("PATCH", path, { ...options, json });
+const del = (path, options) => request("DELETE", path, options);
 
 /** POST a multipart form (uploads, zips). */
 export function postForm(path, form, options = {}) {
@@ -130,10 +130,14 @@ export const undoAction = (pid, aid) => post(projectPath(pid, "actions", aid, "u
 
 export const startJob = (pid, kind, options = {}) =>
   post(projectPath(pid, "jobs"), { kind, options });
-export const listJobs = (pid) => get(projectPath(pid, "jobs"));
+const listJobs = (pid) => get(projectPath(pid, "jobs"));
 export const getJob = (pid, jid) => get(projectPath(pid, "jobs", jid));
 export const cancelJob = (pid, jid) => post(projectPath(pid, "jobs", jid, "cancel"));
 export const resumeJob = (pid, jid) => post(projectPath(pid, "jobs", jid, "resume"));
+/** The newest job of `kind` (the list is newest first), or undefined. */
+export const latestJob = async (pid, kind) => (await listJobs(pid)).jobs.find((j) => j.kind === kind);
+/** Whether `job` (or null) is still waiting or running. */
+export const jobActive = (job) => job?.status === "running" || job?.status === "queued";
 
 export const listRuns = (pid) => get(projectPath(pid, "runs"));
 export const getRun = (pid, rid) => get(projectPath(pid, "runs", rid));

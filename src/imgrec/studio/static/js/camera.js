@@ -1,12 +1,13 @@
-// The webcam, shared by capture (Images) and Try it: open a camera, list cameras, and turn
-// the current video frame into a JPEG of a given short side.
+// The webcam, shared by capture (Images) and Try it: a preview with its Start/Stop button,
+// camera chooser and mirror toggle, and the current frame as a JPEG of a given short side.
 
-import { h } from "./dom.js";
+import { button, field, h, select } from "./dom.js";
+import { showError } from "./notify.js";
 
 const MIRROR_KEY = "imgrec-studio-mirror";
 
 /** A sentence for a getUserMedia failure a person can act on. */
-export function cameraError(error) {
+function cameraError(error) {
   const name = error?.name || "";
   if (!navigator.mediaDevices?.getUserMedia) {
     return "This browser gives no camera to this page: open the studio at http://127.0.0.1 (not another address) in Chrome, Edge or Firefox.";
@@ -24,7 +25,7 @@ export function cameraError(error) {
 }
 
 /** Open camera `deviceId` (or the default one). */
-export async function openCamera(deviceId) {
+async function openCamera(deviceId) {
   if (!navigator.mediaDevices?.getUserMedia) throw new Error(cameraError(null));
   const video = deviceId
     ? { deviceId: { exact: deviceId }, width: { ideal: 640 }, height: { ideal: 480 } }
@@ -32,23 +33,23 @@ export async function openCamera(deviceId) {
   return navigator.mediaDevices.getUserMedia({ video, audio: false });
 }
 
-export function stopStream(stream) {
+function stopStream(stream) {
   for (const track of stream?.getTracks() || []) track.stop();
 }
 
 /** The cameras the browser lists (labels appear once a camera was allowed). */
-export async function listCameras() {
+async function listCameras() {
   if (!navigator.mediaDevices?.enumerateDevices) return [];
   const devices = await navigator.mediaDevices.enumerateDevices();
   return devices.filter((d) => d.kind === "videoinput");
 }
 
 /** The mirror setting, remembered between visits and shared by capture and Try it. */
-export function mirrorPreference() {
+function mirrorPreference() {
   return localStorage.getItem(MIRROR_KEY) !== "0";
 }
 
-export function setMirrorPreference(on) {
+function setMirrorPreference(on) {
   localStorage.setItem(MIRROR_KEY, on ? "1" : "0");
 }
 
@@ -56,7 +57,7 @@ export function setMirrorPreference(on) {
  * The current frame of `video` as a JPEG Blob whose short side is at most `shortSide`
  * (never enlarged), mirrored when asked, drawn on the reused `canvas`.
  */
-export function frameBlob(video, canvas, shortSide, mirror, quality = 0.9) {
+function frameBlob(video, canvas, shortSide, mirror, quality = 0.9) {
   const width = video.videoWidth;
   const height = video.videoHeight;
   if (!width || !height) return Promise.resolve(null);
@@ -75,12 +76,12 @@ export function frameBlob(video, canvas, shortSide, mirror, quality = 0.9) {
 }
 
 /** A <video> for a camera preview (muted, inline, so it may play without a gesture). */
-export function previewVideo(label) {
+function previewVideo(label) {
   return h("video", { class: "camera-video", autoplay: true, muted: true, playsinline: true, "aria-label": label });
 }
 
 /** Attach `stream` to `video` and wait until its size is known. */
-export async function play(video, stream) {
+async function play(video, stream) {
   video.srcObject = stream;
   video.muted = true;
   await video.play().catch(() => {});
@@ -90,4 +91,87 @@ export async function play(video, stream) {
       setTimeout(resolve, 3000);
     });
   }
+}
+
+/** Resolves when `video` shows a new frame (or after a short pause where that is unknown). */
+function nextFrame(video) {
+  if (video.requestVideoFrameCallback) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, 500); // a paused or hidden video still moves on
+      video.requestVideoFrameCallback(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+  return new Promise((resolve) => setTimeout(resolve, 30));
+}
+
+/**
+ * A webcam with its controls: `label` names the preview for screen readers, `noun` the
+ * Start/Stop button ("Start webcam"), `mirrorId` the mirror checkbox. `onStart()` runs once
+ * the camera plays and its list is known, `onStop()` before a camera is stopped (also before
+ * a restart). The caller places `controls(...extra)` (the button, the camera chooser, its
+ * `extra` fields, the mirror toggle) and `stage` (the preview); `frame(shortSide)` gives the
+ * current frame as a JPEG Blob (null before the first frame), `nextFrame()` waits for a new one.
+ */
+export function webcam({ label, noun, mirrorId, onStart, onStop }) {
+  const video = previewVideo(label);
+  video.hidden = true;
+  const canvas = h("canvas", { hidden: true });
+  const mirror = h("input", { type: "checkbox", checked: mirrorPreference(), id: mirrorId });
+  const choice = select([["", "Default camera"]], "");
+  const applyMirror = () => {
+    video.classList.toggle("mirrored", mirror.checked);
+    setMirrorPreference(mirror.checked);
+  };
+  mirror.addEventListener("change", applyMirror);
+  applyMirror();
+
+  const cam = {
+    stream: null,
+    choice,
+    stage: h("div", { class: "capture-stage" }, video, canvas),
+    controls: (...extra) =>
+      h(
+        "div",
+        { class: "capture-controls" },
+        toggle,
+        field("Camera", choice),
+        extra,
+        h("div", { class: "field checkbox" }, mirror, h("label", { for: mirrorId }, "Mirror")),
+      ),
+    frame: (shortSide) => frameBlob(video, canvas, shortSide, mirror.checked),
+    nextFrame: () => nextFrame(video),
+    async start() {
+      cam.stop();
+      try {
+        cam.stream = await openCamera(choice.value);
+      } catch (error) {
+        showError(cameraError(error));
+        return;
+      }
+      await play(video, cam.stream);
+      video.hidden = false;
+      toggle.textContent = `Stop ${noun}`;
+      const cameras = await listCameras();
+      const active = cam.stream.getVideoTracks()[0]?.getSettings().deviceId || "";
+      choice.replaceChildren(
+        ...cameras.map((c, i) =>
+          h("option", { value: c.deviceId, selected: c.deviceId === active }, c.label || `Camera ${i + 1}`),
+        ),
+      );
+      onStart?.();
+    },
+    stop() {
+      onStop?.();
+      stopStream(cam.stream);
+      cam.stream = null;
+      video.srcObject = null;
+      video.hidden = true;
+      toggle.textContent = `Start ${noun}`;
+    },
+  };
+  const toggle = button(`Start ${noun}`, () => (cam.stream ? cam.stop() : cam.start()), { class: "primary" });
+  return cam;
 }

@@ -3,18 +3,8 @@
 // drawn at most 480 px on its short side, encoded as JPEG and handed to the uploader, which
 // sends frames in batches while the button is held; no frame is kept after it is sent.
 
-import {
-  cameraError,
-  frameBlob,
-  listCameras,
-  mirrorPreference,
-  openCamera,
-  play,
-  previewVideo,
-  setMirrorPreference,
-  stopStream,
-} from "./camera.js";
-import { ICONS, button, field, h, icon, plural, select } from "./dom.js";
+import { webcam } from "./camera.js";
+import { ICONS, field, h, icon, plural, select } from "./dom.js";
 import { showError } from "./notify.js";
 
 const SHORT_SIDE = 480;
@@ -22,10 +12,6 @@ const GATHER_MS = 800; // how long a frame may wait for others to share its requ
 
 /** The capture panel; `currentClass()` names the class frames go to. Returns {element, stop}. */
 export function capturePanel({ uploader, currentClass }) {
-  const video = previewVideo("Webcam preview");
-  const canvas = h("canvas", { hidden: true });
-  const cameraChoice = select([["", "Default camera"]], "");
-  const mirror = h("input", { type: "checkbox", checked: mirrorPreference() });
   const rate = select(
     Array.from({ length: 10 }, (_, i) => [String(i + 1), `${i + 1} per second`]),
     "5",
@@ -42,51 +28,23 @@ export function capturePanel({ uploader, currentClass }) {
     { class: "hint", id: "hold-hint" },
     "Press and hold (mouse, finger, or the Space key) to take photos at the chosen rate.",
   );
-  const state = { stream: null, timer: 0, recording: false, captured: 0, cls: null, busy: false };
-
-  const applyMirror = () => {
-    video.classList.toggle("mirrored", mirror.checked);
-    setMirrorPreference(mirror.checked);
-  };
-  mirror.addEventListener("change", applyMirror);
-  applyMirror();
-
-  async function start(deviceId) {
-    stopCamera();
-    try {
-      state.stream = await openCamera(deviceId);
-    } catch (error) {
-      showError(cameraError(error));
-      return;
-    }
-    await play(video, state.stream);
-    video.hidden = false;
-    hold.disabled = false;
-    toggle.textContent = "Stop webcam";
-    const cameras = await listCameras();
-    const active = state.stream.getVideoTracks()[0]?.getSettings().deviceId || "";
-    cameraChoice.replaceChildren(
-      ...cameras.map((c, i) =>
-        h("option", { value: c.deviceId, selected: c.deviceId === active }, c.label || `Camera ${i + 1}`),
-      ),
-    );
-  }
-
-  function stopCamera() {
-    stopRecording();
-    stopStream(state.stream);
-    state.stream = null;
-    video.srcObject = null;
-    video.hidden = true;
-    hold.disabled = true;
-    toggle.textContent = "Start webcam";
-  }
+  const state = { timer: 0, recording: false, captured: 0, cls: null, busy: false };
+  const cam = webcam({
+    label: "Webcam preview",
+    noun: "webcam",
+    mirrorId: "capture-mirror",
+    onStart: () => (hold.disabled = false),
+    onStop: () => {
+      stopRecording();
+      hold.disabled = true;
+    },
+  });
 
   async function grab() {
-    if (state.busy || !state.stream) return;
+    if (state.busy || !cam.stream) return;
     state.busy = true;
     try {
-      const blob = await frameBlob(video, canvas, SHORT_SIDE, mirror.checked);
+      const blob = await cam.frame(SHORT_SIDE);
       if (!blob) return;
       state.captured += 1;
       const name = `webcam-${Date.now()}-${state.captured}.jpg`;
@@ -98,7 +56,7 @@ export function capturePanel({ uploader, currentClass }) {
   }
 
   function startRecording() {
-    if (state.recording || !state.stream) return;
+    if (state.recording || !cam.stream) return;
     state.cls = currentClass();
     if (!state.cls) {
       showError("Add a class first: frames are saved into the selected class.");
@@ -139,7 +97,7 @@ export function capturePanel({ uploader, currentClass }) {
       stopRecording();
     }
   });
-  cameraChoice.addEventListener("change", () => start(cameraChoice.value));
+  cam.choice.addEventListener("change", () => cam.start());
   rate.addEventListener("change", () => {
     if (!state.recording) return;
     clearInterval(state.timer);
@@ -148,26 +106,16 @@ export function capturePanel({ uploader, currentClass }) {
   const onHidden = () => document.hidden && stopRecording();
   document.addEventListener("visibilitychange", onHidden);
 
-  const toggle = button("Start webcam", () => (state.stream ? stopCamera() : start(cameraChoice.value)), {
-    class: "primary",
-  });
-  video.hidden = true;
   const element = h(
     "section",
     { class: "capture card", "aria-label": "Webcam capture" },
-    h("div", { class: "capture-controls" }, toggle, field("Camera", cameraChoice), field("Frames per second", rate),
-      h("div", { class: "field checkbox" }, mirror, h("label", { for: (mirror.id = "capture-mirror") }, "Mirror"))),
-    h(
-      "div",
-      { class: "capture-body" },
-      h("div", { class: "capture-stage" }, video, canvas),
-      h("div", { class: "capture-record" }, hold, count, hint),
-    ),
+    cam.controls(field("Frames per second", rate)),
+    h("div", { class: "capture-body" }, cam.stage, h("div", { class: "capture-record" }, hold, count, hint)),
   );
   return {
     element,
     stop() {
-      stopCamera();
+      cam.stop();
       document.removeEventListener("visibilitychange", onHidden);
     },
   };

@@ -38,7 +38,7 @@ export async function render(root, ctx) {
 
   function showJob(job) {
     state.job = job;
-    const running = job.status === "running" || job.status === "queued";
+    const running = api.jobActive(job);
     startButton.disabled = running;
     const p = job.progress || {};
     const words = {
@@ -88,9 +88,8 @@ export async function render(root, ctx) {
   const offJob = ctx.events.on("job", (job) => {
     if (job.kind !== "audit") return;
     if (state.job && job.id !== state.job.id && job.created < state.job.created) return;
-    const active = (j) => j && (j.status === "running" || j.status === "queued");
-    const finished = active(state.job) && job.status === "done";
-    if (active(state.job) && job.status === "failed") showError(job.error || "The check failed.");
+    const finished = api.jobActive(state.job) && job.status === "done";
+    if (api.jobActive(state.job) && job.status === "failed") showError(job.error || "The check failed.");
     showJob(job);
     if (finished) loadAudit().catch(() => {});
   });
@@ -98,8 +97,7 @@ export async function render(root, ctx) {
     if (state.job) api.getJob(pid, state.job.id).then(showJob).catch(() => {});
   });
 
-  const { jobs } = await api.listJobs(pid);
-  const latest = jobs.find((j) => j.kind === "audit");
+  const latest = await api.latestJob(pid, "audit");
   if (latest) showJob(latest);
   await loadAudit();
   return () => {

@@ -29,7 +29,7 @@ export async function render(root, ctx) {
 
   function show(job) {
     state.job = job;
-    const running = job.status === "running" || job.status === "queued";
+    const running = api.jobActive(job);
     start.disabled = running;
     const p = job.progress || {};
     replace(
@@ -60,14 +60,12 @@ export async function render(root, ctx) {
 
   const off = ctx.events.on("job", (job) => {
     if (job.kind !== "compare") return;
-    const active = (j) => j && (j.status === "running" || j.status === "queued");
-    const finished = active(state.job) && !active(job);
+    const finished = api.jobActive(state.job) && !api.jobActive(job);
     show(job);
     if (job.status === "failed" && finished) showError(job.error || "The comparison failed.");
     if (finished) loadBoard().catch(() => {});
   });
-  const { jobs } = await api.listJobs(pid);
-  const latest = jobs.find((j) => j.kind === "compare");
+  const latest = await api.latestJob(pid, "compare");
   if (latest) show(latest);
   await loadBoard();
   return off;

@@ -4,7 +4,7 @@
 import * as api from "./api.js";
 import { button, h, replace } from "./dom.js";
 import { snackbar } from "./notify.js";
-import { modelRuns, runChooser } from "./results.js";
+import { chosenRun, readyRuns, runChooser } from "./results.js";
 
 const FORMATS = [
   ["onnx", "model.onnx", "ONNX (float32)"],
@@ -26,7 +26,7 @@ function codeBlock(text, label) {
 }
 
 /** How to use run `rid`'s model file (downloaded as `<rid>-model.imgrec`) outside the studio. */
-export function snippets(rid) {
+function snippets(rid) {
   const file = `${rid}-model.imgrec`;
   const python = [
     "from imgrec import ImageClassifier",
@@ -45,7 +45,7 @@ export function snippets(rid) {
 export async function render(root, ctx) {
   const pid = ctx.pid;
   const { runs: all } = await api.listRuns(pid);
-  const runs = modelRuns(all).filter((r) => r.status !== "failed" && r.status !== "running");
+  const runs = readyRuns(all);
   const projectZip = h(
     "section",
     { class: "card" },
@@ -57,7 +57,7 @@ export async function render(root, ctx) {
     replace(root, h("h1", {}, "Export"), h("p", { class: "empty" }, "Train a model first to export it. ", h("a", { href: ctx.route("p", pid, "train") }, "Go to Train.")), projectZip);
     return null;
   }
-  const rid = runs.some((r) => r.id === ctx.args[0]) ? ctx.args[0] : runs[0].id;
+  const rid = chosenRun(runs, ctx.args[0]);
   const onnx = h("div", { class: "onnx" });
   const jobs = new Map(); // job id -> format
   const { python, serve } = snippets(rid);
@@ -103,7 +103,7 @@ export async function render(root, ctx) {
 
   const off = ctx.events.on("job", (job) => {
     if (job.kind !== "export" || !jobs.has(job.id)) return;
-    if (job.status === "running" || job.status === "queued") return;
+    if (api.jobActive(job)) return;
     jobs.delete(job.id);
     if (job.status === "done") snackbar("The ONNX file is ready to download.");
     const running = Object.fromEntries([...jobs.values()].map((f) => [f, true]));

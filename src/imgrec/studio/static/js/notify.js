@@ -65,7 +65,7 @@ export function snackbar(message, actionLabel, onAction) {
   hideLater();
 }
 
-export function hideSnackbar() {
+function hideSnackbar() {
   const bar = document.getElementById("snackbar");
   if (!bar) return;
   clearTimeout(snackTimer);
@@ -85,8 +85,13 @@ export function offerUndo(pid, action, after) {
     return;
   }
   snackbar(summary, "Undo", async () => {
-    const undone = await undoAction(pid, action.id);
-    snackbar(`Undone: ${undone?.summary || summary}`);
+    await undo(pid, action);
     if (after) await after();
   });
+}
+
+/** Undo a recorded Action and say so (the snackbar's Undo, the Activity list's). */
+export async function undo(pid, action) {
+  const undone = await undoAction(pid, action.id);
+  snackbar(`Undone: ${undone?.summary || action.summary || "Done."}`);
 }

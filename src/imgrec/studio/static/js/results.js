@@ -7,8 +7,18 @@ import { field, h, percent, plural, replace, select, when } from "./dom.js";
 import { imageCard } from "./imagecards.js";
 
 /** Runs that have a model to look at (compare runs have a leaderboard instead). */
-export function modelRuns(runs) {
+function modelRuns(runs) {
   return runs.filter((r) => r.kind !== "compare" && !String(r.id).startsWith("compare"));
+}
+
+/** The model runs that finished well enough to predict with (Try it, Export). */
+export function readyRuns(runs) {
+  return modelRuns(runs).filter((r) => r.status !== "failed" && r.status !== "running");
+}
+
+/** `wanted` (the route's run id) if it is one of `runs`, else the newest. */
+export function chosenRun(runs, wanted) {
+  return runs.some((r) => r.id === wanted) ? wanted : runs[0].id;
 }
 
 /** A run chooser <select>; `onChoose(rid)`. */
@@ -25,7 +35,7 @@ export function runChooser(runs, current, onChoose) {
 const SPLIT_WORDS = { val: "validation", valid: "validation", validation: "validation", test: "test" };
 
 /** "96% (92-98% with 95% confidence) on 60 test images". */
-export function accuracySentence(run) {
+function accuracySentence(run) {
   let text = percent(run.accuracy);
   if (Array.isArray(run.interval) && run.interval.length === 2) {
     const [lo, hi] = run.interval.map((v) => Math.round(v * 100));
@@ -51,7 +61,7 @@ export async function render(root, ctx) {
     );
     return null;
   }
-  const rid = runs.some((r) => r.id === ctx.args[0]) ? ctx.args[0] : runs[0].id;
+  const rid = chosenRun(runs, ctx.args[0]);
   const body = h("div", { class: "results-body" });
   replace(
     root,

@@ -9,7 +9,7 @@ import { button, duration, field, h, percent, replace, select } from "./dom.js";
 import { showError, snackbar } from "./notify.js";
 
 // names from `imgrec models` (src/imgrec/models/families.py); "" lets the preset choose
-export const FAMILIES = [
+const FAMILIES = [
   ["", "The preset's choice"],
   ["efficientnet_lite0", "EfficientNet-Lite0: transfer learning, quick and good"],
   ["efficientnet_lite1", "EfficientNet-Lite1: a little slower, a little better"],
@@ -76,17 +76,22 @@ export async function render(root, ctx) {
   function show(job) {
     state.job = job;
     progress.hidden = false;
-    const running = job.status === "running" || job.status === "queued";
+    const running = api.jobActive(job);
     trainButton.disabled = running;
     status.textContent = job.status === "running" && job.progress?.phase ? job.progress.phase : STATUS[job.status] || job.status;
     drawFacts(facts, bar, job);
-    replace(
-      controls,
-      running ? button("Cancel", async () => show(await api.cancelJob(pid, job.id)), { class: "danger" }) : null,
-      job.status === "cancelled" || job.status === "interrupted"
-        ? button("Resume", async () => show(await api.resumeJob(pid, job.id)), { class: "primary" })
-        : null,
-    );
+    const shown = `${job.id} ${job.status}`;
+    if (controls.dataset.job !== shown) {
+      // once per job and status, not per progress event: a focused Cancel keeps its focus
+      controls.dataset.job = shown;
+      replace(
+        controls,
+        running ? button("Cancel", async () => show(await api.cancelJob(pid, job.id)), { class: "danger" }) : null,
+        job.status === "cancelled" || job.status === "interrupted"
+          ? button("Resume", async () => show(await api.resumeJob(pid, job.id)), { class: "primary" })
+          : null,
+      );
+    }
     if (job.status === "done") showOutcome(job);
     else if (job.status === "failed") {
       replace(outcome, h("p", { class: "error-text" }, job.error || "The job failed; its worker.log has the details."));
@@ -116,12 +121,11 @@ export async function render(root, ctx) {
     if (job.kind !== "train") return;
     if (state.job && job.id !== state.job.id && (job.created || "") < (state.job.created || "")) return;
     if (state.job && job.id !== state.job.id) curve.set([]);
-    const wasActive = state.job?.status === "running" || state.job?.status === "queued";
-    if (job.status === "failed" && wasActive) showError(job.error || "Training failed.");
+    if (job.status === "failed" && api.jobActive(state.job)) showError(job.error || "Training failed.");
     show(job);
   });
   const offEpoch = ctx.events.on("epoch", (row) => {
-    if (state.job && (state.job.status === "running" || state.job.status === "queued")) curve.add(row);
+    if (api.jobActive(state.job)) curve.add(row);
   });
   const offOpen = ctx.events.on("open", async () => {
     if (!state.job) return;
@@ -129,8 +133,7 @@ export async function render(root, ctx) {
     backfill(state.job);
   });
 
-  const { jobs } = await api.listJobs(pid);
-  const latest = jobs.find((j) => j.kind === "train");
+  const latest = await api.latestJob(pid, "train");
   if (latest) {
     show(latest);
     await backfill(latest);
@@ -153,7 +156,7 @@ function drawFacts(facts, bar, job) {
     rows.push(["Epoch", `${p.epoch} of ${p.epochs}`]);
     bar.max = p.epochs;
     bar.value = Math.min(p.epoch, p.epochs);
-  } else if (job.status === "running" || job.status === "queued") {
+  } else if (api.jobActive(job)) {
     bar.removeAttribute("value"); // indeterminate until the epochs are known
   } else {
     bar.max = 1;
@@ -227,5 +230,5 @@ function advancedPanel(pid) {
     if (augment.value !== "default") chosen.augment = augment.value;
     return chosen;
   }
-  return { element, options, preset };
+  return { element, options };
 }

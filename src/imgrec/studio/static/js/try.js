@@ -4,21 +4,10 @@
 // manages. An "unknown below" threshold, and a photo upload or drop for a single picture.
 
 import * as api from "./api.js";
-import {
-  cameraError,
-  frameBlob,
-  listCameras,
-  mirrorPreference,
-  openCamera,
-  play,
-  previewVideo,
-  setMirrorPreference,
-  stopStream,
-} from "./camera.js";
-import { button, field, fileButton, h, percent, replace, select } from "./dom.js";
+import { webcam } from "./camera.js";
+import { fileButton, h, percent, replace } from "./dom.js";
 import { makeDropZone } from "./drop.js";
-import { showError } from "./notify.js";
-import { modelRuns, runChooser } from "./results.js";
+import { chosenRun, readyRuns, runChooser } from "./results.js";
 
 const SHORT_SIDE = 224;
 
@@ -27,7 +16,7 @@ function predictPath(pid, rid) {
 }
 
 /** Bars for [{label, confidence}]; the verdict is "unknown" below `threshold` (0-1). */
-export function drawPredictions(target, predictions, threshold) {
+function drawPredictions(target, predictions, threshold) {
   const top = predictions[0];
   const unknown = !top || top.confidence < threshold;
   replace(
@@ -56,81 +45,41 @@ export function drawPredictions(target, predictions, threshold) {
   );
 }
 
-/** Resolves when `video` shows a new frame (or after a short pause where that is unknown). */
-function nextFrame(video) {
-  if (video.requestVideoFrameCallback) {
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, 500); // a paused or hidden video still moves on
-      video.requestVideoFrameCallback(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-  return new Promise((resolve) => setTimeout(resolve, 30));
-}
-
 export async function render(root, ctx) {
   const pid = ctx.pid;
   const { runs: all } = await api.listRuns(pid);
-  const runs = modelRuns(all).filter((r) => r.status !== "failed" && r.status !== "running");
+  const runs = readyRuns(all);
   if (!runs.length) {
     replace(root, h("h1", {}, "Try it"), h("p", { class: "empty" }, "Train a model first: ", h("a", { href: ctx.route("p", pid, "train") }, "go to Train"), "."));
     return null;
   }
-  const state = { rid: runs.some((r) => r.id === ctx.args[0]) ? ctx.args[0] : runs[0].id, stream: null, running: false, times: [], photoUrl: null };
+  const state = { rid: chosenRun(runs, ctx.args[0]), running: false, times: [], photoUrl: null };
   const threshold = h("input", { type: "range", min: "0", max: "100", step: "1", value: "50" });
   const thresholdText = h("output", { for: "" }, "50%");
   threshold.addEventListener("input", () => (thresholdText.textContent = `${threshold.value}%`));
   const cut = () => Number(threshold.value) / 100;
 
-  const video = previewVideo("Webcam preview for trying the model");
-  video.hidden = true;
-  const canvas = h("canvas", { hidden: true });
-  const mirror = h("input", { type: "checkbox", checked: mirrorPreference(), id: "try-mirror" });
-  const cameraChoice = select([["", "Default camera"]], "");
   const fps = h("output", { class: "fps", "aria-live": "off" }, "");
   const live = h("div", { class: "predictions live-predictions", "aria-live": "polite" });
-  const applyMirror = () => {
-    video.classList.toggle("mirrored", mirror.checked);
-    setMirrorPreference(mirror.checked);
-  };
-  mirror.addEventListener("change", applyMirror);
-  applyMirror();
-
-  async function startCamera() {
-    stopCamera();
-    try {
-      state.stream = await openCamera(cameraChoice.value);
-    } catch (error) {
-      showError(cameraError(error));
-      return;
-    }
-    await play(video, state.stream);
-    video.hidden = false;
-    toggle.textContent = "Stop camera";
-    const cameras = await listCameras();
-    const active = state.stream.getVideoTracks()[0]?.getSettings().deviceId || "";
-    cameraChoice.replaceChildren(...cameras.map((c, i) => h("option", { value: c.deviceId, selected: c.deviceId === active }, c.label || `Camera ${i + 1}`)));
-    state.running = true;
-    loop();
-  }
-
-  function stopCamera() {
-    state.running = false;
-    stopStream(state.stream);
-    state.stream = null;
-    video.srcObject = null;
-    video.hidden = true;
-    fps.textContent = "";
-    toggle.textContent = "Start camera";
-  }
+  const cam = webcam({
+    label: "Webcam preview for trying the model",
+    noun: "camera",
+    mirrorId: "try-mirror",
+    onStart: () => {
+      state.running = true;
+      loop();
+    },
+    onStop: () => {
+      state.running = false;
+      fps.textContent = "";
+    },
+  });
 
   async function loop() {
-    const stream = state.stream;
-    while (state.running && state.stream === stream) {
-      await nextFrame(video); // the same camera frame twice would only measure the server
-      const blob = await frameBlob(video, canvas, SHORT_SIDE, mirror.checked);
+    const stream = cam.stream;
+    while (state.running && cam.stream === stream) {
+      await cam.nextFrame(); // the same camera frame twice would only measure the server
+      const blob = await cam.frame(SHORT_SIDE);
       if (!blob) {
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
@@ -139,10 +88,10 @@ export async function render(root, ctx) {
       try {
         answer = await api.request("POST", predictPath(pid, state.rid), { body: blob, headers: { "Content-Type": "image/jpeg" } });
       } catch {
-        stopCamera(); // the error is shown; a loop of failing requests would only repeat it
+        cam.stop(); // the error is shown; a loop of failing requests would only repeat it
         return;
       }
-      if (!state.running || state.stream !== stream) return;
+      if (!state.running || cam.stream !== stream) return;
       drawPredictions(live, answer.predictions || [], cut());
       countFrame();
     }
@@ -158,8 +107,7 @@ export async function render(root, ctx) {
     }
   }
 
-  const toggle = button("Start camera", () => (state.stream ? stopCamera() : startCamera()), { class: "primary" });
-  cameraChoice.addEventListener("change", () => state.stream && startCamera());
+  cam.choice.addEventListener("change", () => cam.stream && cam.start());
 
   // one photo from a file or a drop
   const photo = h("img", { class: "try-photo", alt: "", hidden: true, width: "224", height: "224" });
@@ -199,15 +147,15 @@ export async function render(root, ctx) {
     h(
       "section",
       { class: "card try-live", "aria-label": "Live camera" },
-      h("div", { class: "capture-controls" }, toggle, field("Camera", cameraChoice), h("div", { class: "field checkbox" }, mirror, h("label", { for: "try-mirror" }, "Mirror"))),
+      cam.controls(),
       h("div", { class: "range-field" }, h("label", { for: (threshold.id = "try-threshold") }, "Say “unknown” below"), threshold, thresholdText),
-      h("div", { class: "try-stage" }, h("div", { class: "capture-stage" }, video, canvas), h("div", {}, live, fps)),
+      h("div", { class: "try-stage" }, cam.stage, h("div", {}, live, fps)),
     ),
     dropArea,
   );
   thresholdText.setAttribute("for", threshold.id);
   return () => {
-    stopCamera();
+    cam.stop();
     if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
   };
 }
