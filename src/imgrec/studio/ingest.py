@@ -90,6 +90,11 @@ class Rejected(Exception):
     """One file refused; the message is the reason the page lists next to its name."""
 
 
+def rejection(filename: str, error: str) -> dict:
+    """A refused file as the page lists it: {filename (printable), error}."""
+    return {"filename": printable(filename), "error": error}
+
+
 @dataclass
 class Ingest:
     """One batch of incoming images for one project: stage, verify, place, and the report.
@@ -110,7 +115,7 @@ class Ingest:
     created: list[str] = field(default_factory=list)
 
     def reject(self, filename: str, error: str) -> None:
-        self.rejected.append({"filename": printable(filename), "error": error})
+        self.rejected.append(rejection(filename, error))
 
     def add_uploads(self, files: list[tuple[str, bytes]], cls: str) -> None:
         """Uploads (name as the browser sent it, bytes), in request order. Their decoding
@@ -126,7 +131,7 @@ class Ingest:
             if isinstance(check, Rejected):
                 self.reject(filename, str(check))
                 continue
-            with _staged(self.incoming) as (tmp, out):
+            with staged(self.incoming) as (tmp, out):
                 out.write(payload)
                 out.close()
                 self._named_place(tmp, filename, cls, check)
@@ -138,7 +143,7 @@ class Ingest:
             self.reject(filename, _too_big(declared))
             return
         try:
-            with _staged(self.incoming) as (tmp, out):
+            with staged(self.incoming) as (tmp, out):
                 copy_limited(src, out, declared)
                 out.close()
                 self._finish(tmp, filename, cls)
@@ -225,10 +230,10 @@ def _too_big(size: int) -> str:
 
 
 @contextlib.contextmanager
-def _staged(incoming: Path) -> Iterator[tuple[Path, BinaryIO]]:
+def staged(incoming: Path, prefix: str = "upload-") -> Iterator[tuple[Path, BinaryIO]]:
     """A temporary file in incoming/, removed on the way out unless it was moved into place."""
     incoming.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=incoming, prefix="upload-", suffix=".part")
+    fd, name = tempfile.mkstemp(dir=incoming, prefix=prefix, suffix=".part")
     tmp = Path(name)
     out = os.fdopen(fd, "wb")
     try:
@@ -493,13 +498,18 @@ def read_labels(
     return out
 
 
+def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, most: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a small zip entry, read in chunks with a size limit; Rejected beyond it."""
+    buffer = io.BytesIO()
+    with zf.open(info) as src:
+        copy_limited(src, buffer, info.file_size, most)
+    return buffer.getvalue()
+
+
 def read_zip_csv(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> list[list[str]]:
     """The rows of a CSV file inside a zip, read with the size limit of an image."""
-    buffer = io.BytesIO()
     try:
-        with zf.open(info) as src:
-            copy_limited(src, buffer, info.file_size)
-        text = buffer.getvalue().decode("utf-8-sig")
+        text = read_member(zf, info).decode("utf-8-sig")
     except (Rejected, UnicodeDecodeError) as exc:
         raise StudioError(
             f"The zip's {shown(info.filename)} cannot be read ({exc}); export the project again."

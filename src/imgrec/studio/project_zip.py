@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -33,11 +32,11 @@ from imgrec.errors import ImgrecError
 from imgrec.studio import ingest
 from imgrec.studio.errors import StudioError
 from imgrec.studio.names import check_class_name, check_name, name_order, shown
-from imgrec.text import printable
 
 PROJECT_FILE = "project.json"
 LABELS_FILE = ingest.LABELS_FILE
 SPLIT_FILE = "split.csv"
+SPLIT_COLUMNS = ["path", "label", "split"]
 IMPORTED_RUN = "imported"
 MAX_MODEL_BYTES = 2 * 1024**3  # an ensemble of three backbones is well under 100 MB
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -68,7 +67,7 @@ def export_project(project: Any, out: BinaryIO) -> None:
         split = latest_with(project.runs, SPLIT_FILE)
         split_rows = _split_rows(project, split) if split else []
         if split_rows:
-            zf.writestr(SPLIT_FILE, _csv_text(["path", "label", "split"], split_rows))
+            zf.writestr(SPLIT_FILE, _csv_text(SPLIT_COLUMNS, split_rows))
         model_run = latest_with(project.runs, MODEL_FILE)
         for name, path in _run_files(model_run).items() if model_run else ():
             _write_file(zf, path, name, zipfile.ZIP_DEFLATED)
@@ -132,19 +131,22 @@ def _split_rows(project: Any, run: Path) -> list[list[str]]:
         rows = read_csv_rows(run / SPLIT_FILE, "split file")
     except ImgrecError:
         return []
-    header = [h.strip().lower() for h in rows[0]] if rows else []
-    if not {"path", "label", "split"} <= set(header):
-        return []
-    cols = [header.index(c) for c in ("path", "label", "split")]
     out = []
-    for row in rows[1:]:
-        if len(row) < len(header):
-            continue
-        path, label, split = (row[i].strip() for i in cols)
+    for path, label, split in _split_table(rows) or []:
         rel = _in_data(project, run, path)
         if rel:
             out.append([rel, label, split])
     return out
+
+
+def _split_table(rows: list[list[str]]) -> list[tuple[str, ...]] | None:
+    """(path, label, split) of every complete row of a split file, or None when it lacks one
+    of those columns."""
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if not set(SPLIT_COLUMNS) <= set(header):
+        return None
+    cols = [header.index(c) for c in SPLIT_COLUMNS]
+    return [tuple(row[i].strip() for i in cols) for row in rows[1:] if len(row) >= len(header)]
 
 
 def _in_data(project: Any, run: Path, path: str) -> str | None:
@@ -166,12 +168,10 @@ def import_project(studio: Any, zip_path: Path, name: str | None = None) -> Any:
     """A new project (a studio Project) from a project zip; the name from its project.json
     (or `name`), made unique. A zip that is not a project zip is refused with a sentence."""
     rejected: list[dict] = []
-
-    def reject(filename: str, error: str) -> None:
-        rejected.append({"filename": printable(filename), "error": error})
-
     with ingest.open_zip(zip_path) as zf:
-        entries = ingest.zip_files(zf.infolist(), reject)
+        entries = ingest.zip_files(
+            zf.infolist(), lambda f, e: rejected.append(ingest.rejection(f, e))
+        )
         if PROJECT_FILE not in entries or LABELS_FILE not in entries:
             raise StudioError(
                 f"This zip is not an imgrec studio project (it has no {PROJECT_FILE} and "
@@ -209,11 +209,8 @@ def _fill(project: Any, zf: zipfile.ZipFile, entries: dict, meta: dict, rejected
 
 
 def _read_meta(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict:
-    buffer = io.BytesIO()
     try:
-        with zf.open(info) as src:
-            ingest.copy_limited(src, buffer, info.file_size, 1024 * 1024)
-        meta = json.loads(buffer.getvalue().decode("utf-8"))
+        meta = json.loads(ingest.read_member(zf, info, 1024 * 1024).decode("utf-8"))
     except (ingest.Rejected, ValueError):
         meta = None
     if not isinstance(meta, dict):
@@ -255,16 +252,13 @@ def _import_run(project: Any, zf: zipfile.ZipFile, entries: dict, stored: dict) 
 
 def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, staging: Path) -> None:
     """One zip entry to `target`, through a temporary file and os.replace, size-checked."""
-    staging.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=staging, prefix="import-", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, zf.open(info) as src:
+        with ingest.staged(staging, "import-") as (tmp, out), zf.open(info) as src:
             ingest.copy_limited(src, out, info.file_size, MAX_MODEL_BYTES)
-        os.replace(tmp, target)
+            out.close()
+            os.replace(tmp, target)
     except ingest.Rejected as exc:
         raise StudioError(f"{shown(info.filename)} is {exc}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _check_model(path: Path) -> None:
@@ -284,14 +278,12 @@ def _write_split(zf: zipfile.ZipFile, info: zipfile.ZipInfo, folder: Path, store
         rows = ingest.read_zip_csv(zf, info)
     except StudioError:
         return
-    header = [h.strip().lower() for h in rows[0]] if rows else []
-    if not {"path", "label", "split"} <= set(header):
+    table = _split_table(rows)
+    if table is None:
         return
-    cols = [header.index(c) for c in ("path", "label", "split")]
-    out = []
-    for row in rows[1:]:
-        if len(row) >= len(header):
-            path, label, split = (row[i].strip() for i in cols)
-            if path in stored:
-                out.append([f"../../data/{stored[path]}", label, split])
-    (folder / SPLIT_FILE).write_text(_csv_text(["path", "label", "split"], out), encoding="utf-8")
+    out = [
+        [f"../../data/{stored[path]}", label, split]
+        for path, label, split in table
+        if path in stored
+    ]
+    (folder / SPLIT_FILE).write_text(_csv_text(SPLIT_COLUMNS, out), encoding="utf-8")
