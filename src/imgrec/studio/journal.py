@@ -140,6 +140,15 @@ def read_json(path: Path) -> dict:
 KEPT_FILE = "kept.json"  # in .studio/: audit findings looked at and kept, by check
 
 
+def read_kept(path: Path) -> dict[str, set[tuple[str, str]]]:
+    """check -> the (class, name) pairs kept for it; damaged entries are left out."""
+    return {
+        check: {(r[0], r[1]) for r in refs if isinstance(r, list) and len(r) == 2}
+        for check, refs in read_json(path).items()
+        if isinstance(refs, list)
+    }
+
+
 def write_kept(path: Path, kept: dict[str, set[tuple[str, str]]]) -> None:
     document = {k: sorted([list(r) for r in v]) for k, v in sorted(kept.items()) if v}
     write_json_atomic(path, document)
@@ -361,12 +370,9 @@ def _check_kept(entry: dict, data: Path, trash: Path) -> Problem:
 
 def _revert_kept(entry: dict, data: Path, trash: Path) -> None:
     path = data.parent / ".studio" / KEPT_FILE
-    document = read_json(path)
-    refs = {tuple(r) for r in document.get(entry["check"], []) if isinstance(r, list)}
-    refs -= {tuple(r) for r in entry["refs"]}
-    write_kept(
-        path, {**{k: {tuple(r) for r in v} for k, v in document.items()}, entry["check"]: refs}
-    )
+    kept = read_kept(path)
+    kept[entry["check"]] = kept.get(entry["check"], set()) - {tuple(r) for r in entry["refs"]}
+    write_kept(path, kept)
 
 
 _Check = Callable[[dict, Path, Path], Problem]

@@ -36,6 +36,7 @@ from imgrec.studio.journal import (
     plural,
     public,
     read_json,
+    read_kept,
     revert,
     signature,
     undo_problem,
@@ -730,12 +731,7 @@ class Project:
 
     def kept(self) -> dict[str, set[tuple[str, str]]]:
         """check -> the (class, name) pairs kept for it."""
-        document = read_json(self.studio_dir / KEPT_FILE)
-        return {
-            check: {(r[0], r[1]) for r in refs if isinstance(r, list) and len(r) == 2}
-            for check, refs in document.items()
-            if isinstance(refs, list)
-        }
+        return read_kept(self.studio_dir / KEPT_FILE)
 
     # -- the project as one file ------------------------------------------------------------------
 
