@@ -333,10 +333,8 @@ class Project:
 
     @staticmethod
     def create_files(folder: Path, name: str) -> None:
-        """The layout of a new project (docs/studio.md) in the empty `folder`."""
-        for sub in ("data", "runs", f"{STUDIO_DIR}/thumbs", f"{STUDIO_DIR}/trash"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        (folder / STUDIO_DIR / "incoming").mkdir(exist_ok=True)
+        """The project.json of a new project in the empty `folder` (its sub-folders are made
+        by `Project`, for a new project and an old one alike)."""
         write_json_atomic(folder / PROJECT_FILE, {"name": name, "created": now_iso(), "version": 1})
 
     # -- the project itself -----------------------------------------------------------------------
@@ -364,8 +362,12 @@ class Project:
         with self.lock:
             self.check_alive()
             stats = self._class_stats()
-            head = {"id": self.id, "name": self.name, "created": self.created}
-            head["version"] = self.version
+            head = {
+                "id": self.id,
+                "name": self.name,
+                "created": self.created,
+                "version": self.version,
+            }
         firsts = [[(cls, n) for n in names] for cls, _, names in stats]
         thumbs = [thumb_url(self.id, c, n) for c, n in _round_robin(firsts)][:4]
         classes: int | list[dict] = len(stats)
