@@ -19,7 +19,7 @@ from typing import Any
 # controls (marks, embeddings, overrides, isolates), the line and paragraph separators, and
 # lone surrogates (the undecodable bytes of a file name, which cannot even be encoded).
 _UNSAFE = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
-_UNSAFE_CHAR = re.compile(f"[{_UNSAFE}]")
+UNSAFE_CHARACTER = re.compile(f"[{_UNSAFE}]")  # controls, bidi overrides, lone surrogates
 _UNSAFE_IN_LINES = re.compile(f"(?![\t\n])[{_UNSAFE}]")
 
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP's list). The
@@ -66,8 +66,15 @@ def printable(text: object, *, lines: bool = False) -> str:
     r"""`text` as a terminal may show it: controls, bidi overrides and the like become visible
     escapes (ESC -> \x1b, U+202E -> \u202e); letters of any script stay as they are. With
     `lines`, newlines and tabs are kept (for multi-line documents such as a model card)."""
-    pattern = _UNSAFE_IN_LINES if lines else _UNSAFE_CHAR
+    pattern = _UNSAFE_IN_LINES if lines else UNSAFE_CHARACTER
     return pattern.sub(_visible, str(text))
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A value from outside (a file name, a label, a CSV header) as an error message quotes it:
+    one line, its unsafe characters shown as escapes, at most `limit` characters."""
+    text = printable(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def csv_cell(value: str) -> str:

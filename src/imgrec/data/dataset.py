@@ -23,7 +23,7 @@ from types import MappingProxyType
 
 from imgrec.data.decode import IMAGE_EXTENSIONS, MAX_PIXELS, UnreadableImage, probe_image
 from imgrec.errors import ImgrecError
-from imgrec.text import class_name_problem, csv_cell, printable
+from imgrec.text import class_name_problem, csv_cell, shown
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {
@@ -270,7 +270,7 @@ def load_dataset(source: str | Path, *, max_pixels: int = MAX_PIXELS) -> Dataset
             first = dataset.skipped[0]
             raise ImgrecError(
                 f"No readable images in {path}: all {len(dataset.skipped)} image files were "
-                f"skipped (for example {_shown(first.path.name)}: {_shown(first.reason)})."
+                f"skipped (for example {shown(first.path.name)}: {shown(first.reason)})."
             )
         raise ImgrecError(f"No images found in {path}; expected {_EXPECTED_LAYOUT}.")
     return dataset
@@ -325,7 +325,7 @@ def path_label_columns(rows: list[list[str]], csv_path: Path) -> tuple[list[str]
     if "path" not in header or "label" not in header:
         raise ImgrecError(
             f"The CSV file {csv_path} needs a header with columns path,label[,split]; "
-            f"found {_shown(','.join(header)) or 'no header'}."
+            f"found {shown(','.join(header)) or 'no header'}."
         )
     return header, header.index("path"), header.index("label")
 
@@ -374,7 +374,7 @@ def _extra_columns(
     seen: set[str] = set()
     for _, name in extra:
         if name.lower() in seen:
-            raise ImgrecError(f"The CSV file {csv_path} has two columns named '{_shown(name)}'.")
+            raise ImgrecError(f"The CSV file {csv_path} has two columns named '{shown(name)}'.")
         seen.add(name.lower())
     return extra
 
@@ -411,7 +411,7 @@ def _check_class_names(labels: set[str]) -> None:
         problem = class_name_problem(label)
         if problem:
             raise ImgrecError(
-                f"The class name '{_shown(label)}' {problem}; rename its folder or change the "
+                f"The class name '{shown(label)}' {problem}; rename its folder or change the "
                 "label in the CSV."
             )
 
@@ -456,14 +456,6 @@ def _holds_classes(folder: Path) -> bool:
     return bool(_visible_dirs(folder)) and not _image_files_in(folder)
 
 
-def _shown(value: object, limit: int = 80) -> str:
-    """A value from a file (a header, a label, a file name) as an error message quotes it: one
-    line, its control characters shown as escapes, at most `limit` characters; an ImgrecError is
-    one sentence whatever the CSV holds."""
-    text = printable(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
@@ -471,7 +463,7 @@ def _hidden(name: str) -> bool:
 def _normalise_split(value: str, *, where: str) -> str:
     name = SPLIT_ALIASES.get(str(value).strip().lower())
     if name is None:
-        raise ImgrecError(f"Unknown split '{_shown(value)}' in {where}; use train, val or test.")
+        raise ImgrecError(f"Unknown split '{shown(value)}' in {where}; use train, val or test.")
     return name
 
 

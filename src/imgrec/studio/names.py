@@ -17,7 +17,7 @@ from pathlib import Path
 
 from imgrec.data.decode import IMAGE_EXTENSIONS
 from imgrec.studio.errors import StudioError
-from imgrec.text import printable
+from imgrec.text import UNSAFE_CHARACTER, shown
 
 MAX_NAME = 80  # characters, after stripping
 MAX_NAME_BYTES = 255  # UTF-8 bytes: the longest file or folder name ext4, APFS and NTFS take
@@ -25,9 +25,6 @@ MAX_FILE_NAME = 120  # characters of a stored image's name, extension included
 
 # C0 and C1 controls, DEL, lone surrogates (undecodable bytes of a file name), line and
 # paragraph separators and the bidi controls that make "gpj.exe" read "exe.jpg".
-_FORBIDDEN = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
 _ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62})")
 _SEPARATORS = {"/": "a slash '/'", "\\": "a backslash '\\'"}
@@ -46,7 +43,7 @@ def name_problem(name: str) -> str | None:
     for sep, words in _SEPARATORS.items():
         if sep in name:
             return f"contains {words}, which would make a folder inside a folder"
-    bad = _FORBIDDEN.search(name)
+    bad = UNSAFE_CHARACTER.search(name)
     if bad:
         return f"contains the invisible control character {_char_name(bad.group())}"
     if name in (".", ".."):
@@ -106,7 +103,7 @@ def segment_ok(name: object) -> bool:
         and not name.startswith(".")
         and "/" not in name
         and "\\" not in name
-        and _FORBIDDEN.search(name) is None
+        and UNSAFE_CHARACTER.search(name) is None
     )
 
 
@@ -129,7 +126,7 @@ def sanitise_file_name(raw: str, fallback: str = "image") -> str:
     controls and leading dots or spaces dropped, the extension lowercased, at most
     MAX_FILE_NAME characters (the extension kept)."""
     base = re.split(r"[/\\]", str(raw))[-1]
-    base = unicodedata.normalize("NFC", _FORBIDDEN.sub("", base)).strip()
+    base = unicodedata.normalize("NFC", UNSAFE_CHARACTER.sub("", base)).strip()
     stem, dot, ext = base.rpartition(".")
     if not dot or len(ext) > 9 or not ext.isalnum():  # no extension: "noext", "a.b c"
         stem, ext = base, ""
@@ -195,9 +192,3 @@ def inside(root: Path, path: Path) -> Path:
     if os.path.realpath(path) != expected:
         raise StudioError("That path is outside this project's images; reload the page.", 404)
     return path
-
-
-def shown(value: object, limit: int = 80) -> str:
-    """A name as a message quotes it: one line, controls made visible, at most `limit`."""
-    text = printable(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
