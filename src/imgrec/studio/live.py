@@ -1,9 +1,10 @@
 """The Try-it tab's model: the run's model file loaded once, answering one frame at a time.
 
-It is `imgrec serve`'s Predictor (serve/predictor.py), so a frame is decoded and scored
-exactly as `imgrec predict` and the REST server do it, on ONNX Runtime. Loading takes a
+It is `imgrec serve`'s Predictor (serve/predictor.py), so a frame is decoded, scored and
+ranked exactly as `imgrec predict` and the REST server do it, on ONNX Runtime. Loading takes a
 second or two, so the last few models stay loaded; a model file replaced on disk (a resumed
-run finished again) is loaded afresh.
+run finished again) is loaded afresh. The Predictor (and torch with it) is imported with the
+first model, not with the server.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from imgrec.data.decode import UnreadableImage
-from imgrec.serve.predictor import Predictor
 from imgrec.studio.errors import StudioError
+
+if TYPE_CHECKING:
+    from imgrec.serve.predictor import Predictor
 
 KEEP_LOADED = 2  # models; one per open Try-it tab is the usual case
 
@@ -41,6 +43,8 @@ class LiveModels:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
+            from imgrec.serve.predictor import Predictor
+
             predictor = Predictor(model_file, engine="auto", max_batch=1)
             self._loaded[key] = predictor
             while len(self._loaded) > self.keep:
@@ -55,11 +59,12 @@ class LiveModels:
             x = predictor.prepare(data)
         except UnreadableImage as exc:
             raise StudioError(f"this is not an image imgrec can read: {exc}", 422) from None
-        probs, _ = predictor.run(torch.unsqueeze(x, 0))
-        ranked = probs[0].argsort()[::-1][:top_k]
+        probs, _ = predictor.run(x.unsqueeze(0))
+        (ranked,) = predictor.top_k(["frame"], probs, top_k)
         return {
             "predictions": [
-                {"label": predictor.classes[i], "confidence": float(probs[0][i])} for i in ranked
+                {"label": label, "confidence": confidence}
+                for label, confidence in zip(ranked.classes, ranked.probabilities, strict=True)
             ],
             "engine": predictor.engine.name,
             "seconds": round(time.perf_counter() - started, 4),
