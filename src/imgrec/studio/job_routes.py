@@ -23,28 +23,22 @@ from starlette.concurrency import run_in_threadpool
 from imgrec.studio import results
 from imgrec.studio.errors import StudioError
 from imgrec.studio.names import check_name
-from imgrec.studio.project_routes import _uploaded_files, project_of, studio_of, uploaded_zip
+from imgrec.studio.project_routes import project_of, studio_of, uploaded_files, uploaded_zip
 
 router = APIRouter(prefix="/api")
 
 POLL_SECONDS = 0.5  # how often the event stream looks for news
 HEARTBEAT_SECONDS = 15.0  # a comment line keeps proxies and the browser from timing out
-RUN_FILES = frozenset(
+# What a run's files address hands out: the files the Results tab links, and the run's records.
+SERVED_FILES = frozenset(
     {
-        "model.imgrec",
-        "model.onnx",
-        "model-int8.onnx",
-        "report.html",
-        "model_card.html",
+        *results.RUN_FILES,
+        *results.COMPARE_FILES,
         "model_card.md",
         "metrics.json",
-        "predictions.csv",
         "history.csv",
         "split.csv",
         "config.json",
-        "leaderboard.csv",
-        "leaderboard.json",
-        "leaderboard.png",
     }
 )
 DOWNLOADS = {".imgrec", ".onnx", ".csv", ".md", ".json"}
@@ -143,7 +137,7 @@ def wrong(request: Request, pid: str, rid: str, limit: int = 24) -> dict:
 
 @router.get("/projects/{pid}/runs/{rid}/files/{name}")
 def run_file(request: Request, pid: str, rid: str, name: str) -> FileResponse:
-    if name not in RUN_FILES:
+    if name not in SERVED_FILES:
         raise StudioError(f"'{name[:80]}' is not a file the studio hands out from a run.", 404)
     path = project_of(request, pid).runs / _run_id(rid) / name
     if not path.is_file():
@@ -166,7 +160,7 @@ def run_plot(request: Request, pid: str, rid: str, name: str) -> FileResponse:
 @router.post("/projects/{pid}/runs/{rid}/predict")
 async def predict(request: Request, pid: str, rid: str, top_k: int = 5) -> dict:
     model_file = project_of(request, pid).runs / _run_id(rid) / "model.imgrec"
-    files = await _uploaded_files(request)
+    files = await uploaded_files(request)
     if len(files) != 1:
         raise StudioError("send one image at a time to try the model.", 422)
     live = request.app.state.live

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from imgrec.serve.uploads import ApiError, read_uploads
 from imgrec.studio.errors import StudioError
 from imgrec.studio.names import sanitise_file_name
 from imgrec.studio.projects import Project, Studio
@@ -24,6 +25,12 @@ from imgrec.studio.projects import Project, Studio
 router = APIRouter(prefix="/api")
 
 MAX_FILES_PER_REQUEST = 256
+UPLOAD_ERRORS = {  # read_uploads' refusals by status, as the page says them
+    400: "the upload stopped before it was complete; nothing was added.",
+    415: "send images as multipart/form-data under the field 'files', or one image with an "
+    "image/* content type.",
+    422: "no images came with the request: put them under 'files'.",
+}
 IMAGE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
 
 
@@ -149,7 +156,7 @@ def list_images(request: Request, pid: str, cls: str, offset: int = 0, limit: in
 @router.post("/projects/{pid}/classes/{cls}/images")
 async def add_images(request: Request, pid: str, cls: str) -> dict:
     project = project_of(request, pid)
-    files = await _uploaded_files(request)
+    files = await uploaded_files(request)
     return await run_in_threadpool(project.add_images, cls, files)
 
 
@@ -212,25 +219,13 @@ def undo(request: Request, pid: str, aid: str) -> dict:
 # -- reading uploads ------------------------------------------------------------------------
 
 
-async def _uploaded_files(request: Request) -> list[tuple[str, bytes]]:
-    """(filename, bytes) of every file in a multipart `files` field, or of a raw image body."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+async def uploaded_files(request: Request) -> list[tuple[str, bytes]]:
+    """(filename, bytes) of every file in a multipart `files` field, or of a raw image body:
+    the REST server's reading (serve/uploads.py), its refusals in the studio's words."""
     try:
-        if kind.startswith("image/"):
-            return [(request.headers.get("x-filename") or "upload", await request.body())]
-        if kind != "multipart/form-data":
-            raise StudioError(
-                "send images as multipart/form-data under the field 'files', or one image "
-                "with an image/* content type.",
-                415,
-            )
-        async with request.form(max_files=MAX_FILES_PER_REQUEST, max_fields=16) as form:
-            files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-            if not files:
-                raise StudioError("no images came with the request: put them under 'files'.", 422)
-            return [(f.filename or f"file{i + 1}", await f.read()) for i, f in enumerate(files)]
-    except ClientDisconnect:
-        raise StudioError("the upload stopped before it was complete; nothing was added.") from None
+        return await read_uploads(request, MAX_FILES_PER_REQUEST)
+    except ApiError as exc:
+        raise StudioError(UPLOAD_ERRORS.get(exc.status, exc.message), exc.status) from None
 
 
 class uploaded_zip:  # noqa: N801 - used as `async with uploaded_zip(request) as path`
