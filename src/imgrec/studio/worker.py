@@ -25,6 +25,7 @@ from pathlib import Path
 from imgrec.errors import ImgrecError
 from imgrec.studio.jobfiles import (
     append_event,
+    epoch_row,
     now,
     progress_of,
     read_job,
@@ -172,9 +173,9 @@ class TrainTracker:
 
 
 def _row(row: dict) -> dict:
-    return {k: row.get(k) for k in ("phase", "epoch", "train_loss", "val_loss", "val_acc")} | {
-        "seconds": None if row.get("seconds") is None else round(float(row["seconds"]), 2)
-    }
+    """The epoch event's fields (jobfiles.EPOCH_FIELDS), its seconds rounded."""
+    seconds = row.get("seconds")
+    return epoch_row(row) | {"seconds": None if seconds is None else round(float(seconds), 2)}
 
 
 def run_train(job: dict, project: Path, events: Events) -> dict:
