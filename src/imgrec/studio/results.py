@@ -68,9 +68,9 @@ def run_results(project_folder: Path, rid: str) -> dict:
 
     project = Path(project_folder)
     folder = _run_folder(project, rid)
-    summary = _summary(folder, _jobs_by_run(project).get(rid))
-    answer = {**summary, "files": _files(project.name, folder)}
     metrics = _json(folder / "metrics.json")
+    summary = _summary(folder, _jobs_by_run(project).get(rid), metrics)
+    answer = {**summary, "files": _files(project.name, folder)}
     if not metrics or "accuracy" not in metrics or "confusion_matrix" not in metrics:
         return {**answer, "accuracy": None}
     matrix, classes = metrics["confusion_matrix"], metrics.get("classes", [])
@@ -133,14 +133,15 @@ def leaderboard(project_folder: Path) -> dict | None:
     return None
 
 
-def _summary(folder: Path, job: dict | None) -> dict:
+def _summary(folder: Path, job: dict | None, metrics: dict | None = None) -> dict:
     """{id, created, model, accuracy, status, kind} of one run folder: the job that made it
     says its kind and status (its record in the run folder when no job of this studio
-    does); else a folder with results is done."""
+    does); else a folder with results is done. `metrics`: its metrics.json, when the caller
+    has read it already."""
     record = job or _json(folder / JOB_FILE) or {}
     board = _json(folder / "leaderboard.json")
     kind = "compare" if board is not None or record.get("kind") == "compare" else "train"
-    metrics = _json(folder / "metrics.json") or {}
+    metrics = (metrics if metrics is not None else _json(folder / "metrics.json")) or {}
     model = (_json(folder / "config.json") or {}).get("model")
     accuracy = metrics.get("accuracy")
     if board is not None:
