@@ -15,7 +15,7 @@ from runhelpers import copy_files, sample_files
 
 from imgrec.studio.errors import StudioError
 from imgrec.studio.jobfiles import append_event, read_job, write_job
-from imgrec.studio.jobs import BUSY, JobManager, next_run_folder
+from imgrec.studio.jobs import BUSY, JobManager
 
 
 def make_project(home: Path, per_class: int = 3, name: str = "pets") -> Path:
@@ -249,14 +249,6 @@ def test_a_running_job_without_a_worker_becomes_interrupted_when_polled(tmp_path
     news, _ = JobManager(tmp_path / "elsewhere").poll(project, None)
     assert news[0][1]["status"] == "interrupted"
     assert (project / ".studio" / "jobs").exists()
-
-
-def test_run_names_are_the_librarys():
-    from imgrec.runs.train import next_run_folder as library
-
-    base = Path("/nonexistent-imgrec-runs")
-    assert next_run_folder(base, "train") == library(base, "train")
-    assert next_run_folder(base, "compare") == library(base, "compare")
 
 
 def finetune_rows(history: Path) -> list[int]:

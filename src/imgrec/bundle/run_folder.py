@@ -250,3 +250,13 @@ def _csv_columns(source: str | None) -> list[str]:
         for h in header
         if h.strip() and h.strip().lower() not in {"path", "label", "split"}
     ]
+
+
+def next_run_folder(base: Path = Path("runs"), name: str = "train") -> Path:
+    """runs/train, runs/train-2, ... like Ultralytics, so runs never overwrite each other (here,
+    below the training stack, so that imgrec studio names runs without loading torch)."""
+    candidate, n = base / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = base / f"{name}-{n}"
+    return candidate

@@ -95,8 +95,8 @@ def audit(
     """
     from imgrec.audit.report import save_audit
     from imgrec.audit.run import audit_dataset
+    from imgrec.bundle.run_folder import next_run_folder
     from imgrec.data.dataset import load_dataset
-    from imgrec.runs.train import next_run_folder
 
     dataset = load_dataset(data)
     if not dataset.samples:

@@ -237,9 +237,10 @@ def train(
     if resume is None and data is None:
         raise typer.BadParameter("give the DATA to train on (or --resume RUN_FOLDER).")
     ratios = parse_ratios(split)
+    from imgrec.bundle.run_folder import next_run_folder
     from imgrec.config import parse_duration
     from imgrec.models.families import preset_config
-    from imgrec.runs.train import next_run_folder, train_run
+    from imgrec.runs.train import train_run
     from imgrec.train import TrainingInterrupted
 
     folder = resume or out_dir or next_run_folder()
@@ -432,10 +433,10 @@ def compare(
 
     Writes leaderboard.csv/.json/.png/.html and keeps the winner as best.imgrec.
     """
+    from imgrec.bundle.run_folder import next_run_folder
     from imgrec.config import parse_duration
     from imgrec.models.families import LEADERBOARD
     from imgrec.runs.compare import compare as run_compare
-    from imgrec.runs.train import next_run_folder
 
     seconds = parse_duration(budget)
     names = [n.strip() for n in models.split(",") if n.strip()] if models else list(LEADERBOARD)

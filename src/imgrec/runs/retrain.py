@@ -165,8 +165,9 @@ def _plan(
 ) -> _Plan:
     """Old split + new images split the same way, decoded and audited once; the inputs are
     written into the new run folder."""
+    from imgrec.bundle.run_folder import next_run_folder
     from imgrec.data.cache import DecodedCache
-    from imgrec.runs.train import next_run_folder, quick_audit
+    from imgrec.runs.train import quick_audit
 
     run_folder = old_model.parent
     folder = (

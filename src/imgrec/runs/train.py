@@ -42,15 +42,6 @@ class RunResult:
 SELECTION_SHARE = 0.15  # of train, held out to choose epochs and settings when no val is given
 
 
-def next_run_folder(base: Path = Path("runs"), name: str = "train") -> Path:
-    """runs/train, runs/train-2, ... like Ultralytics, so runs never overwrite each other."""
-    candidate, n = base / name, 1
-    while candidate.exists():
-        n += 1
-        candidate = base / f"{name}-{n}"
-    return candidate
-
-
 def prepare_folder(folder: Path, resume: bool, exist_ok: bool) -> None:
     if resume:
         read_config(folder)  # refuses a folder with nothing to resume

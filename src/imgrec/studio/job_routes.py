@@ -201,6 +201,9 @@ def augment_preview(
     out = project.folder / ".studio" / "previews" / f"{project.version}-{augment}-{image_size}.png"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
+        for stale in out.parent.glob("*.png"):  # grids of earlier versions of the photos
+            if not stale.name.startswith(f"{project.version}-"):
+                stale.unlink(missing_ok=True)
         spec = ImageClassifier(image_size=image_size).preprocessing  # the default backbone's
         preview_augmentations(load_dataset(project.data), augment, out, images=4, spec=spec)
     return FileResponse(out, media_type="image/png", headers={"Cache-Control": "no-store"})

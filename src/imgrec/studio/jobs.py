@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from imgrec.bundle.run_folder import next_run_folder
 from imgrec.studio.errors import StudioError
 from imgrec.studio.jobfiles import (
     ACTIVE,
@@ -371,16 +372,6 @@ class JobManager:
         if not (folder / JOB_FILE).is_file():
             raise StudioError(f"there is no job {jid[:40]} in this project.", 404)
         return folder
-
-
-def next_run_folder(base: Path, name: str) -> Path:
-    """runs/train, runs/train-2, ...: the names imgrec.runs.train.next_run_folder gives (a
-    test holds them equal), without loading the training stack (torch) into the server."""
-    candidate, n = base / name, 1
-    while candidate.exists():
-        n += 1
-        candidate = base / f"{name}-{n}"
-    return candidate
 
 
 def _stamp(folder: Path) -> list[int]:
