@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from imgrec.bundle.run_folder import RunFiles
 from imgrec.errors import ImgrecError
 from imgrec.studio.jobfiles import (
     append_event,
@@ -78,7 +79,8 @@ class TrainTracker:
     """Turns train_run's callbacks (and the files it writes) into the page's events."""
 
     def __init__(self, events: Events, folder: Path, config, started: float) -> None:
-        self.events, self.folder, self.config, self.started = events, folder, config, started
+        self.events, self.config, self.started = events, config, started
+        self.files = RunFiles(folder)
         self.durations: dict[str, list[float]] = {}
         self.last_seconds: float | None = None
         self.planned: int | None = None
@@ -122,8 +124,10 @@ class TrainTracker:
         return plan.get("epochs")
 
     def _phases(self) -> dict:
+        from imgrec.train.fit import PHASES_FILE
+
         try:
-            return json.loads((self.folder / "checkpoints" / "phases.json").read_text())
+            return json.loads((self.files.checkpoints / PHASES_FILE).read_text())
         except (OSError, ValueError):
             return {}
 
@@ -131,7 +135,7 @@ class TrainTracker:
         """Whether the fit is over (this worker's fit: its split.csv is newer than the
         worker), read from the work folder: fine-tuning's time recorded, or the head's when
         no epochs follow, or a scikit-learn learner's chosen estimator saved."""
-        split = self.folder / "split.csv"
+        split = self.files.split
         if not split.is_file() or split.stat().st_mtime < self.started - 1.0:
             return False
         phases = self._phases()
@@ -142,11 +146,11 @@ class TrainTracker:
         from imgrec.models.families import get_family
 
         sklearn = get_family(self.config.model).traits.sklearn
-        return sklearn and (self.folder / "checkpoints" / "best.json").is_file()
+        return sklearn and (self.files.checkpoints / "best.json").is_file()
 
     def look(self) -> None:
         """One look at the run folder for the phases no callback reports."""
-        metrics = self.folder / "metrics.json"
+        metrics = self.files.metrics
         if metrics.is_file() and metrics.stat().st_mtime >= self.started - 1.0:
             self.events.phase("Writing the report")
         elif self.fit_done():
@@ -186,7 +190,7 @@ def run_train(job: dict, project: Path, events: Events) -> dict:
     from imgrec.runs.train import train_run
 
     folder = project / "runs" / job["run"]
-    resume = bool(job.get("resume")) and (folder / "config.json").is_file()
+    resume = bool(job.get("resume")) and RunFiles(folder).config.is_file()
     config = TrainConfig.from_dict(read_config(folder)) if resume else train_config(job["options"])
     tracker = TrainTracker(events, folder, config, time.time())
     events.phase("Preparing images")
@@ -268,7 +272,7 @@ def run_export(job: dict, project: Path, events: Events) -> dict:
     run = project / "runs" / job["options"]["run"]
     events.phase("Exporting")
     done = export_model(
-        run / "model.imgrec",
+        RunFiles(run).model,
         "onnx",
         run / EXPORT_FILES[fmt],
         int8=fmt == "onnx-int8",
