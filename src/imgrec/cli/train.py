@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -216,6 +217,24 @@ def train(
         int | None,
         typer.Option(help=with_default("DataLoader workers.", "cores - 1"), callback=in_range(0)),
     ] = None,
+    devices: Annotated[
+        int,
+        typer.Option(
+            help="Processes on this machine that fine-tune together (DDP): one per GPU where "
+            "there are GPUs, else CPU processes sharing the cores. --batch-size is split among "
+            "all processes. Default: 1.",
+            callback=in_range(1),
+        ),
+    ] = 1,
+    num_nodes: Annotated[
+        int,
+        typer.Option(
+            help="Machines in the job: run the same command on each with MASTER_ADDR, "
+            "MASTER_PORT and NODE_RANK set, or start it with torchrun or srun (docs/scaling.md). "
+            "Default: 1.",
+            callback=in_range(1),
+        ),
+    ] = 1,
     resume: Annotated[
         Path | None,
         typer.Option(help=with_default("Continue an interrupted run folder.", "none")),
@@ -237,6 +256,12 @@ def train(
     if resume is None and data is None:
         raise typer.BadParameter("give the DATA to train on (or --resume RUN_FOLDER).")
     ratios = parse_ratios(split)
+    from imgrec.runs import launch
+
+    if launch.needs_launch(devices, num_nodes):
+        launch.launch(devices, num_nodes, sys.argv[1:])
+        return
+    launch.check_world(devices, num_nodes)
     from imgrec.bundle.run_folder import next_run_folder
     from imgrec.config import parse_duration
     from imgrec.models.families import preset_config
@@ -288,6 +313,8 @@ def train(
             f"imgrec train --resume {shown(folder)}"
         )
         raise typer.Exit(130) from None
+    if run is None:  # another process of a multi-process run: rank 0 reports
+        return
     m = run.evaluation.metrics
     out.print(
         f"[bold green]done[/] {run.evaluated_on} accuracy {m['accuracy']:.2%}, "

@@ -21,7 +21,7 @@ from imgrec.data.dataset import Dataset, Skipped, load_dataset
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
 from imgrec.runs.finish import finish_run, write_audit
-from imgrec.train import TrainConfig
+from imgrec.train import TrainConfig, distributed
 
 if TYPE_CHECKING:
     from imgrec.audit.result import AuditResult
@@ -123,7 +123,7 @@ def train_run(
     on_lr: Callable[[float], None] | None = None,
     on_plan: Callable[[str], None] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
-) -> RunResult:
+) -> RunResult | None:
     """Train on `source` into `folder`; the test split (else validation) is what gets reported.
 
     With `resume`, the settings, data source and split come from the folder itself. With
@@ -134,12 +134,19 @@ def train_run(
     sees every history row as it is written (imgrec studio shows them live). The time
     limit's clock starts here: decoding, audit, training and evaluation all count, and the
     time each took lands in metrics.json and the model file under "phases".
+
+    Started by torchrun or srun as one of several processes (`imgrec train --devices N`),
+    every process runs this; rank 0 alone audits, splits, decides and writes the folder,
+    the others train their share under DDP and return None (train/distributed.py).
     """
     clock = time.perf_counter()
     folder = Path(folder)
+    world = distributed.current()
+    distributed.join(world)
+    progress = progress and world.is_main
     files = RunFiles(folder)
     if resume:  # settings, data source and split as the folder holds them
-        saved = read_config(folder)
+        saved = distributed.decided_by_main(world, lambda: read_config(folder))
         config, source, split_file = (
             TrainConfig.from_dict(saved),
             source or saved["source"],
@@ -147,31 +154,35 @@ def train_run(
         )
     if source is None:
         raise ImgrecError("no data given to train on.")
-    if not resume and not exist_ok and folder.exists() and any(folder.iterdir()):
-        prepare_folder(folder, resume, exist_ok)  # refuses, before any work is done
+    if not resume and not exist_ok:  # refuses, before any work is done
+        distributed.decided_by_main(world, lambda: _refuse_used_folder(folder))
     dataset = load_dataset(source)
     if split_file is None and not dataset.has_splits():
         dataset.split(*ratios, seed=config.seed)  # refuse unsplittable data before decoding
-    config = config if resume else _ensemble_within_limit(config, len(dataset), clock, on_plan)
+    if not resume:
+        config = distributed.decided_by_main(
+            world, lambda: _ensemble_within_limit(config, len(dataset), clock, on_plan)
+        )
     settings = config.to_dict()
     clf = ImageClassifier(settings.pop("model"), **settings)
     # One decode for everything: the audit's facts, training's cache, no second pass.
+    audit = audit and world.is_main  # rank 0 audits and splits; the others get its split
     decoded = DecodedCache(dataset.paths, clf.preprocessing, progress=progress, with_facts=audit)
     decoded.build()
-    checked = quick_audit(dataset, decoded) if audit and not resume else None
-    if checked is not None and on_audit is not None:
-        on_audit(checked)
-    train, val, test = split_data(dataset, ratios, split_file, config.seed, checked)
-    if not resume:
-        prepare_folder(folder, resume, exist_ok)  # only now: bad data leaves no empty folder
-    if checked is not None:
-        write_audit(folder, checked, _crossing(checked, train, val, test))
-    write_config(folder, config.to_dict(), source)
-    write_split_file(files.split, {"train": train, "val": val, "test": test})
+
+    def split_on_main() -> tuple[Dataset, Dataset, Dataset]:
+        return _split_and_record(
+            dataset, decoded, folder, config, source, (ratios, split_file), resume, exist_ok,
+            audit, on_audit,
+        )  # fmt: skip
+
+    train, val, test = _shared_split(world, dataset, split_on_main)
     phases = {"decode_audit": {"seconds": round(time.perf_counter() - clock, 2)}}
     if lr_auto and not resume:
         tic = time.perf_counter()
-        config = _find_lr(clf, train, val, decoded, folder, source, progress, on_lr)
+        clf.config = distributed.decided_by_main(
+            world, lambda: _find_lr(clf, train, val, decoded, folder, source, progress, on_lr)
+        )
         phases["lr_find"] = {"seconds": round(time.perf_counter() - tic, 2)}
     clf.fit(
         train,
@@ -186,6 +197,9 @@ def train_run(
         on_plan=on_plan,
         on_epoch=on_epoch,
     )
+    distributed.leave()
+    if not world.is_main:  # rank 0 evaluates and writes the run's files
+        return None
     result, evaluated_on = _evaluate(clf, decoded, val, test, phases)
     result.title = f"imgrec — {folder.name} ({evaluated_on} split)"
     unreadable = clf.skipped + [Skipped(Path(p), reason) for p, reason in result.skipped or []]
@@ -193,6 +207,58 @@ def train_run(
     return RunResult(
         folder, done.model_path, done.report_path, result, evaluated_on, clf, done.card_path
     )
+
+
+def _shared_split(
+    world: distributed.World,
+    dataset: Dataset,
+    split_on_main: Callable[[], tuple[Dataset, Dataset, Dataset]],
+) -> tuple[Dataset, Dataset, Dataset]:
+    """(train, val, test) as rank 0 chose them; under DDP they travel as paths, and every
+    process, rank 0 included, rebuilds them the same way, so their order is the same."""
+    if not world.distributed:
+        return split_on_main()
+
+    def names() -> dict[str, str]:
+        parts = zip(("train", "val", "test"), split_on_main(), strict=True)
+        return {str(sample.path): name for name, part in parts for sample in part}
+
+    chosen = distributed.decided_by_main(world, names)
+    assigned = dataset.with_splits({Path(p): name for p, name in chosen.items()})
+    return assigned.subset("train"), assigned.subset("val"), assigned.subset("test")
+
+
+def _refuse_used_folder(folder: Path) -> None:
+    if folder.exists() and any(folder.iterdir()):
+        prepare_folder(folder, resume=False, exist_ok=False)
+
+
+def _split_and_record(
+    dataset: Dataset,
+    decoded: DecodedCache,
+    folder: Path,
+    config: TrainConfig,
+    source: str | Path,
+    split_from: tuple[tuple[float, float, float], Path | None],
+    resume: bool,
+    exist_ok: bool,
+    audit: bool,
+    on_audit: Callable[[AuditResult], None] | None,
+) -> tuple[Dataset, Dataset, Dataset]:
+    """The quick audit (unless resuming), the split, and the run folder's first files:
+    audit, config and split. The folder is (re)made only now, so bad data leaves none."""
+    checked = quick_audit(dataset, decoded) if audit and not resume else None
+    if checked is not None and on_audit is not None:
+        on_audit(checked)
+    ratios, split_file = split_from
+    train, val, test = split_data(dataset, ratios, split_file, config.seed, checked)
+    if not resume:
+        prepare_folder(folder, resume, exist_ok)
+    if checked is not None:
+        write_audit(folder, checked, _crossing(checked, train, val, test))
+    write_config(folder, config.to_dict(), source)
+    write_split_file(RunFiles(folder).split, {"train": train, "val": val, "test": test})
+    return train, val, test
 
 
 def _ensemble_within_limit(

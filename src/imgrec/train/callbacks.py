@@ -14,13 +14,22 @@ class KeepBestAndHistory(L.Callback):
     """After each validated epoch: append a history row and keep the best weights so far.
 
     With `stop_unless_better`, training stops after the first epoch whose score does not beat
-    the best so far (whatever the state held before fine-tuning, the head's best included).
+    the best so far (whatever the state held before fine-tuning, the head's best included:
+    `best_score`). Under DDP the metrics are already reduced over the processes, every
+    process takes the same decision, and rank 0 alone writes.
     """
 
-    def __init__(self, state: RunState, started: float, stop_unless_better: bool = False):
+    def __init__(
+        self,
+        state: RunState,
+        started: float,
+        stop_unless_better: bool = False,
+        best_score: float | None = None,
+    ):
         self.state = state
         self.started = started
         self.stop_unless_better = stop_unless_better
+        self.best_score = best_score
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = trainer.callback_metrics
@@ -37,9 +46,12 @@ class KeepBestAndHistory(L.Callback):
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "seconds": time.perf_counter() - self.started,
         }
-        self.state.append_history(row)
-        best = self.state.best()
-        if best is None or row["val_score"] > best["val_score"]:
-            self.state.save_best(pl_module.model.state_dict(), row)
+        better = self.best_score is None or row["val_score"] > self.best_score
+        if trainer.is_global_zero:
+            self.state.append_history(row)
+            if better:
+                self.state.save_best(pl_module.model.state_dict(), row)
+        if better:
+            self.best_score = row["val_score"]
         elif self.stop_unless_better:
             trainer.should_stop = True

@@ -24,6 +24,7 @@ from imgrec.models.anatomy import num_features
 from imgrec.models.fast_features import onnx_feature_extractor
 from imgrec.models.registry import get_spec
 from imgrec.runtime import torch_threads
+from imgrec.train.distributed import SINGLE, World, broadcast, gather_rows, share
 from imgrec.train.head import extract_features
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,26 @@ Compute = Callable[[DecodedCache, list[int], str], torch.Tensor]
 
 
 class StoredFeatures:
-    """`features(cache, name)` -> (valid images, width) tensor, store first, compute the rest."""
+    """`features(cache, name)` -> (valid images, width) tensor, store first, compute the rest.
+
+    `shared_by(world)` splits the computing among the processes of a multi-process run:
+    rank 0 looks up the store and says which rows are missing, each process computes its
+    share of them, and rank 0 gathers and stores them; the others get an empty tensor.
+    """
 
     def __init__(self, key: str | None, width: int, compute: Compute) -> None:
         self.width = width
         self.compute = compute
         self.key = key or ""
         self.store = _open_store() if key else None
+        self.world = SINGLE
+
+    def shared_by(self, world: World) -> StoredFeatures:
+        self.world = world
+        if not world.is_main and self.store is not None:
+            self.store.close()  # one writer: rank 0
+            self.store = None
+        return self
 
     def __enter__(self) -> StoredFeatures:
         return self
@@ -49,8 +63,29 @@ class StoredFeatures:
 
     def __call__(self, cache: DecodedCache, name: str) -> torch.Tensor:
         indices = cache.valid_indices
+        world = self.world
+        found, hashes = self._lookup(cache, indices) if world.is_main else ({}, [])
+        missing = broadcast(world, [j for j, h in enumerate(hashes) if h not in found])
+        todo = [indices[j] for j in missing]
+        new = gather_rows(world, self.compute(cache, share(world, todo), name), len(todo))
+        if new is None:  # not rank 0: its share is with rank 0 now
+            return torch.empty(0, self.width)
+        out = torch.empty(len(indices), self.width)
+        for j, h in enumerate(hashes):
+            if h in found:
+                out[j] = torch.from_numpy(found[h])
+        if missing:
+            out[missing] = new
+            if self.store is not None:
+                rows = {hashes[j]: new[k].numpy() for k, j in enumerate(missing) if hashes[j]}
+                self.store.put_many(self.key, rows)
+        return out
+
+    def _lookup(self, cache: DecodedCache, indices: list[int]) -> tuple[dict, list[str | None]]:
+        """(rows the store holds by file hash, each image's hash); without a store, nothing
+        is found and every hash is None."""
         if self.store is None:
-            return self.compute(cache, indices, name)
+            return {}, [None] * len(indices)
         facts = [cache.facts[i] for i in indices]  # hashed already when decoded with facts
         hashes = (
             [f.sha256 for f in facts]
@@ -58,18 +93,7 @@ class StoredFeatures:
             else hash_files([cache.paths[i] for i in indices])
         )
         found = self.store.get_many(self.key, [h for h in hashes if h])
-        found = {h: v for h, v in found.items() if v.shape == (self.width,)}
-        missing = [j for j, h in enumerate(hashes) if h not in found]
-        out = torch.empty(len(indices), self.width)
-        for j, h in enumerate(hashes):
-            if h in found:
-                out[j] = torch.from_numpy(found[h])
-        if missing:
-            new = self.compute(cache, [indices[j] for j in missing], name)
-            out[missing] = new
-            rows = {hashes[j]: new[k].numpy() for k, j in enumerate(missing) if hashes[j]}
-            self.store.put_many(self.key, rows)
-        return out
+        return {h: v for h, v in found.items() if v.shape == (self.width,)}, hashes
 
 
 def _open_store() -> EmbeddingStore | None:

@@ -23,7 +23,9 @@ from imgrec.data.cache import ImageTensorDataset
 from imgrec.data.transforms import eval_transform, train_transform
 from imgrec.models.anatomy import freeze_early_layers
 from imgrec.runtime import autocast_dtype, device
+from imgrec.train import distributed
 from imgrec.train.callbacks import KeepBestAndHistory
+from imgrec.train.distributed import World
 from imgrec.train.head import class_weights
 from imgrec.train.job import Fitting
 from imgrec.train.module import FineTuneModule
@@ -66,8 +68,18 @@ def _time_used(job: Fitting):
     return lambda: (time.perf_counter() - started) / span
 
 
+def per_process_batch(batch_size: int, world: World) -> int:
+    """`--batch-size` is the batch of one optimiser step, whatever the number of processes:
+    each of N processes takes 1/N of it (rounded up), so a run's settings mean the same
+    with --devices 1 or 4 and its learning rate needs no rescaling."""
+    return max(1, math.ceil(batch_size / world.size))
+
+
 def _loaders(job: Fitting) -> tuple[DataLoader, DataLoader, list[int]]:
-    """Training and validation loaders over the decoded caches, and the training targets."""
+    """Training and validation loaders over the decoded caches, and the training targets.
+
+    Under DDP, Lightning swaps in its distributed sampler (wrapping the balanced one): each
+    process then sees its 1/N of every epoch, seeded, so a world size gives one result."""
     config, preprocessing = job.config, job.preprocessing
     workers = config.workers if config.workers is not None else default_workers()
     loader_args = {"num_workers": workers, "persistent_workers": workers > 0}
@@ -83,8 +95,9 @@ def _loaders(job: Fitting) -> tuple[DataLoader, DataLoader, list[int]]:
         if config.balance == "sampler"
         else {"shuffle": True, "generator": generator}
     )
-    train_loader = DataLoader(train_data, batch_size=config.batch_size, **order, **loader_args)
-    val_loader = DataLoader(val_data, batch_size=config.batch_size, **loader_args)
+    batch = per_process_batch(config.batch_size, job.world)
+    train_loader = DataLoader(train_data, batch_size=batch, **order, **loader_args)
+    val_loader = DataLoader(val_data, batch_size=batch, **loader_args)
     return train_loader, val_loader, targets
 
 
@@ -99,7 +112,12 @@ def _trainer(job: Fitting, config: TrainConfig, from_scratch: bool) -> L.Trainer
         else [EarlyStopping(monitor="val_score", mode="max", patience=config.patience)]
     )
     callbacks = [
-        KeepBestAndHistory(state, job.started, stop_unless_better=job.stop_unless_better),
+        KeepBestAndHistory(
+            state,
+            job.started,
+            stop_unless_better=job.stop_unless_better,
+            best_score=distributed.broadcast(job.world, (state.best() or {}).get("val_score")),
+        ),
         *stopping,
         ModelCheckpoint(
             dirpath=state.folder,
@@ -118,11 +136,14 @@ def _trainer(job: Fitting, config: TrainConfig, from_scratch: bool) -> L.Trainer
     precision = {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed", None: "32-true"}[
         autocast_dtype(target, cpu_bf16=from_scratch)
     ]
+    world = job.world
     return L.Trainer(
         max_epochs=config.epochs,
         max_time=_time_left(job),
         accelerator="gpu" if target.type == "cuda" else "cpu",
-        devices=1,
+        devices=world.local_size,
+        num_nodes=world.nodes,
+        strategy="ddp" if world.distributed else "auto",
         precision=precision,
         logger=False,
         callbacks=callbacks,
@@ -134,9 +155,12 @@ def _trainer(job: Fitting, config: TrainConfig, from_scratch: bool) -> L.Trainer
     )
 
 
-def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
-    """Fine-tune `job.model` in place from the best weights so far; on resume, from last.ckpt."""
-    model, config, state = job.model, job.config, job.state
+def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> list[int]:
+    """Fine-tune `job.model` in place from the best weights so far; on resume, from last.ckpt.
+
+    Returns the training batches each process ran (one entry per rank). Under DDP only rank
+    0 loads the best weights: DDP copies rank 0's to the others when it wraps the model."""
+    model, config, state, world = job.model, job.config, job.state, job.world
     L.seed_everything(config.seed, workers=True, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no device banners/tips
     if state.best() is not None:
@@ -146,7 +170,10 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
         freeze_early_layers(model, config.freeze_stride)
     if from_scratch:
         config = TrainConfig.from_dict({**config.to_dict(), "backbone_lr_mult": 1.0})
-    total_steps = config.epochs * math.ceil(len(targets) / config.batch_size)
+    per_process = math.ceil(len(targets) / world.size)
+    total_steps = config.epochs * math.ceil(
+        per_process / per_process_batch(config.batch_size, world)
+    )
     num_classes = model.get_classifier().out_features
     weight = class_weights(targets, num_classes) if config.balance == "weights" else None
     module = FineTuneModule(
@@ -160,7 +187,9 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
     trainer = _trainer(job, config, from_scratch)
     previous = signal.getsignal(signal.SIGINT)
     last = state.folder / "last.ckpt"
-    ckpt = last if resume and last.exists() else None
+    # rank 0's checkpoint for every process: a resumed DDP run needs the run folder on a
+    # filesystem all nodes share (as Lightning's own resume does)
+    ckpt = distributed.broadcast(world, last if resume and last.exists() else None)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -169,6 +198,13 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
             warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # resume folder
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
             trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt, weights_only=True)
+    except (RuntimeError, torch.distributed.DistError) as exc:
+        if world.distributed and distributed.lost_peer(exc):
+            raise distributed.PeerLost(
+                f"another training process stopped ({distributed.first_line(exc)}); finished "
+                f"epochs are saved in {state.folder}: continue with --resume"
+            ) from None
+        raise
     except SystemExit as stop:
         if trainer.interrupted:
             raise TrainingInterrupted(
@@ -177,3 +213,4 @@ def fine_tune(job: Fitting, resume: bool, from_scratch: bool) -> None:
         raise
     finally:  # Lightning leaves its own handler installed: put back what was there
         signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+    return distributed.gather_objects(world, module.batches_seen)

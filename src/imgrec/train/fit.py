@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
+import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from imgrec.errors import ImgrecError
 from imgrec.models.families import get_family
 from imgrec.models.mlp_head import MLPHead
 from imgrec.runtime import torch_threads
+from imgrec.train import distributed
 from imgrec.train.features import backbone_features, job_features
 from imgrec.train.head import class_weights, fit_head, fit_mlp_head
 from imgrec.train.job import Fitting
@@ -67,10 +71,16 @@ def fit_model(
     started, so that `config.time_limit` covers what came before the fit; `eval_images` are
     the images the caller will score after it, whose time fine-tuning leaves them. With
     `config.auto_finetune`, the plan's one-line reason goes to `on_plan` (see _plan_finetune).
+
+    Started as one of several processes (train/distributed.py), every process computes its
+    share of the frozen features and fine-tunes under DDP; rank 0 alone reads and writes
+    `work_dir` and takes every decision, which the others receive (they keep their own
+    throwaway state), and every process returns rank 0's outcome.
     """
     torch.manual_seed(config.seed)
-    state = _work_state(work_dir, on_epoch, resume)
-    history = state.history()
+    world = distributed.current()
+    state = _process_state(world, config, work_dir, on_epoch, resume)
+    history = distributed.broadcast(world, state.history())
     clock = time.perf_counter() if started is None else started
     started = clock - (history[-1]["seconds"] if history else 0.0)
 
@@ -95,9 +105,10 @@ def fit_model(
         config,
         state,
         started,
-        progress,
+        progress and world.is_main,
+        world=world,
     )
-    phases = _read_phases(state) if resume else {}
+    phases = distributed.broadcast(world, _read_phases(state) if resume else {})
     if get_family(config.model).traits.sklearn:
         if state.best() is None:
             from imgrec.train.classic import fit_classic  # loads scikit-learn
@@ -107,16 +118,40 @@ def fit_model(
             phases["fit"] = {"seconds": time.perf_counter() - tic}
         return _outcome(model, state, skipped, phases)
     from_scratch = config.weights == "none"
-    if state.best() is None and not from_scratch and config.head:
+    if distributed.broadcast(world, state.best() is None) and not from_scratch and config.head:
         tic = time.perf_counter()
         _fit_head_phase(job)
         phases["head"] = {"seconds": time.perf_counter() - tic}
         _write_phases(state, phases)
 
-    finetuned_epochs = sum(1 for row in state.history() if row["phase"] == "finetune")
+    history = distributed.broadcast(world, state.history())
+    finetuned_epochs = sum(1 for row in history if row["phase"] == "finetune")
     if config.epochs > finetuned_epochs:
         _finetune_phase(job, phases, finetuned_epochs, resume, eval_images, on_plan)
-    return _outcome(model, state, skipped, phases)
+    outcome = _outcome(model, state, skipped, phases) if world.is_main else None
+    return distributed.broadcast(world, outcome)
+
+
+def _process_state(
+    world: distributed.World,
+    config: TrainConfig,
+    work_dir: Path,
+    on_epoch: Callable[[dict], None] | None,
+    resume: bool,
+) -> RunState:
+    """Rank 0's state is the run's work folder; another process of a DDP run keeps a
+    throwaway one, removed with it, since nothing it writes is the run's."""
+    if world.distributed and get_family(config.model).traits.sklearn:
+        raise ImgrecError(
+            f"{config.model} is fitted by scikit-learn in one process; train it without "
+            "--devices/--num-nodes (they split deep-network training across processes)."
+        )
+    if world.is_main:
+        return _work_state(work_dir, on_epoch, resume)
+    scratch = Path(tempfile.mkdtemp(prefix=f"imgrec-rank{world.rank}-"))
+    state = RunState(scratch)
+    weakref.finalize(state, shutil.rmtree, scratch, True)
+    return state
 
 
 def _work_state(work_dir: Path, on_epoch: Callable[[dict], None] | None, resume: bool) -> RunState:
@@ -151,7 +186,9 @@ def _finetune_phase(
     if job.config.epochs > finetuned_epochs:
         from imgrec.train.finetune import fine_tune  # loads Lightning
 
-        fine_tune(job, resume, job.config.weights == "none")
+        batches = fine_tune(job, resume, job.config.weights == "none")
+        if job.world.distributed:
+            phases["finetune"]["batches_per_process"] = batches
     done = phases["finetune"]
     done["seconds"] = done.get("seconds", 0.0) + time.perf_counter() - tic
     _write_phases(job.state, phases)
@@ -228,11 +265,11 @@ def _plan_finetune(
     stopping rule. The plan is kept in phases["finetune"]["plan"], so a resumed run keeps it."""
     config = job.config
     plan = phases.get("finetune", {}).get("plan")
-    if plan is None:
-        plan = _make_plan(job, eval_images)
+    if plan is None:  # measured on rank 0 alone: every process must run the same epochs
+        plan = distributed.decided_by_main(job.world, lambda: _make_plan(job, eval_images))
         phases["finetune"] = {"plan": plan}
         _write_phases(job.state, phases)
-        if plan["auto"] and on_plan is not None:
+        if plan["auto"] and on_plan is not None and job.world.is_main:
             on_plan(plan["reason"])
     until = None
     if config.time_limit is not None:
@@ -330,14 +367,20 @@ def _forget_unfinished(state: RunState) -> None:
 
 
 def _fit_head_phase(job: Fitting) -> None:
+    """The head on frozen features. Under DDP every process computes its share of the
+    features (train/features.py) and rank 0, which alone holds them all, fits the head: a
+    full-batch fit of a few seconds gains nothing from splitting, and DDP's start copies
+    rank 0's weights to the others before fine-tuning."""
     model = job.model
     model.eval()  # as extract_features always left it, even when every feature is cached
     train_x, train_y, val_x, val_y = job_features(
         job,
         backbone_features(
             model, job.config.model, job.config.weights, job.preprocessing, job.progress
-        ),
+        ).shared_by(job.world),
     )
+    if not job.world.is_main:
+        return
     head = model.get_classifier()
     # both balance modes weight the head fit: a full-batch fit has no sampling to balance
     weight = class_weights(train_y, head.out_features) if job.config.balance != "none" else None

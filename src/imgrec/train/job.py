@@ -10,6 +10,7 @@ import torch
 from imgrec.config import TrainConfig
 from imgrec.data.cache import DecodedCache
 from imgrec.data.preprocess import Preprocessing
+from imgrec.train.distributed import SINGLE, World
 from imgrec.train.state import RunState
 
 
@@ -31,3 +32,5 @@ class Fitting:
     finetune_until: float | None = None
     # stop fine-tuning at the first epoch that does not beat the best so far, head included
     stop_unless_better: bool = False
+    # this process's place in a multi-process run (train/distributed.py)
+    world: World = SINGLE

@@ -47,6 +47,7 @@ class FineTuneModule(L.LightningModule):
         # Not persistent: the weights follow from config + data, so checkpoints stay the same
         # with or without balancing and a resumed run recomputes them.
         self.register_buffer("class_weight", class_weight, persistent=False)
+        self.batches_seen = 0  # by this process: under DDP each runs its share of an epoch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.contiguous(memory_format=torch.channels_last))
@@ -59,6 +60,7 @@ class FineTuneModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        self.batches_seen += 1
         target = y
         if self.mix is not None:
             x, target = self.mix(x, y)
@@ -69,8 +71,24 @@ class FineTuneModule(L.LightningModule):
         # a mixed image counts as its dominant class
         hard = target.argmax(1) if target.ndim == 2 else target
         acc = (logits.argmax(1) == hard).float().mean()
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
-        self.log("train_acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log(
+            "train_loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=len(y),
+            sync_dist=True,
+        )
+        self.log(
+            "train_acc",
+            acc,
+            prog_bar=True,
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(y),
+            sync_dist=True,
+        )
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -78,14 +96,14 @@ class FineTuneModule(L.LightningModule):
         logits = self(x)
         loss = nn.functional.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
-        self.log("val_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(y))
-        self.log("val_acc", acc, prog_bar=True, on_epoch=True, batch_size=len(y))
+        self.log("val_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log("val_acc", acc, prog_bar=True, on_epoch=True, batch_size=len(y), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.trainer.callback_metrics
         if "val_acc" in metrics and "val_loss" in metrics:
             value = score(float(metrics["val_acc"]), float(metrics["val_loss"]))
-            self.log("val_score", value)
+            self.log("val_score", value, sync_dist=True)
 
     def schedule_clock(self) -> float:
         """The fraction of the time that was left at this phase's first step now spent: phase
