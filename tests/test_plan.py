@@ -118,6 +118,7 @@ def test_fine_tuning_stops_at_the_first_epoch_that_does_not_beat_the_best(tmp_pa
 
     class Trainer:
         sanity_checking = False
+        is_global_zero = True
         should_stop = False
         current_epoch = 0
         optimizers = [torch.optim.SGD(model.parameters(), lr=0.1)]
@@ -129,7 +130,7 @@ def test_fine_tuning_stops_at_the_first_epoch_that_does_not_beat_the_best(tmp_pa
     module = Module()
     module.model = model
     trainer = Trainer()
-    keep = KeepBestAndHistory(state, 0.0, stop_unless_better=True)
+    keep = KeepBestAndHistory(state, 0.0, stop_unless_better=True, best_score=0.80)
     for epoch, score in enumerate((0.85, 0.84), start=1):
         trainer.current_epoch = epoch - 1
         trainer.callback_metrics = {
@@ -143,6 +144,7 @@ def test_fine_tuning_stops_at_the_first_epoch_that_does_not_beat_the_best(tmp_pa
     # a first epoch below the head stops at once, and the head stays the best
     state.save_best(model.state_dict(), {"phase": "head", "epoch": 6, "val_score": 0.90})
     trainer.should_stop = False
+    keep = KeepBestAndHistory(state, 0.0, stop_unless_better=True, best_score=0.90)
     keep.on_train_epoch_end(trainer, module)
     assert trainer.should_stop and state.best()["phase"] == "head"
 

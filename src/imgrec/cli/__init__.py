@@ -7,13 +7,14 @@ it runs, so `imgrec --help` and `imgrec models` answer at once.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
 import typer
 from typer.main import get_command_name
 
-from imgrec.cli import data, deploy, model, monitor, studio, train
+from imgrec.cli import data, deploy, model, monitor, shards, studio, train
 from imgrec.cli.common import SAMPLE, err, say
 from imgrec.errors import ImgrecError
 
@@ -36,6 +37,7 @@ ORDER = (
     "augment-preview",
     "audit",
     "split",
+    "shards",
     "calibrate",
     "serve",
     "export",
@@ -54,7 +56,7 @@ app = typer.Typer(
 def _commands() -> list:
     found = {
         command.name or get_command_name(command.callback.__name__): command
-        for group in (data, train, model, deploy, monitor, studio)
+        for group in (data, shards, train, model, deploy, monitor, studio)
         for command in group.commands.registered_commands
     }
     if set(found) != set(ORDER):
@@ -95,6 +97,10 @@ def main() -> None:
         app(prog_name="imgrec")
     except ImgrecError as exc:
         say(f"error: {exc}", "red", lines=False)
+        if "IMGREC_LAUNCH_NOTES" in os.environ:  # one of several processes: tell the launcher
+            from imgrec.runs.launch import note_error
+
+            note_error(str(exc))
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

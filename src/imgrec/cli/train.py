@@ -256,12 +256,6 @@ def train(
     if resume is None and data is None:
         raise typer.BadParameter("give the DATA to train on (or --resume RUN_FOLDER).")
     ratios = parse_ratios(split)
-    from imgrec.runs import launch
-
-    if launch.needs_launch(devices, num_nodes):
-        launch.launch(devices, num_nodes, sys.argv[1:])
-        return
-    launch.check_world(devices, num_nodes)
     from imgrec.bundle.run_folder import next_run_folder
     from imgrec.config import parse_duration
     from imgrec.models.families import preset_config
@@ -291,6 +285,13 @@ def train(
         workers=workers,
         time_limit=None if time_limit is None else parse_duration(time_limit),
     )
+    from imgrec.runs import launch
+
+    if launch.needs_launch(devices, num_nodes):
+        launch.check_distributable(config.model)
+        launch.launch(devices, num_nodes, sys.argv[1:])
+        return
+    launch.check_world(devices, num_nodes)
     try:
         run = train_run(
             data,

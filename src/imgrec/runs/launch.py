@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from imgrec.errors import ImgrecError
 from imgrec.train import distributed
 
 DEFAULT_PORT = 29500
+NOTES_ENV = "IMGREC_LAUNCH_NOTES"  # where launched processes leave their error sentence
 
 
 def needs_launch(devices: int, num_nodes: int) -> bool:
@@ -38,26 +42,78 @@ def check_world(devices: int, num_nodes: int) -> None:
 
 def launch(devices: int, num_nodes: int, argv: Sequence[str]) -> None:
     """Run `python -m imgrec <argv>` as devices x num_nodes processes under torchrun's agent;
-    returns when they all finished, raises ImgrecError (one sentence) when one failed."""
+    returns when they all finished, raises ImgrecError (one sentence) when one failed.
+
+    Only local rank 0 writes to this terminal (progress, the summary); the others' output
+    goes to log files, so a failure they all meet (say, a missing folder) reads once. When
+    a process other than rank 0 failed alone, its own error line is the one shown."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    args = ["--nproc-per-node", str(devices), "--nnodes", str(num_nodes), *_rendezvous(num_nodes)]
+    logs = Path(tempfile.mkdtemp(prefix="imgrec-launch-"))
+    args = [
+        *("--nproc-per-node", str(devices), "--nnodes", str(num_nodes)),
+        *_rendezvous(num_nodes),
+        *_quiet_others(devices, logs),
+    ]
     _quiet_agent()
     _threads_per_process(devices)
+    os.environ[NOTES_ENV] = str(logs)
     try:
         run(get_args_parser().parse_args([*args, "-m", "imgrec", *argv]))
     except ChildFailedError as failed:
-        rank, failure = min(failed.failures.items())
-        how = (
-            f"was killed by signal {-failure.exitcode}"
-            if failure.exitcode < 0
-            else f"exited with code {failure.exitcode}"
-        )
+        raise _failure(failed, devices * num_nodes, logs) from None
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def _quiet_others(devices: int, logs: Path) -> list[str]:
+    """Local rank 0 keeps the terminal (its progress bars need one); the others write to
+    their log files only."""
+    if devices == 1:
+        return []
+    others = ",".join(f"{r}:3" for r in range(1, devices))  # 3: stdout and stderr
+    return ["--log-dir", str(logs), "--redirects", others]
+
+
+def _failure(failed, size: int, notes: Path) -> BaseException:
+    """The error to end on: nothing more when local rank 0 printed one (it is on the terminal
+    already), else the error of the first local process that noted one, else how the first
+    process ended (killed by a signal, say)."""
+    if (notes / "error-0.txt").exists():
+        return SystemExit(1)
+    for note in sorted(notes.glob("error-*.txt"), key=lambda p: int(p.stem.split("-")[1])):
+        return ImgrecError(note.read_text(encoding="utf-8"))
+    rank, failure = min(failed.failures.items())
+    how = (
+        f"was killed by signal {-failure.exitcode}"
+        if failure.exitcode < 0
+        else f"exited with code {failure.exitcode}"
+    )
+    return ImgrecError(
+        f"training process {rank} of {size} {how}; finished epochs are kept in the run folder "
+        "(continue with --resume)."
+    )
+
+
+def note_error(message: str) -> None:
+    """Called by the CLI as a process it launched ends on an error: the launcher then shows
+    one process's sentence, not one per process."""
+    folder = os.environ.get(NOTES_ENV)
+    if folder:
+        local_rank = os.environ.get("LOCAL_RANK", "0")
+        Path(folder, f"error-{local_rank}.txt").write_text(message, encoding="utf-8")
+
+
+def check_distributable(model: str) -> None:
+    """Refuse, before any process starts, a family that trains in one process only."""
+    from imgrec.models.families import get_family
+
+    if get_family(model).traits.sklearn:
         raise ImgrecError(
-            f"training process {rank} of {devices * num_nodes} {how}; finished epochs are kept "
-            "in the run folder (continue with --resume)."
-        ) from None
+            f"{model} is fitted by scikit-learn in one process; train it without "
+            "--devices/--num-nodes (they split deep-network training across processes)."
+        )
 
 
 def _rendezvous(num_nodes: int) -> list[str]:

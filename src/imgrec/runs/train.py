@@ -143,7 +143,34 @@ def train_run(
     folder = Path(folder)
     world = distributed.current()
     distributed.join(world)
-    progress = progress and world.is_main
+    try:
+        return _train(
+            world, source, folder, config, (ratios, split_file), (resume, exist_ok),
+            progress and world.is_main, audit and world.is_main,
+            on_audit, lr_auto, on_lr, on_plan, on_epoch, clock,
+        )  # fmt: skip
+    finally:  # also on an error: the other processes then learn at once, not at a timeout
+        distributed.leave()
+
+
+def _train(
+    world: distributed.World,
+    source: str | Path | None,
+    folder: Path,
+    config: TrainConfig,
+    split_from: tuple[tuple[float, float, float], Path | None],
+    resuming: tuple[bool, bool],
+    progress: bool,
+    audit: bool,
+    on_audit: Callable[[AuditResult], None] | None,
+    lr_auto: bool,
+    on_lr: Callable[[float], None] | None,
+    on_plan: Callable[[str], None] | None,
+    on_epoch: Callable[[dict], None] | None,
+    clock: float,
+) -> RunResult | None:
+    """train_run in this process of the job (every process of a DDP run runs it)."""
+    (ratios, split_file), (resume, exist_ok) = split_from, resuming
     files = RunFiles(folder)
     if resume:  # settings, data source and split as the folder holds them
         saved = distributed.decided_by_main(world, lambda: read_config(folder))
@@ -166,7 +193,7 @@ def train_run(
     settings = config.to_dict()
     clf = ImageClassifier(settings.pop("model"), **settings)
     # One decode for everything: the audit's facts, training's cache, no second pass.
-    audit = audit and world.is_main  # rank 0 audits and splits; the others get its split
+    # Under DDP rank 0 alone audits and splits; the others get its split.
     decoded = DecodedCache(dataset.paths, clf.preprocessing, progress=progress, with_facts=audit)
     decoded.build()
 
@@ -197,7 +224,6 @@ def train_run(
         on_plan=on_plan,
         on_epoch=on_epoch,
     )
-    distributed.leave()
     if not world.is_main:  # rank 0 evaluates and writes the run's files
         return None
     result, evaluated_on = _evaluate(clf, decoded, val, test, phases)

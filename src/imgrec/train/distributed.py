@@ -72,8 +72,8 @@ def _environment():
     if SLURMEnvironment.detect():
         return SLURMEnvironment()
     raise ImgrecError(
-        "RANK and WORLD_SIZE are set but not LOCAL_RANK and LOCAL_WORLD_SIZE: start the "
-        "processes with torchrun (or `imgrec train --devices N`), or with srun under SLURM."
+        "RANK and WORLD_SIZE are set, but not by torchrun or SLURM: start the processes with "
+        "torchrun (or `imgrec train --devices N`), or with srun under SLURM."
     )
 
 
