@@ -6,6 +6,7 @@ import os
 
 import pytest
 from hypothesis import HealthCheck, settings
+from s3server import s3_env, s3_server  # noqa: F401  (fixtures for every test module)
 
 # Property-based and fuzz tests (marked `fuzz`): a short run in `make test`, a long one in
 # `make fuzz` (HYPOTHESIS_PROFILE=fuzz). No deadline: decoding and model loading take a variable
