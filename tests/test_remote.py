@@ -220,6 +220,7 @@ def test_prefix_without_images(s3_env: S3Server, tmp_path):
     s3_env.put("s3://sparse/photos/readme.txt", b"nothing to see")
     refusal("s3://sparse/photos/", "No images found in s3://sparse/photos;")
     refusal("s3://sparse/nothing-here", "No images found in s3://sparse/nothing-here;")
+    refusal("s3://sparse/labels.csv", "s3://sparse/labels.csv does not exist.")
 
 
 def test_images_without_class_folders(s3_env: S3Server, tmp_path):
