@@ -211,5 +211,10 @@ class PeerLost(ImgrecError):
 
 
 def first_line(exc: BaseException) -> str:
+    """The gist of an error: its first line, without gloo's source location and advice
+    ("[.../pair.cc:545] Read error ...: Connection reset by peer. This is typically ...")."""
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    if line.startswith("[") and "] " in line:
+        line = line.split("] ", 1)[1]
+    return line.split(". This is typically")[0][:200]
