@@ -207,6 +207,7 @@ COMMANDS = (
     "augment-preview",
     "audit",
     "split",
+    "shards",
     "calibrate",
     "serve",
     "export",

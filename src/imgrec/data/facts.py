@@ -10,11 +10,13 @@ when training can read it. No torch here: the scan must stay light enough to run
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import imagehash
 import numpy as np
@@ -107,13 +109,19 @@ def scan_image(path: Path) -> ImageFacts:
         raise UnreadableImage(_reason(exc)) from exc
 
 
-def decode_with_facts(path: Path, short_side: int) -> tuple[Image.Image, ImageFacts]:
+def decode_with_facts(
+    path: Path, short_side: int, data: bytes | None = None
+) -> tuple[Image.Image, ImageFacts]:
     """The RGB image as `open_image(path, draft=short_side)` decodes it, and its facts, from
-    one read and one decode: how training decodes its images and audits them on the way."""
+    one read and one decode: how training decodes its images and audits them on the way.
+
+    `data`, when given, are the file's bytes read elsewhere (object storage, the shard writer):
+    they are decoded instead of reading `path`, which only names them in the facts."""
     path = Path(path)
     try:
-        with _open_source(path) as fp:
-            data = fp.read()
+        if data is None:
+            with _open_source(path) as fp:
+                data = fp.read()
         if not data:
             raise UnreadableImage("zero bytes")
         return _decode(path, data, short_side, THUMB_SIZE)
@@ -121,6 +129,19 @@ def decode_with_facts(path: Path, short_side: int) -> tuple[Image.Image, ImageFa
         raise
     except Exception as exc:
         raise UnreadableImage(_reason(exc)) from exc
+
+
+def facts_to_dict(facts: ImageFacts) -> dict[str, Any]:
+    """JSON-ready facts (the path as a posix string), as the disk shards store them."""
+    return {**dataclasses.asdict(facts), "path": facts.path.as_posix()}
+
+
+def facts_from_dict(d: dict[str, Any], path: Path | None = None) -> ImageFacts:
+    """The inverse of `facts_to_dict`; `path` replaces the stored one (a shard stores the
+    path relative to its dataset, the reader knows where that dataset is)."""
+    fields = {f.name for f in dataclasses.fields(ImageFacts)}
+    values = {k: v for k, v in d.items() if k in fields}
+    return ImageFacts(**{**values, "path": Path(path if path is not None else d["path"])})
 
 
 def _decode(path: Path, data: bytes, draft: int, thumb_size: int) -> tuple[Image.Image, ImageFacts]:

@@ -1,0 +1,111 @@
+"""`imgrec shards`: write a dataset as disk shards, for training on more images than fit in RAM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NamedTuple
+
+import typer
+
+from imgrec.cli.common import Quiet, err, in_range, out, say, shown, with_default
+
+if TYPE_CHECKING:
+    from imgrec.data.dataset import Skipped
+    from imgrec.data.shards import ShardInput
+
+commands = typer.Typer()
+
+
+class ShardSource(NamedTuple):
+    """What `imgrec shards` writes: the images, the source as the index names it, and the
+    files the listing already left out."""
+
+    inputs: list[ShardInput]
+    source: str
+    skipped: list[Skipped]
+
+
+def shard_inputs_for(source: str) -> ShardSource:
+    """The images of a local folder or CSV, as `imgrec train` would list them."""
+    from imgrec.data.dataset import Skipped, load_dataset
+    from imgrec.data.shards import inputs_from_dataset
+
+    dataset = load_dataset(source)
+    skipped = [Skipped(Path(dataset.relative(s.path)), s.reason) for s in dataset.skipped]
+    return ShardSource(inputs_from_dataset(dataset), str(dataset.root), skipped)
+
+
+@commands.command(
+    "shards",
+    epilog="Example: imgrec shards photos/ --out photos-shards   (then: imgrec train "
+    "photos-shards)",
+)
+def shards(
+    data: Annotated[
+        str, typer.Argument(help="Folder per class, train/val/test folders, or a CSV.")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder to write the shards into (new or empty).")
+    ],
+    image_size: Annotated[
+        int,
+        typer.Option(
+            help="Short side of the stored images in pixels (never enlarged); at least the "
+            "model's resize size (256 for the default 224 px input).",
+            callback=in_range(32),
+        ),
+    ] = 256,
+    images_per_shard: Annotated[
+        int, typer.Option(help="Images per shard file.", callback=in_range(1))
+    ] = 1000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help=with_default("Processes that write shards.", "all cores"), callback=in_range(1)
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace shards of other images already in --out.")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Write photos as disk shards: resized JPEGs in tar files, for data bigger than RAM.
+
+    A run that was interrupted resumes where it stopped when started again with the same
+    arguments.
+    """
+    import time
+
+    from imgrec.data.shards import write_shards
+
+    started = time.perf_counter()
+    found = shard_inputs_for(data)
+    try:
+        manifest = write_shards(
+            found.inputs,
+            out_dir,
+            image_size,
+            workers=workers,
+            images_per_shard=images_per_shard,
+            source=found.source,
+            progress=not quiet and err.is_terminal,
+            overwrite=overwrite,
+            skipped=found.skipped,
+        )
+    except KeyboardInterrupt:
+        err.print(
+            f"[yellow]interrupted[/]; the finished shards are kept in {shown(out_dir)}: run "
+            "the same command again to write the rest"
+        )
+        raise typer.Exit(130) from None
+    reused = f", {manifest.reused} of them already there" if manifest.reused else ""
+    seconds = max(time.perf_counter() - started, 1e-6)
+    skipped = len(manifest.skipped)
+    say(
+        f"wrote {manifest.images:,} images in {manifest.shards} shard"
+        f"{'s' if manifest.shards != 1 else ''}{reused} ({manifest.bytes / 1e6:.1f} MB) to "
+        f"{out_dir}; "
+        f"{skipped} skipped{' (listed in imgrec-shards.json)' if skipped else ''}; "
+        f"{seconds:.1f} s, {manifest.images / seconds:,.0f} images/s",
+        console=out,
+    )
