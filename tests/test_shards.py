@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from imagegen import write_kind
 from PIL import Image
 from runhelpers import assert_usage_error, assert_user_error, run_imgrec
 
+from imgrec.audit.run import audit_dataset
 from imgrec.data.cache import DecodedCache, ImageTensorDataset, cached_batches
 from imgrec.data.dataset import load_dataset
 from imgrec.data.decode import UnreadableImage
@@ -165,10 +167,12 @@ def test_shard_cache_gives_what_the_ram_cache_gives(written):
         a, b = cache[i], ram[i]
         assert a.dtype == b.dtype == torch.uint8 and a.shape == b.shape
         assert (a.float() - b.float()).abs().mean() < 3, originals[i]
-    assert [f.sha256 for f in cache.facts] == [
-        decode_with_facts(path, SIZE)[1].sha256 for path in originals
+    assert list(cache.facts) == [
+        dataclasses.replace(decode_with_facts(original, SIZE)[1], path=path)
+        for original, path in zip(originals, cache.paths, strict=True)
     ]
-    assert cache.facts[0].path == cache.paths[0]
+    audit = audit_dataset(shown, embeddings=False, decoded=cache)  # the audit reads these facts
+    assert len(audit.facts) == 11 and audit.facts[0] == cache.facts[0]
 
 
 def test_subset_batches_and_a_dataloader_with_two_workers(written):
@@ -176,7 +180,7 @@ def test_subset_batches_and_a_dataloader_with_two_workers(written):
     cache = ShardSet.open(out).cache(P)
     part = cache.subset(cache.paths[5:])
     assert part.paths == cache.paths[5:] and part.valid_indices == list(range(6))
-    assert torch.equal(part[0], cache[5]) and part.facts[0] is cache.facts[5]
+    assert torch.equal(part[0], cache[5]) and part.facts[0] == cache.facts[5] != cache.facts[4]
     rows, batch = next(cached_batches(cache, [0, 1, 2], lambda t: t[:, :32, :32], 8))
     assert list(rows) == [0, 1, 2] and batch.shape == (3, 3, 32, 32)
 
@@ -364,6 +368,18 @@ def test_a_remote_set_is_fetched_into_the_cache_and_read_locally(written, privat
     fs.rm("/bucket/set", recursive=True)
     with pytest.raises(ImgrecError, match="not a shards folder"):
         ShardSet.open(url)
+
+
+def test_a_set_in_s3_reads_like_the_local_one(written, s3_env, tmp_path):
+    _, out, _ = written
+    url = s3_env.upload_tree(out, "shard-set", "set")
+    remote = ShardSet.open(url)
+    assert remote.dataset().classes == ["cats", "dogs"] and len(remote.dataset()) == 11
+    cache, local = remote.cache(P), ShardSet.open(out).cache(P)
+    assert cache.build() == []
+    assert all(torch.equal(cache[i], local[i]) for i in range(len(cache)))
+    with pytest.raises(ImgrecError, match="s3://nobucket/set is not a shards folder"):
+        ShardSet.open("s3://nobucket/set")
 
 
 # ---- the command -------------------------------------------------------------------------------

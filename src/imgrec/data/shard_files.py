@@ -1,6 +1,9 @@
 """Where a shard set's files are: a local folder, or any fsspec URL (s3://..., memory://...)
 whose files are fetched whole into a local cache folder on first use.
 
+URLs go through data/remote.py's filesystems (credentials and endpoint from the environment,
+short timeouts) and its one-sentence storage errors, as the dataset listing does.
+
 `ShardFiles` reads records with `os.pread` on descriptors it opens lazily in each process and
 never hands across a fork or a pickle: DataLoader workers fork (or spawn) from the training
 process, and a descriptor shared between processes shares its file position too.
@@ -12,31 +15,31 @@ import os
 from pathlib import Path
 from typing import Any
 
+from imgrec.data.remote import _filesystem_for, is_url, storage_errors, url_text
 from imgrec.data.shard_tar import SHARD_INDEX
-from imgrec.errors import ImgrecError
-from imgrec.text import shown
 
-
-def is_url(location: str | Path) -> bool:
-    """A string with a scheme (s3://, memory://); a Path is always local."""
-    return isinstance(location, str) and "://" in location
+__all__ = ["ShardFiles", "fetch", "is_shard_folder", "is_url", "listing", "looks_unfinished"]
 
 
 def listing(location: str | Path) -> dict[str, int]:
-    """{file name: size} of what the folder holds (empty when it is no folder)."""
+    """{file name: size} of what the folder (or URL prefix) holds; empty when it is none."""
     if is_url(location):
-        from fsspec.core import url_to_fs
-
-        fs, path = url_to_fs(str(location))
-        try:
-            entries = fs.ls(path, detail=True)
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
-        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0) for e in entries}
+        url = url_text(location)
+        fs, path = _filesystem_for(url)
+        with storage_errors(url):
+            try:
+                entries = fs.ls(path, detail=True)
+            except (FileNotFoundError, NotADirectoryError):
+                return {}
+        return {_basename(e["name"]): int(e.get("size") or 0) for e in entries}
     folder = Path(location)
     if not folder.is_dir():
         return {}
     return {e.name: e.stat().st_size for e in os.scandir(folder) if e.is_file()}
+
+
+def _basename(name: str) -> str:
+    return name.rstrip("/").rsplit("/", 1)[-1]
 
 
 def is_shard_folder(location: str | Path) -> bool:
@@ -103,15 +106,19 @@ def _has_size(path: Path, size: int) -> bool:
 
 def fetch(url: str, path: Path) -> None:
     """Copy `url` to the local `path` under a temporary name, renamed when complete, so a
-    reader in another process never sees half a file."""
-    from fsspec.core import url_to_fs
-
-    fs, remote = url_to_fs(url)
+    reader in another process never sees half a file; storage failures are one sentence."""
+    fs, remote = _filesystem_for(url)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        fs.get_file(remote, str(tmp))
+        with storage_errors(url):
+            fs.get_file(remote, str(tmp))
         os.replace(tmp, path)
-    except (OSError, ValueError) as exc:
-        raise ImgrecError(f"Cannot fetch {shown(url)}: {exc}; check the address.") from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_remote(url: str) -> bytes:
+    """The bytes of one small remote file (the index); storage failures are one sentence."""
+    fs, path = _filesystem_for(url)
+    with storage_errors(url):
+        return fs.cat_file(path)

@@ -2,8 +2,9 @@
 
 `ShardSet.open` reads the index and records.jsonl of a local folder, or of any fsspec URL
 (s3://..., memory://...), whose shards are then fetched whole into a local cache folder on
-first use and read like local ones. Per-record data sits in numpy arrays (a few MB for 100 000
-records). A missing or truncated shard costs its own records, reported as skipped, not the run.
+first use and read like local ones. Per-record data sits in numpy arrays (about 100 bytes a
+record plus its Path, data/shard_records.py). A missing or truncated shard costs its own
+records, reported as skipped, not the run.
 
 `ShardCache` is a drop-in for data/cache.DecodedCache that holds no pixels: `cache[i]` reads
 the record's JPEG with one `os.pread` and decodes it exactly as DecodedCache decodes a file.
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ from rich.progress import Progress
 from imgrec.data.dataset import Dataset, Sample, Skipped
 from imgrec.data.decode import UnreadableImage, open_image
 from imgrec.data.embedding_store import default_cache_dir
-from imgrec.data.facts import ImageFacts, facts_from_dict
 from imgrec.data.preprocess import Preprocessing
+from imgrec.data.remote import url_text
 from imgrec.data.shard_files import (
     ShardFiles,
     fetch,
@@ -37,7 +38,9 @@ from imgrec.data.shard_files import (
     is_url,
     listing,
     looks_unfinished,
+    read_remote,
 )
+from imgrec.data.shard_records import FactsColumns, read_records
 from imgrec.data.shard_tar import FORMAT, RECORDS_FILE, SHARD_INDEX, VERSION
 from imgrec.data.transforms import resize_for_cache
 from imgrec.errors import ImgrecError
@@ -46,48 +49,6 @@ from imgrec.text import shown
 __all__ = ["ShardCache", "ShardSet", "is_shard_folder", "looks_unfinished"]
 
 _AGAIN = "write the shards again"
-
-
-@dataclass
-class _Records:
-    """records.jsonl as arrays; `paths` are root / the recorded relative path."""
-
-    paths: list[Path]
-    labels: list[str]
-    splits: list[str | None]
-    shard: np.ndarray  # int32
-    offset: np.ndarray  # int64
-    size: np.ndarray  # int32
-    crc: np.ndarray  # uint32
-    facts: list[ImageFacts | None]
-
-
-def _read_records(root: Path) -> _Records:
-    paths, labels, splits, facts, numbers = [], [], [], [], []
-    try:
-        with open(root / RECORDS_FILE, encoding="utf-8") as f:
-            for line in f:
-                r = json.loads(line)
-                paths.append(root / r["path"])
-                labels.append(r["label"])
-                splits.append(r["split"])
-                facts.append(facts_from_dict(r["facts"], paths[-1]) if r.get("facts") else None)
-                numbers.append((r["shard"], r["offset"], r["size"], r["crc32"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ImgrecError(
-            f"The shard records {root / RECORDS_FILE} are damaged ({exc}); {_AGAIN}."
-        ) from None
-    table = np.array(numbers, dtype=np.int64).reshape(-1, 4)
-    return _Records(
-        paths,
-        labels,
-        splits,
-        table[:, 0].astype(np.int32),
-        table[:, 1].copy(),
-        table[:, 2].astype(np.int32),
-        table[:, 3].astype(np.uint32),
-        facts,
-    )
 
 
 class ShardSet:
@@ -103,17 +64,15 @@ class ShardSet:
         self.files = ShardFiles(
             folder, [s["file"] for s in shards], [int(s["bytes"]) for s in shards], url
         )
-        self.records = _read_records(folder)
-        if len(self.records.paths) != int(index["images"]):
-            raise ImgrecError(f"The shard records in {shown(location)} are incomplete; {_AGAIN}.")
+        self.records = read_records(folder, int(index["images"]))
         self.damaged: dict[int, str] = {}
 
     @classmethod
     def open(cls, location: str | Path) -> ShardSet:
         """Open a shards folder or URL; ImgrecError with what to do when it is not one."""
         if is_url(location):
-            return _open_remote(str(location))
-        folder = Path(location)
+            return _open_remote(url_text(location))
+        folder = Path(os.path.abspath(Path(location).expanduser()))
         index = _checked_index(_read_json(folder / SHARD_INDEX, str(location)), str(location))
         shard_set = cls(str(location), folder, index, None)
         shard_set._check_sizes(listing(folder))
@@ -217,19 +176,17 @@ def _checked_index(index: dict[str, Any], location: str) -> dict[str, Any]:
 def _open_remote(url: str) -> ShardSet:
     """A remote set: index and records copied into a local cache folder (emptied when the
     remote index changed), shards fetched there on first use."""
-    from fsspec.core import url_to_fs
-
-    fs, path = url_to_fs(url)
+    url = url_text(url).rstrip("/")
     sizes = listing(url)
     if SHARD_INDEX not in sizes:
         raise _no_index(url)
     folder = default_cache_dir() / "shards" / hashlib.sha256(url.encode()).hexdigest()[:16]
-    remote_index = fs.cat_file(f"{path.rstrip('/')}/{SHARD_INDEX}")
+    remote_index = read_remote(f"{url}/{SHARD_INDEX}")
     local_index = folder / SHARD_INDEX
     if not local_index.exists() or local_index.read_bytes() != remote_index:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        fetch(f"{url.rstrip('/')}/{RECORDS_FILE}", folder / RECORDS_FILE)
+        fetch(f"{url}/{RECORDS_FILE}", folder / RECORDS_FILE)
         local_index.write_bytes(remote_index)
     index = _checked_index(_read_json(local_index, url), url)
     shard_set = ShardSet(url, folder, index, url)
@@ -257,7 +214,8 @@ class ShardCache:
         self.valid_indices: list[int] = []
         self.skipped: list[Skipped] = []
         r = shard_set.records
-        self.facts: list[ImageFacts | None] = [r.facts[j] for j in rows.tolist()]
+        # the audit's facts of each image: built from columns on access, as a list would give
+        self.facts: FactsColumns = r.facts.take(rows, paths)
         self._files = shard_set.files
         self._damaged = shard_set.damaged
         self._shard, self._offset = r.shard[rows], r.offset[rows]
@@ -344,7 +302,7 @@ class ShardCache:
         part = object.__new__(ShardCache)
         part.__dict__.update(self.__dict__)
         part.paths = [self.paths[i] for i in rows]
-        part.facts = [self.facts[i] for i in rows]
+        part.facts = self.facts.take(np.asarray(rows, dtype=np.int64), part.paths)
         part._shard, part._offset = self._shard[rows], self._offset[rows]
         part._size, part._crc = self._size[rows], self._crc[rows]
         part._usable = self._usable[rows]

@@ -249,10 +249,11 @@ def _run(
 def _run_processes(
     todo: list[ShardTask], n: int, show: Callable[[int], None]
 ) -> dict[int, ShardDone]:
-    """The shards in `n` worker processes ("forkserver", else "spawn": never a fork of a
-    process that may hold threads and torch); on any error or Ctrl-C the workers stop."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    """The shards in `n` worker processes, started with "spawn": never a fork of a process
+    that may hold threads and torch, and (unlike "forkserver", whose server keeps the
+    environment it started with) each sees the credentials set now. On any error or Ctrl-C
+    the workers stop."""
+    context = multiprocessing.get_context("spawn")
     counter = context.Value("q", 0)
     pool = ProcessPoolExecutor(n, context, initializer=_start_worker, initargs=(counter,))
     done: dict[int, ShardDone] = {}
