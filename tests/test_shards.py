@@ -313,6 +313,10 @@ def test_refusals(written, tmp_path):
         write_shards(inputs, other / "notes.txt", SIZE, workers=1)
     with pytest.raises(ImgrecError, match="no images"):
         write_shards([], tmp_path / "none")
+    with pytest.raises(ImgrecError, match="cannot reach worker processes"):
+        write_shards(
+            inputs, tmp_path / "l", SIZE, read=lambda s: b"", workers=2, images_per_shard=3
+        )
     bad = [ShardInput(str(tmp_path / "missing.jpg"), "a/missing.jpg", "a")]
     with pytest.raises(ImgrecError, match="None of the 1 images.*file not found"):
         write_shards(bad, tmp_path / "bad", SIZE, workers=1)

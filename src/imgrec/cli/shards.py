@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NamedTuple
 
@@ -17,12 +18,13 @@ commands = typer.Typer()
 
 
 class ShardSource(NamedTuple):
-    """What `imgrec shards` writes: the images, the source as the index names it, and the
-    files the listing already left out."""
+    """What `imgrec shards` writes: the images, the source as the index names it, the files
+    the listing already left out, and how to read an input's bytes (None: local files)."""
 
     inputs: list[ShardInput]
     source: str
     skipped: list[Skipped]
+    read: Callable[[str], bytes] | None = None
 
 
 def shard_inputs_for(source: str) -> ShardSource:
@@ -76,7 +78,7 @@ def shards(
     """
     import time
 
-    from imgrec.data.shards import write_shards
+    from imgrec.data.shards import read_local, write_shards
 
     started = time.perf_counter()
     found = shard_inputs_for(data)
@@ -85,6 +87,7 @@ def shards(
             found.inputs,
             out_dir,
             image_size,
+            read=found.read or read_local,
             workers=workers,
             images_per_shard=images_per_shard,
             source=found.source,

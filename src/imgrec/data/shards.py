@@ -23,8 +23,9 @@ needs every rank to get the same number of batches from a seeded sampler (a map-
 dataset with DistributedSampler does exactly that), and evaluation and the audit need
 records by index. Byte offsets in the index give both, with one `pread` per image.
 
-Writing runs one task per shard (data/shard_tar.py) in a process pool: Pillow's JPEG encoder
-and the resampling hold the GIL for much of their work, so threads would not scale. A task
+Writing runs one task per shard (data/shard_tar.py) in a process pool: Pillow releases the GIL
+while it decodes and encodes, but the audit facts (statistics, perceptual hash) and the Python
+around each image do not, so processes scale where threads would queue. A task
 returns counts only; records travel through the sidecars, so memory stays flat. Reading is in
 data/shard_reader.py.
 """
@@ -35,6 +36,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -253,6 +255,13 @@ def _run_processes(
     that may hold threads and torch, and (unlike "forkserver", whose server keeps the
     environment it started with) each sees the credentials set now. On any error or Ctrl-C
     the workers stop."""
+    try:
+        pickle.dumps(todo[0].read)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        raise ImgrecError(
+            f"The shard writer's `read` ({todo[0].read!r}) cannot reach worker processes; "
+            "pass a module-level function, or workers=1."
+        ) from None
     context = multiprocessing.get_context("spawn")
     counter = context.Value("q", 0)
     pool = ProcessPoolExecutor(n, context, initializer=_start_worker, initargs=(counter,))
