@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NamedTuple
+from typing import Annotated
 
 import typer
 
 from imgrec.cli.common import Quiet, err, in_range, out, say, shown, with_default
-
-if TYPE_CHECKING:
-    from imgrec.data.dataset import Skipped
-    from imgrec.data.shards import ShardInput
+from imgrec.data.cache_policy import DEFAULT_SHARD_SIZE
 
 commands = typer.Typer()
-
-
-class ShardSource(NamedTuple):
-    """What `imgrec shards` writes: the images, the source as the index names it, the files
-    the listing already left out, and how to read an input's bytes (None: local files)."""
-
-    inputs: list[ShardInput]
-    source: str
-    skipped: list[Skipped]
-    read: Callable[[str], bytes] | None = None
-
-
-def shard_inputs_for(source: str) -> ShardSource:
-    """The images of a local folder or CSV, as `imgrec train` would list them."""
-    from imgrec.data.dataset import Skipped, load_dataset
-    from imgrec.data.shards import inputs_from_dataset
-
-    dataset = load_dataset(source)
-    skipped = [Skipped(Path(dataset.relative(s.path)), s.reason) for s in dataset.skipped]
-    return ShardSource(inputs_from_dataset(dataset), str(dataset.root), skipped)
 
 
 @commands.command(
@@ -44,7 +20,11 @@ def shard_inputs_for(source: str) -> ShardSource:
 )
 def shards(
     data: Annotated[
-        str, typer.Argument(help="Folder per class, train/val/test folders, or a CSV.")
+        str,
+        typer.Argument(
+            help="Folder per class, train/val/test folders, or a CSV; or the same in object "
+            "storage (s3://bucket/photos/, credentials from the environment)."
+        ),
     ],
     out_dir: Annotated[
         Path, typer.Option("--out", help="Folder to write the shards into (new or empty).")
@@ -53,10 +33,11 @@ def shards(
         int,
         typer.Option(
             help="Short side of the stored images in pixels (never enlarged); at least the "
-            "model's resize size (256 for the default 224 px input).",
+            "resize size of the model to train (292 for the default efficientnet_lite0 at "
+            "256 px; `imgrec train` says so if it is smaller). Default: 292.",
             callback=in_range(32),
         ),
-    ] = 256,
+    ] = DEFAULT_SHARD_SIZE,
     images_per_shard: Annotated[
         int, typer.Option(help="Images per shard file.", callback=in_range(1))
     ] = 1000,
@@ -78,16 +59,17 @@ def shards(
     """
     import time
 
-    from imgrec.data.shards import read_local, write_shards
+    from imgrec.data.shards import write_shards
+    from imgrec.data.sources import shard_source
 
     started = time.perf_counter()
-    found = shard_inputs_for(data)
+    found = shard_source(data)
     try:
         manifest = write_shards(
             found.inputs,
             out_dir,
             image_size,
-            read=found.read or read_local,
+            read=found.read,
             workers=workers,
             images_per_shard=images_per_shard,
             source=found.source,

@@ -56,9 +56,10 @@ def _check_retrain_lr(text: str | None) -> str | None:
 )
 def train(
     data: Annotated[
-        Path | None,
+        str | None,
         typer.Argument(
-            help="Folder per class, folder with train/val/test folders, or CSV path,label[,split]."
+            help="Folder per class, folder with train/val/test folders, CSV path,label[,split], "
+            "a shards folder (imgrec shards), or the same in object storage (s3://bucket/photos/)."
         ),
     ] = None,
     out_dir: Annotated[
@@ -217,6 +218,26 @@ def train(
         int | None,
         typer.Option(help=with_default("DataLoader workers.", "cores - 1"), callback=in_range(0)),
     ] = None,
+    cache: Annotated[
+        str,
+        typer.Option(
+            help="Where the images wait while training: ram (decoded; fastest), disk (resized "
+            "JPEG shards in the cache folder, decoded a batch at a time: memory stays flat "
+            "however many images), or auto: ram while the decoded images fit --cache-memory, "
+            "else disk. Default: auto.",
+            metavar="<auto|ram|disk>",
+        ),
+    ] = "auto",
+    cache_memory: Annotated[
+        str | None,
+        typer.Option(
+            help=with_default(
+                "Memory the decoded images may take with --cache auto (e.g. 8GB, 500MB).",
+                "half the memory available at the start",
+            ),
+            metavar="<size>",
+        ),
+    ] = None,
     devices: Annotated[
         int,
         typer.Option(
@@ -256,6 +277,12 @@ def train(
     if resume is None and data is None:
         raise typer.BadParameter("give the DATA to train on (or --resume RUN_FOLDER).")
     ratios = parse_ratios(split)
+    from imgrec.data.cache_policy import CACHE_MODES, parse_size
+
+    if cache not in CACHE_MODES:
+        raise typer.BadParameter(f"choose one of {', '.join(CACHE_MODES)}.", param_hint="--cache")
+    if cache_memory is not None:
+        parse_size(cache_memory)  # a wrong size ends here, before any work
     from imgrec.bundle.run_folder import next_run_folder
     from imgrec.config import parse_duration
     from imgrec.models.families import preset_config
@@ -307,6 +334,8 @@ def train(
             lr_auto=lr == "auto",
             on_lr=lambda v: err.print(f"learning rate from the range test: {v:.3g}"),
             on_plan=say,
+            cache=cache,
+            cache_memory=None if cache_memory is None else parse_size(cache_memory),
         )
     except (TrainingInterrupted, KeyboardInterrupt):
         err.print(

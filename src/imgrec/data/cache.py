@@ -83,6 +83,25 @@ class DecodedCache:
         self._built = True
         return list(self.skipped)
 
+    @classmethod
+    def decoded_from(cls, source, progress: bool = False) -> DecodedCache:
+        """Every readable image of another cache that decodes on access (a ShardCache: its
+        records' facts and skipped files included), decoded once into RAM, in threads."""
+        source.build()
+        out = cls(source.paths, source.preprocessing, progress=progress)
+        valid = list(source.valid_indices)
+        for j, result in run_threaded(lambda j: source[valid[j]], len(valid), None, progress):
+            if not isinstance(result, UnreadableImage):
+                out._images[valid[j]] = result
+        out.facts = list(source.facts)
+        failed = {i for i in valid if out._images[i] is None}
+        out.skipped = list(source.skipped) + [
+            Skipped(out.paths[i], "could not be decoded from its shard") for i in sorted(failed)
+        ]
+        out.valid_indices = [i for i in valid if i not in failed]
+        out._built = True
+        return out
+
     def subset(self, paths: list[Path]) -> DecodedCache:
         """A built cache over some of these paths, sharing the decoded pixels (no copies)."""
         self.build()

@@ -77,11 +77,18 @@ class Dataset:
         samples: list[Sample],
         classes: list[str] | None = None,
         skipped: list[Skipped] | None = None,
+        content_hashes: Mapping[Path, str] | None = None,
     ) -> None:
         self.root = Path(root)
         self.samples = list(samples)
         self.classes = list(classes) if classes is not None else sorted({s.label for s in samples})
         self.skipped = list(skipped) if skipped is not None else []
+        # SHA-256 of files known without reading them (shards record their originals')
+        self.content_hashes = content_hashes or {}
+
+    def _derive(self, samples: list[Sample], skipped: list[Skipped]) -> Dataset:
+        """A dataset of some of these samples: same root, classes and known hashes."""
+        return Dataset(self.root, samples, self.classes, skipped, self.content_hashes)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -128,7 +135,7 @@ class Dataset:
     def subset(self, split: str) -> Dataset:
         """The samples of one split, keeping the class list so indices stay comparable."""
         name = _normalise_split(split, where="subset()")
-        return Dataset(self.root, [s for s in self.samples if s.split == name], self.classes, [])
+        return self._derive([s for s in self.samples if s.split == name], [])
 
     def split(
         self,
@@ -167,7 +174,7 @@ class Dataset:
             placed[name].update(s.label for s in unit)
             parts[name].extend(dataclasses.replace(s, split=name) for s in unit)
         return tuple(  # type: ignore[return-value]
-            Dataset(self.root, _sorted(parts[name], self.root), self.classes, []) for name in SPLITS
+            self._derive(_sorted(parts[name], self.root), []) for name in SPLITS
         )
 
     def _split_units(self, groups: Sequence[Hashable] | None, seed: int) -> list[list[Sample]]:
@@ -192,18 +199,23 @@ class Dataset:
             for p, v in splits.items()
         }
         samples = [dataclasses.replace(s, split=mapping.get(s.path)) for s in self.samples]
-        return Dataset(self.root, samples, self.classes, self.skipped)
+        return self._derive(samples, self.skipped)
 
     def without(self, bad: list[Skipped]) -> Dataset:
         """Drop files found unreadable later (e.g. truncated at decode time) and record why."""
         drop = {Path(b.path) for b in bad}
         samples = [s for s in self.samples if s.path not in drop]
-        return Dataset(self.root, samples, self.classes, self.skipped + list(bad))
+        return self._derive(samples, self.skipped + list(bad))
 
     def fingerprint(self) -> str:
         """SHA-256 over (relative path, label, content hash) of every sample, order-free."""
+        known = self.content_hashes
+
+        def digest(path: Path) -> str:
+            return known.get(path) or _file_sha256(path)
+
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            digests = list(pool.map(_file_sha256, self.paths))
+            digests = list(pool.map(digest, self.paths))
         rows = sorted(
             (self.relative(s.path), s.label, d) for s, d in zip(self.samples, digests, strict=True)
         )

@@ -111,7 +111,10 @@ class ShardSet:
             for i, k in enumerate(r.shard.tolist())
             if k in self.damaged
         ]
-        return Dataset(root, samples, self.classes, skipped)
+        # the originals' SHA-256, recorded with the facts: the dataset's fingerprint then
+        # names the same files as when they were read from the folder, without them here
+        known = {r.paths[i]: r.facts.sha256[i].hex() for i in good if r.facts.present[i]}
+        return Dataset(root, samples, self.classes, skipped, known)
 
     def cache(
         self,
@@ -244,6 +247,19 @@ class ShardCache:
             return resize_for_cache(open_image(data, draft=p.resize_size), p)
         except (UnreadableImage, OSError) as exc:
             raise UnreadableImage(f"{self.paths[i]}: {exc}") from exc
+
+    def relabelled(self, paths: list[Path]) -> ShardCache:
+        """This cache under other names, one per record in order: shards written of a local
+        folder read back under the original files' paths (data/sources.py)."""
+        if len(paths) != len(self.paths):
+            raise ValueError(f"got {len(paths)} paths for {len(self.paths)} records")
+        rename = dict(zip(self.paths, paths, strict=True))
+        part = object.__new__(ShardCache)
+        part.__dict__.update(self.__dict__)
+        part.paths = list(paths)
+        part.facts = self.facts.take(np.arange(len(paths)), part.paths)
+        part.skipped = [Skipped(rename.get(s.path, s.path), s.reason) for s in self.skipped]
+        return part
 
     def _bytes(self, i: int) -> bytes:
         return self._files.read(int(self._shard[i]), int(self._offset[i]), int(self._size[i]))

@@ -49,6 +49,7 @@ from typing import Any
 
 from rich.progress import Progress
 
+from imgrec.data.cache_policy import DEFAULT_SHARD_SIZE
 from imgrec.data.dataset import Dataset, Skipped
 from imgrec.data.shard_tar import (
     FORMAT,
@@ -120,7 +121,7 @@ def inputs_from_dataset(dataset: Dataset) -> list[ShardInput]:
 def write_shards(
     inputs: Sequence[ShardInput],
     out: Path,
-    image_size: int = 256,
+    image_size: int = DEFAULT_SHARD_SIZE,
     *,
     read: Callable[[str], bytes] = read_local,
     workers: int | None = None,

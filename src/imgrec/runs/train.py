@@ -17,7 +17,11 @@ import numpy as np
 from imgrec.bundle.run_folder import RunFiles, read_config, write_config
 from imgrec.classifier import ImageClassifier
 from imgrec.data.cache import DecodedCache
-from imgrec.data.dataset import Dataset, Skipped, load_dataset
+from imgrec.data.cache_policy import choose_cache
+from imgrec.data.dataset import Dataset, Skipped
+from imgrec.data.remote import is_url
+from imgrec.data.shard_reader import ShardCache, ShardSet
+from imgrec.data.sources import local_shards, open_listing, remote_shards, shards_for_dataset
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
 from imgrec.runs.finish import finish_run, write_audit
@@ -123,6 +127,8 @@ def train_run(
     on_lr: Callable[[float], None] | None = None,
     on_plan: Callable[[str], None] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    cache: str = "auto",
+    cache_memory: int | None = None,
 ) -> RunResult | None:
     """Train on `source` into `folder`; the test split (else validation) is what gets reported.
 
@@ -131,7 +137,11 @@ def train_run(
     split keeps duplicate groups inside one split. With `lr_auto`, a learning-rate range test
     on the training split picks `lr` (plot: lr_find.png; `on_lr` sees the choice). `on_plan`
     sees the one-line reason of the fine-tuning plan (TrainConfig.auto_finetune); `on_epoch`
-    sees every history row as it is written (imgrec studio shows them live). The time
+    sees every history row as it is written (imgrec studio shows them live). `cache` is
+    where the images are kept while training: "ram" (decoded), "disk" (shards, decoded a
+    batch at a time) or "auto" (RAM within `cache_memory` bytes, default half the memory
+    available; data/cache_policy.py). `source` may be a folder, a CSV, a shards folder or
+    an object-storage URL (data/sources.py). The time
     limit's clock starts here: decoding, audit, training and evaluation all count, and the
     time each took lands in metrics.json and the model file under "phases".
 
@@ -147,7 +157,7 @@ def train_run(
         return _train(
             world, source, folder, config, (ratios, split_file), (resume, exist_ok),
             progress and world.is_main, audit and world.is_main,
-            on_audit, lr_auto, on_lr, on_plan, on_epoch, clock,
+            on_audit, lr_auto, on_lr, on_plan, on_epoch, clock, (cache, cache_memory),
         )  # fmt: skip
     finally:  # also on an error: the other processes then learn at once, not at a timeout
         distributed.leave()
@@ -168,6 +178,7 @@ def _train(
     on_plan: Callable[[str], None] | None,
     on_epoch: Callable[[dict], None] | None,
     clock: float,
+    caching: tuple[str, int | None],
 ) -> RunResult | None:
     """train_run in this process of the job (every process of a DDP run runs it)."""
     (ratios, split_file), (resume, exist_ok) = split_from, resuming
@@ -183,7 +194,7 @@ def _train(
         raise ImgrecError("no data given to train on.")
     if not resume and not exist_ok:  # refuses, before any work is done
         distributed.decided_by_main(world, lambda: _refuse_used_folder(folder))
-    dataset = load_dataset(source)
+    dataset, shards = _listing(world, source, config, progress)
     if split_file is None and not dataset.has_splits():
         dataset.split(*ratios, seed=config.seed)  # refuse unsplittable data before decoding
     if not resume:
@@ -194,8 +205,7 @@ def _train(
     clf = ImageClassifier(settings.pop("model"), **settings)
     # One decode for everything: the audit's facts, training's cache, no second pass.
     # Under DDP rank 0 alone audits and splits; the others get its split.
-    decoded = DecodedCache(dataset.paths, clf.preprocessing, progress=progress, with_facts=audit)
-    decoded.build()
+    decoded = _images(world, dataset, shards, clf.preprocessing, caching, progress, audit, on_plan)
 
     def split_on_main() -> tuple[Dataset, Dataset, Dataset]:
         return _split_and_record(
@@ -233,6 +243,62 @@ def _train(
     return RunResult(
         folder, done.model_path, done.report_path, result, evaluated_on, clf, done.card_path
     )
+
+
+def _listing(
+    world: distributed.World, source: str | Path, config: TrainConfig, progress: bool
+) -> tuple[Dataset, ShardSet | None]:
+    """The dataset, and the shards that hold it when it is read through shards: object
+    storage (written into the cache by rank 0 first) or a shards folder."""
+    if not is_url(source):
+        return open_listing(source)
+    size = ImageClassifier(config.model, **_settings(config)).preprocessing.resize_size
+    folder = distributed.decided_by_main(
+        world, lambda: str(remote_shards(source, size, progress).root)
+    )
+    shards = ShardSet.open(folder)
+    return shards.dataset(), shards
+
+
+def _settings(config: TrainConfig) -> dict:
+    settings = config.to_dict()
+    settings.pop("model")
+    return settings
+
+
+def _images(
+    world: distributed.World,
+    dataset: Dataset,
+    shards: ShardSet | None,
+    preprocessing,
+    caching: tuple[str, int | None],
+    progress: bool,
+    with_facts: bool,
+    on_plan: Callable[[str], None] | None,
+) -> DecodedCache | ShardCache:
+    """Training's images: decoded into RAM, or read from disk shards batch by batch, as
+    `--cache` says (auto: RAM within the memory budget). A folder streamed from disk is
+    written as shards into the cache first, by rank 0."""
+    mode, memory = caching
+    choice = choose_cache(mode, len(dataset), preprocessing.resize_size, memory)
+    if choice.reason and on_plan is not None and world.is_main:
+        on_plan(choice.reason)
+    if shards is None and choice.mode == "ram":
+        decoded = DecodedCache(
+            dataset.paths, preprocessing, progress=progress, with_facts=with_facts
+        )
+        decoded.build()
+        return decoded
+    if shards is None:
+        folder = distributed.decided_by_main(
+            world,
+            lambda: str(local_shards(dataset, preprocessing.resize_size, progress).root),
+        )
+        cache = shards_for_dataset(ShardSet.open(folder), dataset, preprocessing, progress)
+    else:
+        cache = shards.cache(preprocessing, dataset.paths, progress=progress)
+    cache.build()
+    return DecodedCache.decoded_from(cache, progress) if choice.mode == "ram" else cache
 
 
 def _shared_split(
