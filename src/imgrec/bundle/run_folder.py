@@ -87,8 +87,12 @@ class RunFiles:
 
 
 def write_config(folder: Path, config: dict, source: str | Path) -> None:
-    """config.json: the run's settings plus its data source (absolute), what --resume needs."""
-    document = {**config, "source": str(Path(source).resolve())}
+    """config.json: the run's settings plus its data source (an absolute path, or the URL
+    of object storage as given), what --resume needs."""
+    from imgrec.data.remote import is_url, url_text
+
+    where = url_text(source) if is_url(source) else str(Path(source).resolve())
+    document = {**config, "source": where}
     RunFiles(folder).config.write_text(json.dumps(document, indent=2), encoding="utf-8")
 
 
