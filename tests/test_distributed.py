@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 from runhelpers import (
@@ -87,3 +88,46 @@ def test_the_command_must_describe_the_job_its_launcher_started(tmp_path, monkey
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
     result = run_imgrec("train", SAMPLE, "--devices", "2", "--out", tmp_path / "r")
     assert_user_error(result, "the launcher started 1 node(s) x 1 process(es)", "--devices 2")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, (0, 0, 1, 0, 1)),
+        (  # torchrun: node 1 of 2, 4 processes each
+            {
+                "TORCHELASTIC_RUN_ID": "job",
+                "RANK": "6",
+                "LOCAL_RANK": "2",
+                "WORLD_SIZE": "8",
+                "LOCAL_WORLD_SIZE": "4",
+                "GROUP_RANK": "1",
+            },
+            (6, 2, 8, 1, 2),
+        ),
+        (  # srun under sbatch --nodes 2 --ntasks-per-node 4
+            {
+                "SLURM_NTASKS": "8",
+                "SLURM_PROCID": "5",
+                "SLURM_LOCALID": "1",
+                "SLURM_NODEID": "1",
+                "SLURM_NTASKS_PER_NODE": "4(x2)",
+                "SLURM_JOB_NAME": "train",
+                "SLURM_NODELIST": "gpu[1-2]",
+                "SLURM_JOB_ID": "7",
+            },
+            (5, 1, 8, 1, 2),
+        ),
+    ],
+)
+def test_a_process_knows_its_place_from_the_launchers_variables(monkeypatch, env, expected):
+    from imgrec.train import distributed
+
+    for name in list(os.environ):
+        if name.startswith(("SLURM_", "TORCHELASTIC_")) or name in distributed.LAUNCH_VARIABLES:
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    world = distributed.current()
+    assert (world.rank, world.local_rank, world.size, world.node_rank, world.nodes) == expected
+    assert world.local_size == expected[2] // expected[4]

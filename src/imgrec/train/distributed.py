@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -53,6 +54,8 @@ class World:
 
 
 SINGLE = World()
+# what torchrun sets for each process it starts
+LAUNCH_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK")
 
 
 def launched() -> bool:
@@ -83,7 +86,9 @@ def current() -> World:
         return SINGLE
     env = _environment()
     size = env.world_size()
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", size)))
+    # SLURM writes tasks per node as "4" or "4(x2)"
+    per_node = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE", "")
+    local = int(re.match(r"\d*", per_node).group() or size)
     return World(
         rank=env.global_rank(),
         local_rank=env.local_rank(),
