@@ -167,3 +167,34 @@ def test_more_images_than_the_memory_budget_train_in_bounded_memory(tmp_path):
     decoded_mb = decoded_bytes(6000, 96) / 1e6
     assert peak < base_peak + decoded_mb / 2, (peak, base_peak, decoded_mb)
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["accuracy"] > 0.7  # it learned
+
+
+@pytest.mark.slow
+def test_audit_split_and_evaluate_read_a_shards_folder(tmp_path):
+    """They read the records (facts, pixels) the shards hold, and find what they find on the
+    folder the shards were written from."""
+    shards = tmp_path / "shards"
+    assert run_imgrec("shards", SAMPLE, "--out", shards, "-q").returncode == 0
+    audits = {}
+    for name, source, more in (("folder", SAMPLE, ["--no-embeddings"]), ("shards", shards, [])):
+        result = run_imgrec("audit", source, "--out", tmp_path / f"audit-{name}", "-q", *more)
+        assert result.returncode == 0, result.stderr
+        audits[name] = json.loads((tmp_path / f"audit-{name}" / "audit.json").read_text())
+    for key in ("images", "class_counts", "split_counts", "leakage", "duplicate_groups"):
+        assert audits["shards"][key] == audits["folder"][key], key
+    assert audits["shards"]["embeddings_checked"]  # images read back from the shards
+    split = run_imgrec("split", shards, "--out", tmp_path / "split.csv", "-q")
+    assert split.returncode == 0, split.stderr
+    assert len(read_csv(tmp_path / "split.csv")) == 170
+
+    model = tmp_path / "run" / "model.imgrec"
+    trained = run_imgrec("train", SAMPLE, "--out", tmp_path / "run", *FAST)
+    assert trained.returncode == 0, trained.stderr
+    scores = {}
+    for name, source in (("folder", SAMPLE), ("shards", shards)):
+        out = tmp_path / f"eval-{name}"
+        result = run_imgrec("evaluate", model, source, "--out", out, "--include-training")
+        assert result.returncode == 0, result.stderr
+        scores[name] = json.loads((out / "metrics.json").read_text())
+    assert scores["shards"]["n"] == scores["folder"]["n"] == 170
+    assert abs(scores["shards"]["accuracy"] - scores["folder"]["accuracy"]) <= 0.03

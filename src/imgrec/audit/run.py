@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,11 +44,14 @@ def audit_dataset(
     store: EmbeddingStore | None = None,
     progress: bool = False,
     decoded: DecodedCache | None = None,
+    decode: Callable | None = None,
 ) -> AuditResult:
     """Audit `dataset`. `embeddings`: True computes (or reuses) backbone embeddings for label
     errors, outliers and near copies that hashes miss; "cached" uses them only when every image
     already has one (what `imgrec train` does); False skips them. `decoded`, a DecodedCache
-    built `with_facts` over the dataset's paths, replaces the scan: training's own decode."""
+    built `with_facts` over the dataset's paths, replaces the scan: training's own decode.
+    `decode` reads images for the embeddings when the paths are not files (shards: see
+    data/sources.py `audit_source`)."""
     started = time.perf_counter()
     if decoded is not None:
         part = decoded.subset(dataset.paths)
@@ -59,7 +62,9 @@ def audit_dataset(
     good = Dataset(dataset.root, [dataset.samples[i] for i in keep], dataset.classes)
     facts: list[ImageFacts] = [facts_or_none[i] for i in keep]  # type: ignore[misc]
 
-    vectors = _embeddings(good, facts, embeddings, model, store, progress) if good else None
+    vectors = (
+        _embeddings(good, facts, embeddings, model, store, (progress, decode)) if good else None
+    )
     if vectors is not None:
         usable = ~np.isnan(vectors).any(axis=1)
         if not usable.all():  # decodable by the scan but not by the model: rare, drop them
@@ -106,10 +111,11 @@ def _embeddings(
     mode: bool | str,
     model: str,
     store: EmbeddingStore | None,
-    progress: bool,
+    reading: tuple[bool, Callable | None],
 ) -> np.ndarray | None:
     if not mode:
         return None
+    progress, decode = reading
     from imgrec.infer.embed import embed_files, embedding_key  # loads torch and timm
     from imgrec.models.registry import get_spec
 
@@ -121,7 +127,7 @@ def _embeddings(
         if len(found) < len(set(hashes)):
             return None
         return np.stack([found[h] for h in hashes]).astype(np.float32)
-    vectors, _ = embed_files(good.paths, hashes, spec, store, progress=progress)
+    vectors, _ = embed_files(good.paths, hashes, spec, store, progress=progress, decode=decode)
     return vectors
 
 

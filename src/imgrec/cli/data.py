@@ -71,7 +71,8 @@ def augment_preview(
 )
 def audit(
     data: Annotated[
-        Path, typer.Argument(help="Folder per class, train/val/test folders, or a CSV.")
+        Path,
+        typer.Argument(help="Folder per class, train/val/test folders, a CSV, or a shards folder."),
     ],
     out_dir: Annotated[
         Path | None,
@@ -96,13 +97,20 @@ def audit(
     from imgrec.audit.report import save_audit
     from imgrec.audit.run import audit_dataset
     from imgrec.bundle.run_folder import next_run_folder
-    from imgrec.data.dataset import load_dataset
+    from imgrec.data.sources import audit_source
 
-    dataset = load_dataset(data)
+    dataset, facts, decode = audit_source(data)
     if not dataset.samples:
         raise ImgrecError(f"no readable images found in {data}.")
     folder = out_dir or next_run_folder(name="audit")
-    result = audit_dataset(dataset, embeddings=embeddings, model=model, progress=not quiet)
+    result = audit_dataset(
+        dataset,
+        embeddings=embeddings,
+        model=model,
+        progress=not quiet,
+        decoded=facts,
+        decode=decode,
+    )
     json_path, html_path = save_audit(result, folder)
     print_audit_summary(result)
     say(f"report: {html_path}\njson:   {json_path}", console=out)
@@ -112,7 +120,9 @@ def audit(
 
 @commands.command("split", epilog="Example: imgrec split photos/ --split 80/10/10 --out split.csv")
 def split_command(
-    data: Annotated[Path, typer.Argument(help="Folder per class or a CSV path,label.")],
+    data: Annotated[
+        Path, typer.Argument(help="Folder per class, a CSV path,label, or a shards folder.")
+    ],
     split: SplitRatios = "70/15/15",
     ratios: Annotated[
         str | None, typer.Option("--ratios", hidden=True, callback=check_ratios)
@@ -135,14 +145,17 @@ def split_command(
         renamed("--ratios", "--split")
         split = ratios
     from imgrec.audit.run import audit_dataset, group_keys
-    from imgrec.data.dataset import Dataset, load_dataset
+    from imgrec.data.dataset import Dataset
+    from imgrec.data.sources import audit_source
     from imgrec.data.split import write_split_file
 
     parts_ratio = parse_ratios(split)
-    loaded = load_dataset(data)
+    loaded, facts, decode = audit_source(data)
     unsplit = [dataclasses.replace(s, split=None) for s in loaded.samples]
-    dataset = Dataset(loaded.root, unsplit, loaded.classes, loaded.skipped)
-    result = audit_dataset(dataset, embeddings=embeddings, progress=not quiet)
+    dataset = Dataset(loaded.root, unsplit, loaded.classes, loaded.skipped, loaded.content_hashes)
+    result = audit_dataset(
+        dataset, embeddings=embeddings, progress=not quiet, decoded=facts, decode=decode
+    )
     parts = dataset.split(*parts_ratio, seed=seed, groups=group_keys(dataset, result))
     write_split_file(out_file, dict(zip(("train", "val", "test"), parts, strict=True)))
     where = {s.path: s.split for part in parts for s in part.samples}

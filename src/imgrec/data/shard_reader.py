@@ -13,12 +13,13 @@ File descriptors are opened lazily per process (DataLoader workers fork), never 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,14 @@ from imgrec.data.shard_files import (
 )
 from imgrec.data.shard_records import FactsColumns, read_records
 from imgrec.data.shard_tar import FORMAT, RECORDS_FILE, SHARD_INDEX, VERSION
-from imgrec.data.transforms import resize_for_cache
+from imgrec.data.transforms import eval_transform, resize_for_cache
 from imgrec.errors import ImgrecError
 from imgrec.text import shown
 
 __all__ = ["ShardCache", "ShardSet", "is_shard_folder", "looks_unfinished"]
 
 _AGAIN = "write the shards again"
+BatchOf = tuple[torch.Tensor, list[int], list[Skipped]]  # batch, readable indices, skipped
 
 
 class ShardSet:
@@ -116,6 +118,31 @@ class ShardSet:
         known = {r.paths[i]: r.facts.sha256[i].hex() for i in good if r.facts.present[i]}
         return Dataset(root, samples, self.classes, skipped, known)
 
+    @functools.cached_property
+    def _rows_by_path(self) -> dict[Path, int]:
+        return {p: i for i, p in enumerate(self.records.paths)}
+
+    def batch_decoder(self) -> Callable[[Sequence[Path], Preprocessing], BatchOf]:
+        """A function (paths, preprocessing) -> (eval-transformed batch, indices of the
+        readable ones, skipped) over these shards: what the audit's embeddings and the
+        evaluation decode files into, read from the records instead."""
+
+        def decode(paths: Sequence[Path], p: Preprocessing) -> BatchOf:
+            cache = self.cache(p, list(paths), verify=False)
+            transform = eval_transform(p)
+            images, ok, skipped = [], [], []
+            for i, path in enumerate(cache.paths):
+                try:
+                    images.append(transform(cache[i]))
+                    ok.append(i)
+                except (UnreadableImage, KeyError) as exc:
+                    skipped.append(Skipped(path, str(exc)))
+            size = p.input_size
+            batch = torch.stack(images) if images else torch.empty(0, 3, size, size)
+            return batch, ok, skipped
+
+        return decode
+
     def cache(
         self,
         preprocessing: Preprocessing,
@@ -131,7 +158,7 @@ class ShardSet:
                 f"--image-size {preprocessing.resize_size}`."
             )
         paths = self.dataset().paths if paths is None else [Path(p) for p in paths]
-        where = {p: i for i, p in enumerate(self.records.paths)}
+        where = self._rows_by_path
         try:
             rows = np.array([where[p] for p in paths], dtype=np.int64)
         except KeyError as err:

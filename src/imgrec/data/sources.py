@@ -115,3 +115,17 @@ def shards_for_dataset(
     so that splits, audit and reports keep naming the original files."""
     stored = [shards.root / dataset.relative(path) for path in dataset.paths]
     return shards.cache(preprocessing, stored, progress=progress).relabelled(dataset.paths)
+
+
+def audit_source(
+    source: str | Path,
+) -> tuple[Dataset, ShardCache | None, Callable[[list[Path], Preprocessing], tuple] | None]:
+    """What the audit (and `imgrec split`) read of `source`: the dataset, and for a shards
+    folder the records' facts (no scan of files that are not there) and a reader of its
+    images for the embeddings."""
+    dataset, shards = open_listing(source)
+    if shards is None:
+        return dataset, None, None
+    size = shards.image_size
+    facts = shards.cache(Preprocessing(size, (0.5,) * 3, (0.5,) * 3, size), dataset.paths)
+    return dataset, facts, shards.batch_decoder()

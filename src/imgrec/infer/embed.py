@@ -117,6 +117,7 @@ def embed_files(
     batch_size: int = 64,
     progress: bool = False,
     model: torch.nn.Module | None = None,
+    decode: Callable[[list[Path], Preprocessing], Decoded] | None = None,
 ) -> tuple[np.ndarray, list[Skipped]]:
     """Pooled backbone features (N, F) float32 of `paths`, in order; rows of unreadable files
     are NaN and those files are returned as Skipped.
@@ -125,7 +126,9 @@ def embed_files(
     rest is decoded and embedded, `batch_size` files at a time so memory stays flat for any N,
     and each chunk is stored as soon as it is done (an interrupted run keeps its work). Files
     with identical bytes are embedded once. `model`, if given, must be the spec's backbone with
-    its ImageNet weights (its head is ignored): it saves building one.
+    its ImageNet weights (its head is ignored): it saves building one. `decode` turns paths
+    into an eval-transformed batch (default: decoding the files; a ShardSet's batch_decoder
+    reads them from shards).
     """
     paths = [Path(p) for p in paths]
     hashes = list(sha256s) if sha256s is not None else hash_files(paths)
@@ -142,7 +145,7 @@ def embed_files(
         return out, []  # everything cached: no backbone needed
     extractor = _Extractor(spec, model)
     skipped = _embed_missing(
-        paths, hashes, groups, extractor, store, key, batch_size, progress, out
+        paths, hashes, groups, extractor, store, key, (batch_size, decode), progress, out
     )
     return out, skipped
 
@@ -172,16 +175,18 @@ def _embed_missing(
     extractor: _Extractor,
     store: EmbeddingStore | None,
     key: str,
-    batch_size: int,
+    batching: tuple[int, Callable[[list[Path], Preprocessing], Decoded] | None],
     progress: bool,
     out: np.ndarray,
 ) -> list[Skipped]:
     """Decode + embed the files in `groups` chunk by chunk into `out`, storing each chunk."""
+    batch_size, decode = batching
     todo = list(groups)
     chunks = [todo[s : s + max(1, batch_size)] for s in range(0, len(todo), max(1, batch_size))]
     failed: dict[int, str] = {}
     with _progress_bar(progress, len(todo)) as advance:
-        for chunk, (batch, ok, bad) in _prefetched(paths, chunks, extractor.preprocessing):
+        prefetched = _prefetched(paths, chunks, extractor.preprocessing, decode)
+        for chunk, (batch, ok, bad) in prefetched:
             features = extractor(batch) if ok else np.zeros((0, extractor.width), np.float32)
             new: dict[str, np.ndarray] = {}
             for row, j in zip(features, ok, strict=True):
@@ -200,7 +205,10 @@ def _embed_missing(
 
 
 def _prefetched(
-    paths: list[Path], chunks: list[list[int]], p: Preprocessing
+    paths: list[Path],
+    chunks: list[list[int]],
+    p: Preprocessing,
+    decoder: Callable[[list[Path], Preprocessing], Decoded] | None = None,
 ) -> Iterator[tuple[list[int], Decoded]]:
     """Yield each chunk with its decoded batch, decoding the next one while this one is embedded;
     at most two chunks of pixels are alive at a time."""
@@ -208,7 +216,8 @@ def _prefetched(
         return
 
     def decode(chunk: list[int]) -> Decoded:
-        return decode_batch_for_inference([paths[i] for i in chunk], p)
+        files = [paths[i] for i in chunk]
+        return decoder(files, p) if decoder is not None else decode_batch_for_inference(files, p)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending: Future[Decoded] = pool.submit(decode, chunks[0])

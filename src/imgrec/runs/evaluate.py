@@ -12,13 +12,16 @@ Training images are scored only when asked (`include_training`), and the report 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgrec.bundle.run_folder import RunFiles, read_config
 from imgrec.classifier import ImageClassifier
-from imgrec.data.dataset import Dataset, load_dataset
+from imgrec.data.dataset import Dataset
+from imgrec.data.shard_reader import ShardSet
+from imgrec.data.sources import open_listing
 from imgrec.data.split import read_split_file
 from imgrec.errors import ImgrecError
 
@@ -33,11 +36,17 @@ class Scored:
     dataset: Dataset
     description: str
     includes_training: bool = False
+    shards: ShardSet | None = None  # when `data` is a shards folder: where the images are
 
 
 def images_to_score(model_path: Path, data: str | Path, include_training: bool = False) -> Scored:
     """The images of `data` that `imgrec evaluate` scores (see the module docstring)."""
-    dataset = load_dataset(data)
+    dataset, shards = open_listing(data)
+    scored = _chosen(model_path, data, dataset, include_training)
+    return dataclasses.replace(scored, shards=shards)
+
+
+def _chosen(model_path: Path, data: str | Path, dataset: Dataset, include_training: bool) -> Scored:
     n = len(dataset)
     if include_training:
         return Scored(dataset, f"all {n} images of {data}, training images included", True)
@@ -80,7 +89,10 @@ def evaluate_model(
     """Evaluate the model file on the images `images_to_score` picks; the report names them."""
     clf = ImageClassifier.load(model_path)
     scored = images_to_score(Path(model_path), data, include_training)
-    result = clf.evaluate(scored.dataset, batch_size, group_by, source=data)
+    decoded = None
+    if scored.shards is not None:
+        decoded = scored.shards.cache(clf.preprocessing, scored.dataset.paths)
+    result = clf.evaluate(scored.dataset, batch_size, group_by, source=data, decoded=decoded)
     result.info = {**(result.info or {}), "images scored": scored.description}
     if scored.includes_training:
         result.info["warning"] = (
