@@ -444,16 +444,18 @@ def generate(folder: Path, n: int) -> float:
     return time.perf_counter() - start
 
 
-def bench_rss(emit, work: Path, sizes: list[int], time_limit: str | None) -> None:
+def bench_rss(
+    emit, work: Path, sizes: list[int], time_limit: str | None, variants: dict[str, list[str]]
+) -> None:
     started = time.perf_counter()
     limited = time_limit not in (None, "", "none")
     limit = ["--time-limit", time_limit] if limited else []
-    rows: dict[str, dict[int, dict]] = {variant: {} for variant in RSS_VARIANTS}
+    rows: dict[str, dict[int, dict]] = {variant: {} for variant in variants}
     for n in sizes:
         data = work / f"generated-{n}"
         generate_s = generate(data, n)
         data_mb = sum(p.stat().st_size for p in data.rglob("*.jpg")) / 1e6
-        for variant, extra in RSS_VARIANTS.items():
+        for variant, extra in variants.items():
             flags = [*RSS_FLAGS, *extra, *limit]
             row = train(data, f"rss-{n}-{variant}", flags, watch_shards=True)
             share = row["shard_write_s"] / row["wall_s"] if row["shard_write_s"] else None
@@ -549,6 +551,12 @@ def main() -> None:
         help=f"rss: --time-limit of each run ('none': whole epochs); default {RSS_TIME_LIMIT}",
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "scale.jsonl")
+    parser.add_argument(
+        "--rss-variants",
+        default=",".join(RSS_VARIANTS),
+        help="rss: which of " + ", ".join(RSS_VARIANTS),
+    )
+    parser.add_argument("--pairs", type=int, default=2, help="stream and ddp: paired repetitions")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -568,11 +576,12 @@ def main() -> None:
         if "shards" not in skip:
             bench_shards(emit, work, reps=1 if args.quick else 2)
         if "stream" not in skip:
-            bench_stream(emit, train_data, pairs=2)
+            bench_stream(emit, train_data, pairs=args.pairs)
         if "rss" not in skip:
-            bench_rss(emit, work, sizes, args.rss_time_limit)
+            variants = {v: RSS_VARIANTS[v] for v in args.rss_variants.split(",")}
+            bench_rss(emit, work, sizes, args.rss_time_limit, variants)
         if "ddp" not in skip:
-            bench_ddp(emit, train_data, pairs=1 if args.quick else 2)
+            bench_ddp(emit, train_data, pairs=1 if args.quick else args.pairs)
 
 
 if __name__ == "__main__":
