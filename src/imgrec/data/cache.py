@@ -105,11 +105,7 @@ class DecodedCache:
     def subset(self, paths: list[Path]) -> DecodedCache:
         """A built cache over some of these paths, sharing the decoded pixels (no copies)."""
         self.build()
-        index = {path: i for i, path in enumerate(self.paths)}
-        try:
-            rows = [index[Path(x)] for x in paths]
-        except KeyError as err:
-            raise ValueError(f"{err.args[0]} is not in this cache") from None
+        rows = rows_of(self.paths, paths)
         part = DecodedCache([self.paths[i] for i in rows], self.preprocessing, self.workers)
         part._images = [self._images[i] for i in rows]
         part.facts = [self.facts[i] for i in rows]
@@ -118,6 +114,16 @@ class DecodedCache:
         part.skipped = [s for s in self.skipped if s.path in chosen]
         part._built = True
         return part
+
+
+def rows_of(held: list[Path], wanted: list[Path]) -> list[int]:
+    """The positions in a cache's paths (`held`) of `wanted`, in order; ValueError names the
+    first path it does not hold (what `subset` of any cache needs)."""
+    index = {path: i for i, path in enumerate(held)}
+    try:
+        return [index[Path(x)] for x in wanted]
+    except KeyError as err:
+        raise ValueError(f"{err.args[0]} is not in this cache") from None
 
 
 def cached_batches(

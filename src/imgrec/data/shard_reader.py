@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from imgrec.data.cache import rows_of
 from imgrec.data.dataset import Dataset, Sample, Skipped
 from imgrec.data.decode import UnreadableImage, open_image
 from imgrec.data.embedding_store import default_cache_dir
@@ -337,11 +338,7 @@ class ShardCache:
     def subset(self, paths: list[Path]) -> ShardCache:
         """A built cache over some of these paths, sharing the shard files."""
         self.build()
-        index = {path: i for i, path in enumerate(self.paths)}
-        try:
-            rows = [index[Path(x)] for x in paths]
-        except KeyError as err:
-            raise ValueError(f"{err.args[0]} is not in this cache") from None
+        rows = rows_of(self.paths, paths)
         part = object.__new__(ShardCache)
         part.__dict__.update(self.__dict__)
         part.paths = [self.paths[i] for i in rows]

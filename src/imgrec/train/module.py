@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import lightning as L
@@ -71,24 +72,12 @@ class FineTuneModule(L.LightningModule):
         # a mixed image counts as its dominant class
         hard = target.argmax(1) if target.ndim == 2 else target
         acc = (logits.argmax(1) == hard).float().mean()
-        self.log(
-            "train_loss",
-            loss,
-            prog_bar=True,
-            on_step=True,
-            on_epoch=True,
-            batch_size=len(y),
-            sync_dist=True,
+        # epoch figures are reduced over the processes of a DDP run (a no-op in one process)
+        log = functools.partial(
+            self.log, prog_bar=True, on_epoch=True, batch_size=len(y), sync_dist=True
         )
-        self.log(
-            "train_acc",
-            acc,
-            prog_bar=True,
-            on_step=False,
-            on_epoch=True,
-            batch_size=len(y),
-            sync_dist=True,
-        )
+        log("train_loss", loss, on_step=True)
+        log("train_acc", acc, on_step=False)
         return loss
 
     def validation_step(self, batch, batch_idx):
