@@ -39,8 +39,14 @@ def shards(
         ),
     ] = DEFAULT_SHARD_SIZE,
     images_per_shard: Annotated[
-        int, typer.Option(help="Images per shard file.", callback=in_range(1))
-    ] = 1000,
+        int | None,
+        typer.Option(
+            help=with_default(
+                "Images per shard file.", "1,000; fewer below 16,000 images, to make 16 shards"
+            ),
+            callback=in_range(1),
+        ),
+    ] = None,
     workers: Annotated[
         int | None,
         typer.Option(

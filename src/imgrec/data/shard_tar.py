@@ -162,17 +162,15 @@ def _skip_reason(exc: Exception) -> str:
 
 
 def _add_record(tar: tarfile.TarFile, task: ShardTask, j: int, item: ShardInput) -> dict[str, Any]:
-    """Decode, shrink and re-encode one image, append its two members; its record."""
+    """Decode one image (its facts on the way), keep it or shrink and re-encode it, append
+    its two members; its record."""
     size = task.settings.image_size
     data = task.read(item.source)
     if task.settings.with_facts:
         image, facts = decode_with_facts(Path(item.path), size, data)
     else:
         image, facts = open_image(data, draft=size), None
-    image = shrunk(image, size)
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=task.settings.quality)
-    jpeg = buf.getvalue()
+    jpeg, image_size = _stored(data, image, size, task.settings.quality)
     key = f"{task.shard:06d}-{j:06d}"
     offset = _add_member(tar, f"{key}.jpg", jpeg)
     meta = {"path": item.path, "label": item.label, "split": item.split}
@@ -184,10 +182,37 @@ def _add_record(tar: tarfile.TarFile, task: ShardTask, j: int, item: ShardInput)
         "offset": offset,
         "size": len(jpeg),
         "crc32": zlib.crc32(jpeg),
-        "width": image.width,
-        "height": image.height,
+        "width": image_size[0],
+        "height": image_size[1],
         "facts": facts_to_dict(facts) if facts is not None else None,
     }
+
+
+# A JPEG whose short side is at most this many times the shard size is stored as it came:
+# training decodes it at a reduced DCT scale anyway, so it reads the same pixels a folder
+# would give, where shrinking and re-encoding would cost a second compression, the writer's
+# time (the encode is as slow as the decode) and often bytes (a quality-90 copy of a modest
+# photo is larger than the photo).
+KEEP_ORIGINAL_UP_TO = 2.0
+_ORIENTATION = 0x0112  # the EXIF tag
+_QUARTER_TURNS = {5, 6, 7, 8}  # orientations shown with width and height swapped
+
+
+def _stored(
+    data: bytes, image: Image.Image, size: int, quality: int
+) -> tuple[bytes, tuple[int, int]]:
+    """What the shard holds of one image and that image's (width, height) as stored."""
+    if data[:3] == b"\xff\xd8\xff":
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+            if header.getexif().get(_ORIENTATION) in _QUARTER_TURNS:
+                width, height = height, width  # as it is shown, like a shrunk copy's size
+        if min(width, height) <= KEEP_ORIGINAL_UP_TO * size:
+            return data, (width, height)
+    image = shrunk(image, size)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return buf.getvalue(), image.size
 
 
 def shrunk(image: Image.Image, size: int) -> Image.Image:

@@ -125,7 +125,7 @@ def write_shards(
     *,
     read: Callable[[str], bytes] = read_local,
     workers: int | None = None,
-    images_per_shard: int = 1000,
+    images_per_shard: int | None = None,
     with_facts: bool = True,
     quality: int = 90,
     source: str = "",
@@ -140,6 +140,7 @@ def write_shards(
     anything else stops the writing. Shards an interrupted run finished are reused.
     `skipped` are files the listing already left out, recorded in the index with the rest.
     """
+    images_per_shard = images_per_shard or default_shard_images(len(inputs))
     _check_settings(image_size, images_per_shard, quality)
     out, inputs = Path(out), list(inputs)
     if not inputs:
@@ -165,6 +166,18 @@ def write_shards(
     index = _finish(out, tasks, done, header, [[s.path.as_posix(), s.reason] for s in skipped])
     seconds = time.perf_counter() - started
     return ShardManifest(out, index, len(todo), len(tasks) - len(todo), seconds)
+
+
+MOST_PER_SHARD = 1000
+LEAST_TASKS = 16
+
+
+def default_shard_images(images: int) -> int:
+    """1,000 images a shard, fewer for a small dataset: at least 16 shards when there are at
+    least 800 images, so no core idles while the last shard is written (3 shards on 2 cores
+    leave one idle for a third of the time; benchmarks/scale.py measures both). A function of
+    the count alone, so a rerun with other workers still finds its finished shards."""
+    return min(MOST_PER_SHARD, max(50, -(-images // LEAST_TASKS)))
 
 
 def _check_settings(image_size: int, images_per_shard: int, quality: int) -> None:
