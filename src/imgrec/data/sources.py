@@ -15,14 +15,17 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from imgrec.data.dataset import Dataset, Skipped, load_dataset
 from imgrec.data.embedding_store import default_cache_dir
 from imgrec.data.preprocess import Preprocessing
 from imgrec.data.remote import is_url, list_remote, read_bytes, url_text
-from imgrec.data.shard_reader import ShardCache, ShardSet, is_shard_folder
+from imgrec.data.shard_files import is_shard_folder
 from imgrec.data.shards import ShardInput, inputs_from_dataset, read_local, write_shards
+
+if TYPE_CHECKING:  # the reader loads torch: only what trains or evaluates needs it
+    from imgrec.data.shard_reader import ShardCache, ShardSet
 
 
 def is_streamed(source: str | Path) -> bool:
@@ -33,6 +36,8 @@ def is_streamed(source: str | Path) -> bool:
 def open_listing(source: str | Path) -> tuple[Dataset, ShardSet | None]:
     """The dataset of a local folder, CSV or shards folder, and its ShardSet if it is one.
     (Object storage has no listing without its shards: see `remote_shards`.)"""
+    from imgrec.data.shard_reader import ShardSet
+
     if is_shard_folder(source):
         shards = ShardSet.open(source)
         return shards.dataset(), shards
@@ -66,6 +71,8 @@ def shard_source(source: str | Path) -> ShardSource:
 def remote_shards(url: str | Path, image_size: int, progress: bool = False) -> ShardSet:
     """Shards of an object-storage dataset at `image_size`, written (or finished) into the
     cache: list the objects, fetch and resize those not yet in a finished shard, open."""
+    from imgrec.data.shard_reader import ShardSet
+
     found = shard_source(url)
     rows = [(i.path, i.label, i.split) for i in found.inputs]
     out = _cache_folder("remote", found.source, image_size, rows)
@@ -84,6 +91,8 @@ def remote_shards(url: str | Path, image_size: int, progress: bool = False) -> S
 def local_shards(dataset: Dataset, image_size: int, progress: bool = False) -> ShardSet:
     """Shards of a listed local dataset at `image_size`, in the cache (reused while the
     files' names, sizes and times are unchanged)."""
+    from imgrec.data.shard_reader import ShardSet
+
     stats = []
     for sample in dataset.samples:
         st = os.stat(sample.path)
