@@ -232,7 +232,8 @@ def train(
         str | None,
         typer.Option(
             help=with_default(
-                "Memory the decoded images may take with --cache auto (e.g. 8GB, 500MB).",
+                "Memory the decoded images may take on this machine with --cache auto (e.g. 8GB, "
+                "500MB); --devices N processes share it.",
                 "half the memory available at the start",
             ),
             metavar="<size>",

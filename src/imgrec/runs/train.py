@@ -17,7 +17,7 @@ import numpy as np
 from imgrec.bundle.run_folder import RunFiles, read_config, write_config
 from imgrec.classifier import ImageClassifier
 from imgrec.data.cache import DecodedCache
-from imgrec.data.cache_policy import choose_cache
+from imgrec.data.cache_policy import choose_cache, memory_budget
 from imgrec.data.dataset import Dataset, Skipped
 from imgrec.data.remote import is_url
 from imgrec.data.shard_reader import ShardCache, ShardSet
@@ -280,7 +280,9 @@ def _images(
     `--cache` says (auto: RAM within the memory budget). A folder streamed from disk is
     written as shards into the cache first, by rank 0."""
     mode, memory = caching
-    choice = choose_cache(mode, len(dataset), preprocessing.resize_size, memory)
+    # every process of a DDP run keeps its own cache: each gets its share of the budget
+    budget = memory_budget(memory) // world.local_size
+    choice = choose_cache(mode, len(dataset), preprocessing.resize_size, budget)
     if choice.reason and on_plan is not None and world.is_main:
         on_plan(choice.reason)
     if shards is None and choice.mode == "ram":
