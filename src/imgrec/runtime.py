@@ -64,7 +64,7 @@ def release_free_memory() -> bool:
     return True
 
 
-def _cpu_count() -> int:
+def usable_cpus() -> int:
     """CPUs this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
@@ -77,7 +77,7 @@ def cpu_threads() -> int:
     try:
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     except (KeyError, ValueError):
-        return _cpu_count()
+        return usable_cpus()
 
 
 _malloc_tuned: dict[str, int] | None = None
@@ -101,7 +101,7 @@ def configure_cpu_runtime() -> dict:
         if "OMP_NUM_THREADS" in os.environ:
             settings["num_threads_from"] = "OMP_NUM_THREADS"
         else:
-            torch.set_num_threads(_cpu_count())
+            torch.set_num_threads(usable_cpus())
             settings["num_threads_from"] = "cpu_count"
         settings["num_threads"] = torch.get_num_threads()
         _configured = settings

@@ -28,6 +28,7 @@ from imgrec.config import (
     WEIGHTS,
     TrainConfig,
 )
+from imgrec.data.cache_policy import CACHE_MODES
 from imgrec.text import printable
 
 out = Console(soft_wrap=True)  # long paths stay on one line, also when piped
@@ -55,6 +56,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "hymenoptera"
 
 # The choices of the options, from the lists in imgrec.config (declared once).
 Augment = StrEnum("Augment", {v: v for v in AUGMENT_PRESETS})
+Cache = StrEnum("Cache", {v: v for v in CACHE_MODES})
 Mix = StrEnum("Mix", {v: v for v in MIXES})
 Balance = StrEnum("Balance", {v: v for v in BALANCES})
 Optimizer = StrEnum("Optimizer", {v: v for v in OPTIMIZERS})

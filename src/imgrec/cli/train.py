@@ -13,6 +13,7 @@ from imgrec.cli.common import (
     SAMPLE,
     Augment,
     Balance,
+    Cache,
     Mix,
     Optimizer,
     Preset,
@@ -219,15 +220,14 @@ def train(
         typer.Option(help=with_default("DataLoader workers.", "cores - 1"), callback=in_range(0)),
     ] = None,
     cache: Annotated[
-        str,
+        Cache,
         typer.Option(
             help="Where the images wait while training: ram (decoded; fastest), disk (resized "
             "JPEG shards in the cache folder, decoded a batch at a time: memory stays flat "
             "however many images), or auto: ram while the decoded images fit --cache-memory, "
             "else disk. Default: auto.",
-            metavar="<auto|ram|disk>",
         ),
-    ] = "auto",
+    ] = Cache.auto,
     cache_memory: Annotated[
         str | None,
         typer.Option(
@@ -278,10 +278,8 @@ def train(
     if resume is None and data is None:
         raise typer.BadParameter("give the DATA to train on (or --resume RUN_FOLDER).")
     ratios = parse_ratios(split)
-    from imgrec.data.cache_policy import CACHE_MODES, parse_size
+    from imgrec.data.cache_policy import parse_size
 
-    if cache not in CACHE_MODES:
-        raise typer.BadParameter(f"choose one of {', '.join(CACHE_MODES)}.", param_hint="--cache")
     if cache_memory is not None:
         parse_size(cache_memory)  # a wrong size ends here, before any work
     from imgrec.bundle.run_folder import next_run_folder
@@ -335,7 +333,7 @@ def train(
             lr_auto=lr == "auto",
             on_lr=lambda v: err.print(f"learning rate from the range test: {v:.3g}"),
             on_plan=say,
-            cache=cache,
+            cache=cache.value,
             cache_memory=None if cache_memory is None else parse_size(cache_memory),
         )
     except (TrainingInterrupted, KeyboardInterrupt):

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imgrec.errors import ImgrecError
+from imgrec.runtime import usable_cpus
 from imgrec.train import distributed
 
 DEFAULT_PORT = 29500
@@ -151,5 +152,4 @@ def _threads_per_process(devices: int) -> None:
     """torchrun gives every process one thread unless told; on a CPU the processes share
     the cores instead (each process's torch then uses its part)."""
     if "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (cores or os.cpu_count() or 1) // devices))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // devices))

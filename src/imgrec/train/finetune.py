@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import time
 import warnings
@@ -22,7 +21,7 @@ from imgrec.config import TrainConfig
 from imgrec.data.cache import ImageTensorDataset
 from imgrec.data.transforms import eval_transform, train_transform
 from imgrec.models.anatomy import freeze_early_layers
-from imgrec.runtime import autocast_dtype, device
+from imgrec.runtime import autocast_dtype, device, usable_cpus
 from imgrec.train import distributed
 from imgrec.train.callbacks import KeepBestAndHistory
 from imgrec.train.distributed import World
@@ -36,8 +35,8 @@ def default_workers() -> int:
     """Loader worker processes: none on small machines, where the images are already decoded
     and a worker only competes with the training threads for the cores (measured 2x slower
     with one worker on 2 cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 0 if (cores or 1) <= 4 else min(4, cores // 4)
+    cores = usable_cpus()
+    return 0 if cores <= 4 else min(4, cores // 4)
 
 
 def balanced_sampler(
