@@ -18,6 +18,7 @@ BALANCES = ("none", "weights", "sampler")
 OPTIMIZERS = ("adamw", "sgd")
 WEIGHTS = ("imagenet", "none")
 ENGINES = ("auto", "onnx", "torch")  # how a model runs: see imgrec.infer.engine
+PLACES = ("local", "ray")  # where a batch job runs: see imgrec.infer.jobs
 PRESETS = ("fast", "default", "best")  # what each sets: imgrec.models.families.PRESET_SETTINGS
 
 

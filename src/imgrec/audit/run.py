@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,17 @@ from imgrec.data.embedding_store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class Scanned:
+    """What a scan found, computed elsewhere: facts (None where unreadable) and embeddings
+    (rows NaN where none), both aligned with the dataset's samples, and the unreadable files."""
+
+    facts: list[ImageFacts | None]
+    unreadable: list[Skipped]
+    vectors: np.ndarray | None = None
+
+
 SHOWN_OUTLIERS = 12  # the ranking shown even when few are flagged: a person judges the rest
 
 
@@ -45,15 +57,19 @@ def audit_dataset(
     progress: bool = False,
     decoded: DecodedCache | None = None,
     decode: Callable | None = None,
+    scanned: Scanned | None = None,
 ) -> AuditResult:
     """Audit `dataset`. `embeddings`: True computes (or reuses) backbone embeddings for label
     errors, outliers and near copies that hashes miss; "cached" uses them only when every image
     already has one (what `imgrec train` does); False skips them. `decoded`, a DecodedCache
     built `with_facts` over the dataset's paths, replaces the scan: training's own decode.
     `decode` reads images for the embeddings when the paths are not files (shards: see
-    data/sources.py `audit_source`)."""
+    data/sources.py `audit_source`). `scanned`, the facts and embeddings a cluster computed
+    (audit/on_ray.py), replaces both the scan and the embedding."""
     started = time.perf_counter()
-    if decoded is not None:
+    if scanned is not None:
+        facts_or_none, unreadable = list(scanned.facts), list(scanned.unreadable)
+    elif decoded is not None:
         part = decoded.subset(dataset.paths)
         facts_or_none, unreadable = list(part.facts), list(part.skipped)
     else:
@@ -62,9 +78,11 @@ def audit_dataset(
     good = Dataset(dataset.root, [dataset.samples[i] for i in keep], dataset.classes)
     facts: list[ImageFacts] = [facts_or_none[i] for i in keep]  # type: ignore[misc]
 
-    vectors = (
-        _embeddings(good, facts, embeddings, model, store, (progress, decode)) if good else None
-    )
+    if scanned is not None:
+        vectors = scanned.vectors[keep] if embeddings and scanned.vectors is not None else None
+    else:
+        reading = (progress, decode)
+        vectors = _embeddings(good, facts, embeddings, model, store, reading) if good else None
     if vectors is not None:
         usable = ~np.isnan(vectors).any(axis=1)
         if not usable.all():  # decodable by the scan but not by the model: rare, drop them

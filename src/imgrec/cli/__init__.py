@@ -29,6 +29,7 @@ ORDER = (
     "lr-find",
     "evaluate",
     "predict",
+    "embed",
     "info",
     "card",
     "models",

@@ -24,6 +24,7 @@ from imgrec.config import (
     ENGINES,
     MIXES,
     OPTIMIZERS,
+    PLACES,
     PRESETS,
     WEIGHTS,
     TrainConfig,
@@ -63,6 +64,7 @@ Optimizer = StrEnum("Optimizer", {v: v for v in OPTIMIZERS})
 Weights = StrEnum("Weights", {v: v for v in WEIGHTS})
 EngineChoice = StrEnum("EngineChoice", {v: v for v in ENGINES})
 Preset = StrEnum("Preset", {v: v for v in PRESETS})
+Place = StrEnum("Place", {v: v for v in PLACES})
 
 
 class Format(StrEnum):
@@ -72,6 +74,7 @@ class Format(StrEnum):
     csv = "csv"
     json = "json"
     jsonl = "jsonl"
+    parquet = "parquet"
 
 
 def value(choice: StrEnum | None) -> str | None:
@@ -241,6 +244,35 @@ MinConfidence = Annotated[
         ),
     ),
 ]  # checked by imgrec.infer.predict.check_min_confidence, as in the API and the server
+
+
+On = Annotated[
+    Place,
+    typer.Option(
+        "--on",
+        help="local: this process; ray: a Ray cluster (Ray Data; pip install 'imgrec[ray]'), "
+        "started on this machine or joined with --address.",
+    ),
+]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        help=with_default(
+            "With --on ray: the cluster to join (auto, HOST:6379 or ray://HOST:10001).",
+            "RAY_ADDRESS, else a new local cluster of this machine's CPUs",
+        )
+    ),
+]
+Actors = Annotated[
+    int | None,
+    typer.Option(
+        help=with_default(
+            "With --on ray: the most inference actors (ONNX Runtime sessions) at once.",
+            "as many as the cluster's CPUs allow",
+        ),
+        callback=in_range(1),
+    ),
+]
 
 
 def batch_size_option(help_text: str = "Images per forward pass.") -> Any:

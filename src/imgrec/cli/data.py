@@ -10,10 +10,15 @@ import typer
 from rich.table import Column, Table
 
 from imgrec.cli.common import (
+    Actors,
+    Address,
+    On,
+    Place,
     Quiet,
     Seed,
     SplitRatios,
     check_ratios,
+    err,
     in_range,
     out,
     parse_ratios,
@@ -86,24 +91,49 @@ def audit(
     ] = True,
     model: Annotated[str, typer.Option(help="Backbone for the embeddings.")] = "efficientnet_lite0",
     quiet: Quiet = False,
+    on: On = Place.local,
+    address: Address = None,
+    actors: Actors = None,
 ) -> None:
     """Audit labelled photos: broken files, duplicates, leakage, label errors, odd images.
 
     Checks class balance, odd images (tiny, dark, blurry), duplicates and leakage between
     splits, likely label errors and outliers. Exit code 3 when a finding makes training or
     evaluation results wrong (unreadable files, leakage between splits, identical files with
-    different labels); warnings are worth a look but exit 0.
+    different labels); warnings are worth a look but exit 0. With --on ray, each image is read,
+    hashed and embedded on a Ray cluster (DATA may be an s3:// prefix) and the search for
+    duplicates, leakage and label errors runs here on what it sends back.
     """
     from imgrec.audit.report import save_audit
-    from imgrec.audit.run import audit_dataset
     from imgrec.bundle.run_folder import next_run_folder
+
+    if address and on != Place.ray:
+        raise ImgrecError("--address names a Ray cluster: add --on ray.")
+    folder = out_dir or next_run_folder(name="audit")
+    if on == Place.ray:
+        from imgrec.audit.on_ray import audit_on_ray
+        from imgrec.infer.on_ray import RayOptions
+
+        options = RayOptions(address, actors=actors, progress=not quiet and err.is_terminal)
+        result = audit_on_ray(data, model=model, embeddings=embeddings, options=options)
+    else:
+        result = _audit_here(data, embeddings, model, quiet)
+    json_path, html_path = save_audit(result, folder)
+    print_audit_summary(result)
+    say(f"report: {html_path}\njson:   {json_path}", console=out)
+    if result.blocking_issues():
+        raise typer.Exit(3)
+
+
+def _audit_here(data: Path, embeddings: bool, model: str, quiet: bool):
+    """The audit in this process (a shards folder reads its records' facts)."""
+    from imgrec.audit.run import audit_dataset
     from imgrec.data.sources import audit_source
 
     dataset, facts, decode = audit_source(data)
     if not dataset.samples:
         raise ImgrecError(f"no readable images found in {data}.")
-    folder = out_dir or next_run_folder(name="audit")
-    result = audit_dataset(
+    return audit_dataset(
         dataset,
         embeddings=embeddings,
         model=model,
@@ -111,11 +141,6 @@ def audit(
         decoded=facts,
         decode=decode,
     )
-    json_path, html_path = save_audit(result, folder)
-    print_audit_summary(result)
-    say(f"report: {html_path}\njson:   {json_path}", console=out)
-    if result.blocking_issues():
-        raise typer.Exit(3)
 
 
 @commands.command("split", epilog="Example: imgrec split photos/ --split 80/10/10 --out split.csv")

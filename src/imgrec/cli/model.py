@@ -1,8 +1,9 @@
-"""Commands about a trained model: evaluate, predict, info, card, models, calibrate."""
+"""Commands about a trained model: evaluate, predict, embed, info, card, models, calibrate."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -12,9 +13,13 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from imgrec.cli.common import (
+    Actors,
+    Address,
     EngineChoice,
     Format,
     MinConfidence,
+    On,
+    Place,
     Quiet,
     batch_size_option,
     err,
@@ -153,6 +158,8 @@ def _print_groups(groups: dict) -> None:
 
 @commands.command(
     epilog="Example: imgrec predict runs/train/model.imgrec photos/ -f csv -o preds.csv --resume"
+    "   or, on a Ray cluster: imgrec predict runs/train/model.imgrec s3://bucket/photos/ --on ray "
+    "--out preds/"
 )
 def predict(
     ctx: typer.Context,
@@ -160,7 +167,11 @@ def predict(
         Path, typer.Argument(help="A model.imgrec file, or an .onnx file from `imgrec export`.")
     ],
     inputs: Annotated[
-        list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")
+        list[str],
+        typer.Argument(
+            help="Image files, folders (recursive) or glob patterns; with --on ray or -f "
+            "parquet also CSVs with a path column and s3:// (or other fsspec) prefixes."
+        ),
     ],
     top_k: Annotated[
         int,
@@ -169,12 +180,21 @@ def predict(
     fmt: Annotated[
         Format,
         typer.Option(
-            "--format", "-f", help="Output format; csv and jsonl are written batch by batch."
+            "--format",
+            "-f",
+            help="Output format; csv and jsonl are written batch by batch; parquet (the "
+            "default with --on ray) is a folder of parts.",
         ),
     ] = Format.table,
     out_file: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help=with_default("Write to this file.", "stdout")),
+        typer.Option(
+            "--out",
+            "-o",
+            help=with_default(
+                "Write to this file (with --on ray or -f parquet: a folder of parts).", "stdout"
+            ),
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", hidden=True)
@@ -206,12 +226,22 @@ def predict(
             ),
         ),
     ] = None,
+    on: On = Place.local,
+    address: Address = None,
+    actors: Actors = None,
 ) -> None:
     """Predict the class of images; unreadable files are reported, the rest still predicted.
 
-    Exit code 5 when any input was skipped (unreadable, not a regular file, a broken link).
+    With --on ray the work runs on a Ray cluster and the answers go to a folder of Parquet
+    (or CSV) parts: one row per input with path, label, confidence, the top-k classes and
+    probabilities, and the error of an unreadable file. Exit code 5 when any input was
+    skipped (unreadable, not a regular file, a broken link).
     """
     out_file = _one_out_file(out_file, output)
+    if on == Place.ray or fmt == Format.parquet:
+        where = JobPlace(on.value, address, actors, batch_size, quiet)
+        _predict_job(model_file, inputs, out_file, fmt, (top_k, min_confidence), resume, where, log)
+        return
     from imgrec.bundle.predictor import open_predictor
     from imgrec.data.inputs import expand_inputs
     from imgrec.infer.predict import check_min_confidence
@@ -258,6 +288,106 @@ def predict(
     if not predictions:
         raise ImgrecError("none of the inputs could be read as an image.")
     _end_with_skipped([s.reason for s in skipped])
+
+
+@commands.command(
+    epilog="Example: imgrec embed runs/train/model.imgrec photos/ --out embeddings/   or, on a "
+    "Ray cluster: imgrec embed runs/train/model.imgrec s3://bucket/photos/ --on ray --out emb/"
+)
+def embed(
+    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders (recursive), glob patterns, CSVs with a path column, "
+            "or s3:// (or other fsspec) prefixes."
+        ),
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the Parquet parts (required).")
+    ],
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help=with_default("Skip the images already in --out and add the rest.", "off"),
+        ),
+    ] = False,
+    batch_size: Annotated[int, batch_size_option()] = 32,
+    quiet: Quiet = False,
+    on: On = Place.local,
+    address: Address = None,
+    actors: Actors = None,
+) -> None:
+    """Write the model's embedding of each image (its features before the classifier).
+
+    One row per input in Parquet parts: path, embedding (a fixed-size list of float32) and
+    the error of an unreadable file, for search, clustering or your own audit. Read them
+    with pandas.read_parquet(FOLDER) or DuckDB. Exit code 5 when any input was unreadable.
+    """
+    from imgrec.bundle.jobs import embedding_job
+
+    where = JobPlace(on.value, address, actors, batch_size, quiet)
+    _run_job(embedding_job(model_file), inputs, out_dir, "parquet", resume, where)
+
+
+def _predict_job(model_file, inputs, out_file, fmt, answers, resume, where, log) -> None:
+    """`predict --on ray` (or -f parquet): a batch job into a folder of parts."""
+    from imgrec.bundle.jobs import prediction_job
+    from imgrec.infer.predict import check_min_confidence
+
+    if log is not None:
+        raise ImgrecError("--log records predictions made here; use it with --on local.")
+    if fmt not in (Format.table, Format.parquet, Format.csv):
+        raise ImgrecError(f"--on ray writes parquet or csv parts, not {fmt.value}.")
+    top_k, min_confidence = answers
+    job = prediction_job(model_file, top_k, check_min_confidence(min_confidence), where.batch_size)
+    _run_job(job, inputs, out_file, "csv" if fmt == Format.csv else "parquet", resume, where)
+
+
+@dataclass(frozen=True)
+class JobPlace:
+    """Where and how `predict --on ray` and `embed` run (the options they share)."""
+
+    on: str
+    address: str | None
+    actors: int | None
+    batch_size: int
+    quiet: bool
+
+
+def _run_job(job, inputs: list[str], out_dir: Path | None, fmt: str, resume, where) -> None:
+    """Run a batch job into `out_dir`, say what it wrote, exit 5 when inputs were unreadable."""
+    from imgrec.data.inputs import expand_sources
+    from imgrec.infer.jobs import run_job
+    from imgrec.infer.on_ray import RayOptions
+
+    if out_dir is None:
+        raise ImgrecError("--on ray and -f parquet write a folder of parts: give --out FOLDER.")
+    if where.address and where.on != "ray":
+        raise ImgrecError("--address names a Ray cluster: add --on ray.")
+    sources = expand_sources(inputs)
+    options = RayOptions(
+        where.address, where.batch_size, where.actors, progress=not where.quiet and err.is_terminal
+    )
+    try:
+        summary = run_job(
+            job, sources, out_dir, fmt=fmt, resume=resume, on=where.on, options=options
+        )
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/]; the rows so far are in {shown(out_dir)}: add --resume")
+        raise typer.Exit(130) from None
+    note = f", {summary.already_done} already there" if summary.already_done else ""
+    say(
+        f"wrote {summary.written} rows to {out_dir} ({summary.errors} unreadable{note}; "
+        f"{summary.images_per_second:.0f} img/s, {where.on})",
+        console=out,
+    )
+    if summary.written and summary.errors == summary.written:
+        raise ImgrecError("none of the inputs could be read as an image.")
+    if summary.errors:
+        say(f"{summary.errors} input(s) could not be read: see the error column.", "yellow")
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 def _end_with_skipped(reasons: list[str]) -> None:

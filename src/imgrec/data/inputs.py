@@ -9,12 +9,14 @@ a link back to a parent cannot make the walk endless.
 
 from __future__ import annotations
 
+import csv
 import glob
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from imgrec.data.decode import IMAGE_EXTENSIONS
+from imgrec.data.remote import is_url, list_images, read_bytes, url_text
 from imgrec.errors import ImgrecError
 
 
@@ -35,6 +37,51 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
     if not paths:
         raise ImgrecError("no images found in the given inputs.")
     return paths
+
+
+def expand_sources(items: Iterable[str | Path]) -> list[str]:
+    """What a cluster job reads: `expand_inputs` for local files, folders and globs, plus
+    object-storage prefixes (every image below, any depth) and CSVs with a `path` column
+    (paths relative to the CSV's folder, or URLs), local or in a bucket. Each source once, in
+    order; sources stay strings, since a URL is not a local path."""
+    found: dict[str, None] = {}
+    for item in items:
+        text = url_text(item) if is_url(item) else str(item)
+        if is_url(text):
+            found.update(dict.fromkeys(list_images(text)))
+        elif text.lower().endswith(".csv") and Path(text).is_file():
+            found.update(dict.fromkeys(_csv_paths(Path(text))))
+        else:
+            found.update(dict.fromkeys(str(p) for p in expand_inputs([text])))
+    if not found:
+        raise ImgrecError("no images found in the given inputs.")
+    return list(found)
+
+
+def read_source(source: str | Path) -> Path | bytes:
+    """What the decoder opens for `source`: its bytes for a URL (UnreadableImage when it is
+    missing or too large), else the local path."""
+    return read_bytes(url_text(source)) if is_url(source) else Path(source)
+
+
+def _csv_paths(csv_path: Path) -> list[str]:
+    """The `path` column of a local CSV: relative paths from the CSV's folder, or URLs."""
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ImgrecError(f"cannot read the CSV file {csv_path} ({exc}).") from None
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "path" not in header:
+        raise ImgrecError(f"the CSV file {csv_path} needs a header with a path column.")
+    column = header.index("path")
+    cells = [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
+    return [c if is_url(c) else str(_beside(csv_path, c)) for c in cells]
+
+
+def _beside(csv_path: Path, cell: str) -> Path:
+    path = Path(cell).expanduser()
+    return path if path.is_absolute() else csv_path.parent / path
 
 
 def _expand(text: str) -> list[Path]:

@@ -133,6 +133,52 @@ def list_remote(url: str) -> RemoteListing:
     return listing
 
 
+def list_images(url: str) -> list[str]:
+    """Every image below a prefix, at any depth and without labels (what prediction reads),
+    as sorted URLs; a .csv URL gives the objects of its `path` column. Hidden files and
+    folders are passed over. ImgrecError (one sentence) when nothing is there or the storage
+    cannot be used."""
+    url = url_text(url)
+    fs, path = _filesystem_for(url)
+    with storage_errors(url):
+        if path.lower().endswith(".csv"):
+            return _csv_paths(fs, url, path)
+        prefix = path.rstrip("/") + "/"
+        found = [
+            name
+            for name in _find(fs, path.rstrip("/"))
+            if name.startswith(prefix)
+            and _image(name)
+            and not any(_hidden(part) for part in name[len(prefix) :].split("/"))
+        ]
+    if not found:
+        raise ImgrecError(f"No images found below {shown(url, 160)}.")
+    base = url.rstrip("/")
+    return sorted(f"{base}/{name[len(prefix) :]}" for name in found)
+
+
+def _csv_paths(fs: Any, url: str, path: str) -> list[str]:
+    """The URLs in the `path` column of a CSV in object storage (relative to its folder, or
+    full URLs), in the CSV's order, each once."""
+    rows = _csv_rows(fs, url, path)
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "path" not in header:
+        raise ImgrecError(f"The CSV file {shown(url, 160)} needs a header with a path column.")
+    column = header.index("path")
+    root = url.rsplit("/", 1)[0]
+    found: dict[str, None] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) > column and row[column].strip():
+            source, problem = _row_source(row[column].strip(), root, url, line)
+            if problem is not None:
+                where = f"Row {line} of {shown(url, 160)}"
+                raise ImgrecError(f"{where} names {shown(source)}: {problem}.")
+            found[source] = None
+    if not found:
+        raise ImgrecError(f"The CSV file {shown(url, 160)} lists no paths.")
+    return list(found)
+
+
 # ---- filesystems: one per (process, protocol, environment) ----------------------------------
 def _filesystem_for(url: str) -> tuple[Any, str]:
     """The cached filesystem for `url`'s protocol and the path inside it (bucket/key)."""

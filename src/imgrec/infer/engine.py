@@ -117,6 +117,7 @@ class OnnxEngine:
         threads = threads or cpu_threads()
         source = str(model) if isinstance(model, Path) else model
         self.graph = model if isinstance(model, bytes) else None
+        self._file = model if isinstance(model, Path) else None
         self._sessions = {}
         for size in self.batch_sizes:
             options = ort.SessionOptions()
@@ -155,6 +156,16 @@ class OnnxEngine:
             return self(images), None
         probs, signatures = self._run(images, [OUTPUT, SIGNATURE])
         return finite(probs), signatures
+
+    def graph_bytes(self) -> bytes:
+        """The ONNX graph this engine runs (read again when it was opened from a file): what a
+        cluster job sends its workers."""
+        return self.graph if self.graph is not None else Path(self._file).read_bytes()
+
+    def outputs(self, images: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
+        """The graph's outputs called `names` for a batch of any length (a feature graph's
+        "features", say)."""
+        return self._run(images, list(names))
 
     @property
     def has_signature(self) -> bool:

@@ -36,16 +36,13 @@ class _Features(nn.Module):
 BATCH_SIZE = 16  # the fastest fixed batch measured (8: 111, 16: 114, 32: 93, 64: 102 img/s)
 
 
-def onnx_feature_extractor(
-    model: nn.Module, input_size: int, batch_size: int = BATCH_SIZE
-) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A function images (N,3,S,S) -> features (N,F) running on ONNX Runtime, or None."""
-    if torch.cuda.is_available():
-        return None  # the GPU path in PyTorch is already fast
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
+FEATURES = "features"  # the output of a feature graph; its input is "images", as in infer/
+
+
+def feature_graph(model: nn.Module, input_size: int) -> bytes:
+    """The ONNX graph images (batch, 3, S, S) -> pooled features (batch, F) of `model`, its
+    batch axis named "batch" (a session pins it with a free-dimension override); any export
+    problem raises. Training's phase 1, the audit and `imgrec embed` run it."""
     was_training = model.training
     model.eval()
     buffer = io.BytesIO()
@@ -57,24 +54,37 @@ def onnx_feature_extractor(
                 (torch.zeros(1, 3, input_size, input_size),),  # tracing one image is quicker
                 buffer,
                 input_names=["images"],
-                output_names=["features"],
+                output_names=[FEATURES],
                 opset_version=18,
-                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                dynamic_axes={"images": {0: "batch"}, FEATURES: {0: "batch"}},
                 dynamo=False,
             )
+    finally:
+        model.train(was_training)
+    return buffer.getvalue()
+
+
+def onnx_feature_extractor(
+    model: nn.Module, input_size: int, batch_size: int = BATCH_SIZE
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A function images (N,3,S,S) -> features (N,F) running on ONNX Runtime, or None."""
+    if torch.cuda.is_available():
+        return None  # the GPU path in PyTorch is already fast
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    try:
+        graph = feature_graph(model, input_size)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3
         options.add_free_dimension_override_by_name("batch", batch_size)
         options.enable_mem_pattern = False  # less memory, a little faster (see infer/engine.py)
-        session = ort.InferenceSession(
-            buffer.getvalue(), options, providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - any export problem means "use PyTorch instead"
         log.warning("ONNX feature export failed (%s); phase 1 runs on PyTorch, ~2x slower", exc)
         return None
-    finally:
-        model.train(was_training)
 
     def run(images: torch.Tensor) -> torch.Tensor:
         outputs = []
