@@ -274,6 +274,15 @@ Actors = Annotated[
     ),
 ]
 
+PartSize = Annotated[
+    int,
+    typer.Option(
+        help="With --on ray or -f parquet: rows per part file (a part is written when it is "
+        "full, or 30 s after the last one).",
+        callback=in_range(1),
+    ),
+]
+
 
 def batch_size_option(help_text: str = "Images per forward pass.") -> Any:
     return typer.Option(help=help_text, callback=in_range(1))

@@ -19,6 +19,7 @@ from imgrec.cli.common import (
     Format,
     MinConfidence,
     On,
+    PartSize,
     Place,
     Quiet,
     batch_size_option,
@@ -229,6 +230,7 @@ def predict(
     on: On = Place.local,
     address: Address = None,
     actors: Actors = None,
+    part_size: PartSize = 10_000,
 ) -> None:
     """Predict the class of images; unreadable files are reported, the rest still predicted.
 
@@ -239,7 +241,7 @@ def predict(
     """
     out_file = _one_out_file(out_file, output)
     if on == Place.ray or fmt == Format.parquet:
-        where = JobPlace(on.value, address, actors, batch_size, quiet)
+        where = JobPlace(on.value, address, actors, batch_size, quiet, part_size)
         _predict_job(model_file, inputs, out_file, fmt, (top_k, min_confidence), resume, where, log)
         return
     from imgrec.bundle.predictor import open_predictor
@@ -318,6 +320,7 @@ def embed(
     on: On = Place.local,
     address: Address = None,
     actors: Actors = None,
+    part_size: PartSize = 10_000,
 ) -> None:
     """Write the model's embedding of each image (its features before the classifier).
 
@@ -327,7 +330,7 @@ def embed(
     """
     from imgrec.bundle.jobs import embedding_job
 
-    where = JobPlace(on.value, address, actors, batch_size, quiet)
+    where = JobPlace(on.value, address, actors, batch_size, quiet, part_size)
     _run_job(embedding_job(model_file), inputs, out_dir, "parquet", resume, where)
 
 
@@ -354,6 +357,7 @@ class JobPlace:
     actors: int | None
     batch_size: int
     quiet: bool
+    part_size: int
 
 
 def _run_job(job, inputs: list[str], out_dir: Path | None, fmt: str, resume, where) -> None:
@@ -372,7 +376,14 @@ def _run_job(job, inputs: list[str], out_dir: Path | None, fmt: str, resume, whe
     )
     try:
         summary = run_job(
-            job, sources, out_dir, fmt=fmt, resume=resume, on=where.on, options=options
+            job,
+            sources,
+            out_dir,
+            fmt=fmt,
+            resume=resume,
+            on=where.on,
+            options=options,
+            rows_per_part=where.part_size,
         )
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]; the rows so far are in {shown(out_dir)}: add --resume")

@@ -61,10 +61,11 @@ def run_job(
     resume: bool = False,
     on: str = "local",
     options: RayOptions | None = None,
+    rows_per_part: int = 10_000,
 ) -> JobSummary:
     """Answer every source once into `out`; see the module docstring."""
     options = options or RayOptions()
-    parts = OutputParts(out, job.head.schema, fmt, resume=resume)
+    parts = OutputParts(out, job.head.schema, fmt, resume=resume, rows_per_part=rows_per_part)
     summary = JobSummary()
     done = parts.done_sources() if resume else set()
     todo = [s for s in sources if s not in done]
