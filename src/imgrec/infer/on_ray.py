@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ def _quiet_ray_data(ray: Any) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # its errors reach ray_errors
 
 
 def _first_line(exc: BaseException) -> str:
@@ -229,7 +230,7 @@ class ray_errors:
             raise ImgrecError(str(cause)) from None
         if _in_actor_start(exc):
             raise ImgrecError(
-                f"a Ray worker could not start the model ({_first_line(cause)}); check that "
+                f"a Ray worker could not start the model ({_last_line(exc)}); check that "
                 f"imgrec and onnxruntime are installed on every node ({RAY_INSTALL})."
             ) from None
         raise ImgrecError(f"the Ray job failed: {_first_line(cause)}") from None
@@ -245,6 +246,17 @@ def _cause(exc: BaseException) -> BaseException:
             break
         exc = inner
     return exc
+
+
+def _last_line(exc: BaseException) -> str:
+    """The error at the end of the traceback an ActorDiedError carries as text, without its
+    module path ("InvalidProtobuf: ... parsing failed.")."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    last = next((line for line in reversed(lines) if line), type(exc).__name__)
+    name, colon, message = last.partition(": ")
+    if colon and re.fullmatch(r"[\w.]+", name):
+        last = f"{name.rsplit('.', 1)[-1]}: {message}"
+    return shown(last, 200)
 
 
 def _in_actor_start(exc: BaseException) -> bool:

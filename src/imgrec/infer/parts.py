@@ -118,22 +118,28 @@ class OutputParts:
 
     # ---- writing -----------------------------------------------------------------------
     def add(self, table: pa.Table) -> None:
-        """Buffer `table`'s rows; write a part when enough rows or time have gathered."""
+        """Buffer `table`'s rows; write a part of `rows_per_part` rows whenever that many have
+        gathered, or of what there is once `seconds_per_part` have passed since the last."""
         if table.num_rows == 0:
             return
         self._pending.append(table.select(self.schema.names).cast(self.schema))
         self._pending_rows += table.num_rows
-        waited = time.monotonic() - self._last_write
-        if self._pending_rows >= self.rows_per_part or waited >= self.seconds_per_part:
+        while self._pending_rows >= self.rows_per_part:
+            self._write(self.rows_per_part)
+        if self._pending and time.monotonic() - self._last_write >= self.seconds_per_part:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered rows as the next part (nothing when none are buffered)."""
+        """Write every buffered row as the next part (nothing when none are buffered)."""
+        if self._pending_rows:
+            self._write(self._pending_rows)
+
+    def _write(self, rows: int) -> None:
+        """Write the first `rows` buffered rows as the next part, keeping the rest buffered."""
         self._last_write = time.monotonic()
-        if not self._pending:
-            return
-        table = pa.concat_tables(self._pending)
-        self._pending, self._pending_rows = [], 0
+        buffered = pa.concat_tables(self._pending)
+        table, rest = buffered.slice(0, rows), buffered.slice(rows)
+        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
         name = f"part-{self._next:05d}.{self.fmt}"
         temporary = self.folder / f".{name}.tmp"
         try:
