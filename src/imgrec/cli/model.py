@@ -241,6 +241,8 @@ def predict(
     """
     out_file = _one_out_file(out_file, output)
     if on == Place.ray or fmt == Format.parquet:
+        if engine == EngineChoice.torch:
+            raise ImgrecError("batch jobs run ONNX Runtime; leave out --engine torch.")
         where = JobPlace(on.value, address, actors, batch_size, quiet, part_size)
         _predict_job(model_file, inputs, out_file, fmt, (top_k, min_confidence), resume, where, log)
         return
