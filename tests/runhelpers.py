@@ -199,6 +199,7 @@ COMMANDS = (
     "lr-find",
     "evaluate",
     "predict",
+    "embed",
     "info",
     "card",
     "models",
