@@ -364,7 +364,7 @@ class JobPlace:
 
 def _run_job(job, inputs: list[str], out_dir: Path | None, fmt: str, resume, where) -> None:
     """Run a batch job into `out_dir`, say what it wrote, exit 5 when inputs were unreadable."""
-    from imgrec.data.inputs import expand_sources
+    from imgrec.data.inputs import absolute_sources, expand_sources
     from imgrec.infer.jobs import run_job
     from imgrec.infer.on_ray import RayOptions
 
@@ -373,6 +373,8 @@ def _run_job(job, inputs: list[str], out_dir: Path | None, fmt: str, resume, whe
     if where.address and where.on != "ray":
         raise ImgrecError("--address names a Ray cluster: add --on ray.")
     sources = expand_sources(inputs)
+    if where.on == "ray":  # workers read from their own working folder, maybe on another host
+        sources = absolute_sources(sources)
     options = RayOptions(
         where.address, where.batch_size, where.actors, progress=not where.quiet and err.is_terminal
     )

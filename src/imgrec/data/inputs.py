@@ -58,6 +58,13 @@ def expand_sources(items: Iterable[str | Path]) -> list[str]:
     return list(found)
 
 
+def absolute_sources(sources: Iterable[str]) -> list[str]:
+    """Local paths made absolute (URLs as they are): what a cluster's workers read, whatever
+    folder they run in. On several machines the files must be at the same place on each
+    (a shared filesystem), or in object storage."""
+    return [s if is_url(s) else os.path.abspath(s) for s in sources]
+
+
 def read_source(source: str | Path) -> Path | bytes:
     """What the decoder opens for `source`: its bytes for a URL (UnreadableImage when it is
     missing or too large), else the local path."""
