@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import socket
 from collections.abc import Iterator, Sequence
@@ -159,8 +160,16 @@ class _RayRunner:
         threads = max(1, round(cpus))
         self.runner = GraphRunner(graph, head, preprocessing, batch_size, threads)
 
-    def __call__(self, batch: Batch) -> pa.Table:
-        return self.runner(batch)
+    def __call__(self, packed: Batch) -> pa.Table:
+        tables = [self.runner(pickle.loads(blob)) for blob in packed["packed"]]
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def _decode_packed(batch: Batch, decode: DecodeStage) -> Batch:
+    """A decoded batch as one row holding it pickled: Ray Data then moves one binary value
+    per batch between the stages instead of converting a (n, S, S, 3) tensor column to Arrow
+    and back (measured on 2 cores, 4,000 photos: 124.6 against 116-120 img/s)."""
+    return {"packed": np.array([pickle.dumps(decode(batch), protocol=5)], dtype=object)}
 
 
 def run_on_ray(
@@ -182,12 +191,16 @@ def run_on_ray(
     data = ray.data.from_arrow(blocks)
     batch = max(1, options.batch_size)
     decoded = data.map_batches(
-        decode, batch_size=batch, batch_format="numpy", num_cpus=options.decode_cpus
+        _decode_packed,
+        fn_kwargs={"decode": decode},
+        batch_size=batch,
+        batch_format="numpy",
+        num_cpus=options.decode_cpus,
     )
     rows = decoded.map_batches(
         _RayRunner,
         fn_constructor_args=([ray.put(graph)], head, decode.preprocessing, batch),
-        batch_size=batch,
+        batch_size=1,  # one packed batch of `batch` images
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=options.actors),
         num_cpus=options.cpus_per_actor,
