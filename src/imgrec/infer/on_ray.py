@@ -1,6 +1,6 @@
 """Batch jobs over millions of images on a Ray cluster, through Ray Data.
 
-    sources (index, path) --map_batches: DecodeStage, tasks--> uint8 crops
+    sources (index, path) --map_batches: DecodeStage, tasks--> uint8 crops (one value a batch)
         --map_batches: GraphRunner, an actor pool of ONNX Runtime sessions--> rows
         --> the driver writes them into OutputParts as they arrive
 
