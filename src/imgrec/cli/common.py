@@ -250,7 +250,7 @@ On = Annotated[
     Place,
     typer.Option(
         "--on",
-        help="local: this process; ray: a Ray cluster (Ray Data; pip install 'imgrec[ray]'), "
+        help="local: this process; ray: a Ray cluster (Ray Data; pip install 'imgrec\\[ray]'), "
         "started on this machine or joined with --address.",
     ),
 ]
@@ -277,8 +277,8 @@ Actors = Annotated[
 PartSize = Annotated[
     int,
     typer.Option(
-        help="With --on ray or -f parquet: rows per part file (a part is written when it is "
-        "full, or 30 s after the last one).",
+        help="Rows per output part file, with --on ray or parquet output (a part is written "
+        "when it is full, or 30 s after the last one).",
         callback=in_range(1),
     ),
 ]
