@@ -26,10 +26,13 @@ from imgrec.data.dataset import Dataset, Sample, Skipped, load_dataset
 from imgrec.data.embedding_store import EmbeddingStore
 from imgrec.data.facts import facts_from_dict
 from imgrec.data.remote import is_url, list_remote, url_text
+from imgrec.data.shard_files import is_shard_folder
+from imgrec.errors import ImgrecError
 from imgrec.infer.jobs import Job, tables_of
 from imgrec.infer.on_ray import RayOptions
 from imgrec.infer.predict import image_progress
 from imgrec.infer.stages import EmbedHead
+from imgrec.text import shown
 
 
 def audit_on_ray(
@@ -58,6 +61,11 @@ def audit_on_ray(
 def _listing(source: str | Path) -> Dataset:
     """The labelled samples of a local folder or CSV, or of an object-storage prefix (whose
     samples keep their URLs: the cluster reads them, nothing is downloaded here)."""
+    if is_shard_folder(source):
+        raise ImgrecError(
+            f"{shown(source)} is a shards folder: its facts are already in its records; audit "
+            "it with --on local."
+        )
     if not is_url(source):
         return load_dataset(source)
     listing = list_remote(url_text(source))
