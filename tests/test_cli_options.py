@@ -18,6 +18,7 @@ from imgrec.cli.common import (
     EngineChoice,
     Mix,
     Optimizer,
+    Precision,
     Weights,
     family_default,
 )
@@ -27,6 +28,7 @@ from imgrec.config import (
     ENGINES,
     MIXES,
     OPTIMIZERS,
+    PRECISIONS,
     WEIGHTS,
     TrainConfig,
 )
@@ -133,11 +135,13 @@ def test_choices_come_from_the_config_lists():
         (Optimizer, OPTIMIZERS),
         (Weights, WEIGHTS),
         (EngineChoice, ENGINES),
+        (Precision, PRECISIONS),
     ]:
         assert [m.value for m in enum] == list(choices)
     train = option_rows(wide_help("train"))
     assert f"<{'|'.join(AUGMENT_PRESETS)}>" in train["--augment"]
     assert f"<{'|'.join(MIXES)}>" in train["--mix"]
+    assert f"<{'|'.join(PRECISIONS)}>" in train["--precision"]
     preview = option_rows(wide_help("augment-preview"))
     assert f"<{'|'.join(AUGMENT_PRESETS)}>" in preview["--augment"]
     assert "[default: default]" in preview["--augment"]
@@ -206,6 +210,19 @@ def test_out_of_range_values_are_usage_errors(tmp_path, args, fragment):
     assert_usage_error(result, fragment, "out of range" if "auto" not in fragment else "")
     assert "Input should be" not in result.stderr  # pydantic's words, not ours
     assert list(tmp_path.iterdir()) == [], "a refused command left files behind"
+
+
+def test_a_precision_the_machine_cannot_run_ends_before_any_work(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("fp16 runs on this GPU")
+    data = make_class_dataset(tmp_path / "data", n=2)
+    result = run_imgrec("train", str(data), "--out", "run", "--precision", "16", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert squash("--precision 16 needs a GPU; on a CPU use bf16 or 32.") in squash(result.stderr)
+    assert not (tmp_path / "run").exists()
 
 
 def test_retrain_lr_takes_what_train_takes_but_refuses_auto(tmp_path):

@@ -1,8 +1,10 @@
 """CPU runtime tuning and device helpers."""
 
+import pytest
 import torch
 
 from imgrec import runtime
+from imgrec.errors import ImgrecError
 
 
 def test_configure_cpu_runtime_reports_and_is_idempotent():
@@ -21,6 +23,14 @@ def test_device_helpers():
     assert runtime.device().type in ("cpu", "cuda")
     if runtime.device().type == "cuda":
         assert runtime.autocast_dtype("cuda") in (torch.bfloat16, torch.float16)
+
+
+def test_training_dtype_follows_precision_and_refuses_what_the_device_cannot_run():
+    assert runtime.training_dtype("auto", "cpu", from_scratch=False) is None
+    assert runtime.training_dtype("32", "cpu", from_scratch=True) is None
+    assert runtime.training_dtype("bf16", "cpu", from_scratch=False) is torch.bfloat16
+    with pytest.raises(ImgrecError, match="--precision 16 needs a GPU"):
+        runtime.training_dtype("16", "cpu", from_scratch=False)
 
 
 def test_peak_rss_is_plausible():

@@ -19,6 +19,7 @@ OPTIMIZERS = ("adamw", "sgd")
 WEIGHTS = ("imagenet", "none")
 ENGINES = ("auto", "onnx", "torch")  # how a model runs: see imgrec.infer.engine
 PLACES = ("local", "ray")  # where a batch job runs: see imgrec.infer.jobs
+PRECISIONS = ("auto", "32", "bf16", "16")  # arithmetic of training steps: see runtime.py
 PRESETS = ("fast", "default", "best")  # what each sets: imgrec.models.families.PRESET_SETTINGS
 
 
@@ -36,6 +37,9 @@ class TrainConfig:
     `mix_alpha` is the Beta(alpha, alpha) concentration of the mixing ratio; 1.0 (a uniform
     ratio) is the CutMix paper's value and torchvision's default for both, so "both" needs a
     single knob; 0.2-0.4 (the mixup paper's ImageNet range) mixes more gently.
+    `precision` "auto" trains in bf16 mixed precision on GPUs that have it (fp16 on older
+    ones) and in float32 on CPUs, except from scratch on a CPU with native bf16; "32",
+    "bf16" and "16" force one.
     `balance` counters class imbalance: "weights" weights the training loss of both phases by
     inverse class frequency; "sampler" draws phase 2's batches class-balanced instead (phase 1,
     a full-batch fit, uses the weights). Validation and model selection stay unweighted.
@@ -65,6 +69,7 @@ class TrainConfig:
     dropout: float = 0.2
     label_smoothing: float = 0.1
     batch_size: int = 16
+    precision: str = "auto"
     freeze_stride: int = 8
     seed: int = 0
     workers: int | None = None
@@ -82,6 +87,7 @@ class TrainConfig:
             "augment": ("augmentation preset", AUGMENT_PRESETS),
             "mix": ("mix", MIXES),
             "balance": ("balance", BALANCES),
+            "precision": ("precision", PRECISIONS),
         }
         for field, (what, allowed) in choices.items():
             value = getattr(self, field)

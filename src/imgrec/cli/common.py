@@ -25,6 +25,7 @@ from imgrec.config import (
     MIXES,
     OPTIMIZERS,
     PLACES,
+    PRECISIONS,
     PRESETS,
     WEIGHTS,
     TrainConfig,
@@ -61,6 +62,7 @@ Cache = StrEnum("Cache", {v: v for v in CACHE_MODES})
 Mix = StrEnum("Mix", {v: v for v in MIXES})
 Balance = StrEnum("Balance", {v: v for v in BALANCES})
 Optimizer = StrEnum("Optimizer", {v: v for v in OPTIMIZERS})
+Precision = StrEnum("Precision", {v: v for v in PRECISIONS})
 Weights = StrEnum("Weights", {v: v for v in WEIGHTS})
 EngineChoice = StrEnum("EngineChoice", {v: v for v in ENGINES})
 Preset = StrEnum("Preset", {v: v for v in PRESETS})

@@ -16,6 +16,7 @@ from imgrec.cli.common import (
     Cache,
     Mix,
     Optimizer,
+    Precision,
     Preset,
     Quiet,
     Seed,
@@ -133,6 +134,16 @@ def train(
     batch_size: Annotated[
         int | None,
         typer.Option(help=train_help("Images per step.", "batch_size"), callback=in_range(1)),
+    ] = None,
+    precision: Annotated[
+        Precision | None,
+        typer.Option(
+            help=train_help(
+                "Arithmetic of training steps: auto is bf16 mixed precision on GPUs that "
+                "have it (16 on older ones) and float32 on CPUs; 32, bf16 or 16 force one.",
+                "precision",
+            )
+        ),
     ] = None,
     augment: Annotated[
         Augment | None,
@@ -307,6 +318,7 @@ def train(
         dropout=dropout,
         label_smoothing=label_smoothing,
         batch_size=batch_size,
+        precision=value(precision),
         seed=seed,
         workers=workers,
         time_limit=None if time_limit is None else parse_duration(time_limit),

@@ -25,6 +25,7 @@ from imgrec.data.sources import local_shards, open_listing, remote_shards, shard
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
 from imgrec.runs.finish import finish_run, write_audit
+from imgrec.runtime import device, training_dtype
 from imgrec.train import TrainConfig, distributed
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ def train_run(
     """
     clock = time.perf_counter()
     folder = Path(folder)
+    # a --precision this machine cannot run ends here, before any work
+    training_dtype(config.precision, device(), from_scratch=config.weights == "none")
     world = distributed.current()
     distributed.join(world)
     try:

@@ -21,7 +21,7 @@ from imgrec.config import TrainConfig
 from imgrec.data.cache import ImageTensorDataset
 from imgrec.data.transforms import eval_transform, train_transform
 from imgrec.models.anatomy import freeze_early_layers
-from imgrec.runtime import autocast_dtype, device, usable_cpus
+from imgrec.runtime import device, training_dtype, usable_cpus
 from imgrec.train import distributed
 from imgrec.train.callbacks import KeepBestAndHistory
 from imgrec.train.distributed import World
@@ -133,11 +133,8 @@ def _trainer(job: Fitting, config: TrainConfig, from_scratch: bool) -> L.Trainer
     if job.progress:
         callbacks.append(RichProgressBar())
     target = device()
-    # bf16 on a CPU only from scratch: the CNN trained 1.3x faster per step at 128 px on a
-    # CPU with native bf16 (benchmarks/scratch_cnn_experiments.md); fine-tuning a pretrained
-    # backbone keeps float32, where its measured accuracy and speed come from.
     precision = {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed", None: "32-true"}[
-        autocast_dtype(target, cpu_bf16=from_scratch)
+        training_dtype(config.precision, target, from_scratch)
     ]
     world = job.world
     return L.Trainer(

@@ -24,7 +24,7 @@ from imgrec.data.transforms import eval_transform, train_transform
 from imgrec.errors import ImgrecError
 from imgrec.models.families import get_family
 from imgrec.models.mlp_head import MLPHead
-from imgrec.runtime import torch_threads
+from imgrec.runtime import device, torch_threads, training_dtype
 from imgrec.train import distributed
 from imgrec.train.features import backbone_features, job_features
 from imgrec.train.head import class_weights, fit_head, fit_mlp_head
@@ -346,7 +346,7 @@ def _measure(job: Fitting, steps: int) -> StepTimes:
         config.freeze_stride if config.weights != "none" else 0,
         config.label_smoothing,
         steps=steps,
-        cpu_bf16=config.weights == "none",
+        dtype=training_dtype(config.precision, device(), from_scratch=config.weights == "none"),
     )
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from imgrec.models.anatomy import freeze_batchnorm_statistics, freeze_early_layers
-from imgrec.runtime import autocast_dtype, device
+from imgrec.runtime import device
 
 # What the evaluation after training costs beyond its forward passes: building the ONNX
 # graph the drift reference runs on, plots, report and card (13 s in all for the 68 held-out
@@ -58,7 +58,7 @@ def measure_steps(
     freeze_stride: int,
     label_smoothing: float = 0.0,
     steps: int = 2,
-    cpu_bf16: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> StepTimes:
     """Time `steps` training steps (after one untimed warm-up) and one validation batch.
 
@@ -66,7 +66,7 @@ def measure_steps(
     / validation, and their class indices). Layers up to stride `freeze_stride` are frozen and
     BatchNorm statistics stay fixed, as in fine-tuning; with `steps` 0 only validation is
     timed. The model leaves as it came: same weights, device, mode, requires_grad flags and
-    gradients (no optimizer step is taken).
+    gradients (no optimizer step is taken). `dtype` is the autocast dtype (None: float32).
     """
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
@@ -74,7 +74,6 @@ def measure_steps(
     origin = params[0].device if params else torch.device("cpu")
     was_training = model.training
     target = device()
-    dtype = autocast_dtype(target, cpu_bf16=cpu_bf16)
     cast = torch.autocast(target.type, dtype=dtype) if dtype is not None else nullcontext()
     try:
         model.to(target)
