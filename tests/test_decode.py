@@ -12,6 +12,7 @@ from imgrec.data.decode import (
     IMAGE_EXTENSIONS,
     MAX_PIXELS,
     UnreadableImage,
+    check_image,
     open_image,
     probe_image,
 )
@@ -57,6 +58,60 @@ def test_probe_passes_truncated_header_but_decode_fails(kinds):
     with pytest.raises(UnreadableImage, match="truncated image"):
         open_image(kinds["truncated_jpeg"])
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+@pytest.mark.parametrize("kind", GOOD_KINDS)
+def test_check_passes_every_good_kind(kinds, kind):
+    assert check_image(kinds[kind]) == Image.open(kinds[kind]).format
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_KINDS))
+def test_check_gives_the_decoders_reason_for_every_bad_kind(kinds, kind):
+    with pytest.raises(UnreadableImage) as info:
+        check_image(kinds[kind])
+    assert str(info.value) == BAD_KINDS[kind]
+
+
+def _photo(fmt: str, **save) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "save"),
+    [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {})],
+    ids=["jpeg", "progressive", "png"],
+)
+def test_check_refuses_a_file_cut_anywhere_after_its_header(fmt, save):
+    data = _photo(fmt, **save)
+    assert check_image(data) == fmt
+    for fraction in (0.2, 0.5, 0.8, 0.95, 0.999):
+        with pytest.raises(UnreadableImage, match="truncated image|not an image"):
+            check_image(data[: int(len(data) * fraction)])
+
+
+def test_check_sees_past_an_exif_thumbnails_end_marker():
+    """A photo whose EXIF thumbnail (a whole JPEG inside APP1, end marker included) survived
+    while the photo itself was cut short is still a truncated photo."""
+    thumbnail = _photo("JPEG")
+    exif = Image.Exif()
+    exif[0x010E] = "photo"  # ImageDescription, so the block is a real one
+    app1_body = exif.tobytes() + thumbnail
+    data = _photo("JPEG")
+    app1 = b"\xff\xe1" + (len(app1_body) + 2).to_bytes(2, "big") + app1_body
+    with_thumb = data[:2] + app1 + data[2:]
+    assert check_image(with_thumb) == "JPEG"
+    with pytest.raises(UnreadableImage, match="truncated image"):
+        check_image(with_thumb[: len(with_thumb) - len(data) // 3])
+
+
+def test_check_allows_bytes_after_the_end_marker():
+    """Phones append a motion photo's video after the JPEG; decoders read such files."""
+    data = _photo("JPEG") + b"\x00\x00\x00\x18ftypmp42" + bytes(1000)
+    assert check_image(data) == "JPEG"
+    open_image(data)
 
 
 def test_exif_orientation_applied(kinds):

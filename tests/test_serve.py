@@ -20,6 +20,7 @@ from runhelpers import sample_files
 from servehelpers import running_server, small_model
 
 from imgrec import ImageClassifier
+from imgrec.serve.uploads import FILE_BATCH_TYPE
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +85,18 @@ def test_multipart_with_several_files_equals_predict(client, clf, photos):
     expected = clf.predict(photos, top_k=2)
     assert len(body["predictions"]) == len(photos)
     for served, want, path in zip(body["predictions"], expected, photos, strict=True):
+        _assert_same(served, want, path.name)
+
+
+def test_a_file_batch_equals_predict(client, clf, photos):
+    manifest = json.dumps([{"name": p.name, "size": p.stat().st_size} for p in photos])
+    body = b"".join([manifest.encode() + b"\n", *(p.read_bytes() for p in photos)])
+    response = client.post(
+        "/v1/predict", params={"top_k": 2}, content=body, headers={"Content-Type": FILE_BATCH_TYPE}
+    )
+    assert response.status_code == 200, response.text
+    expected = clf.predict(photos, top_k=2)
+    for served, want, path in zip(response.json()["predictions"], expected, photos, strict=True):
         _assert_same(served, want, path.name)
 
 

@@ -18,6 +18,7 @@ from imagegen import png_bomb_bytes, write_rgb
 from starlette.testclient import TestClient
 
 from imgrec.data.dataset import load_dataset
+from imgrec.serve.uploads import FILE_BATCH_TYPE
 from imgrec.studio.app import StudioSettings, create_app
 
 ORIGIN = {"Origin": "http://127.0.0.1:8765"}
@@ -47,9 +48,16 @@ def new_project(api, name="Pets", classes=("cats", "dogs")) -> str:
     return pid
 
 
-def upload(api, pid, cls, files):
+def upload(api, pid, cls, files, way="multipart"):
+    """POST `files` [(name, bytes)] to a class as multipart (curl -F) or as the page's file
+    batch (a line of JSON, then the bytes)."""
+    path = f"/api/projects/{pid}/classes/{cls}/images"
+    if way == "batch":
+        manifest = json.dumps([{"name": name, "size": len(data)} for name, data in files])
+        body = b"".join([manifest.encode() + b"\n", *(data for _, data in files)])
+        return api.post(path, content=body, headers={"Content-Type": FILE_BATCH_TYPE})
     parts = [("files", (name, data, "application/octet-stream")) for name, data in files]
-    return api.post(f"/api/projects/{pid}/classes/{cls}/images", files=parts)
+    return api.post(path, files=parts)
 
 
 def error_of(answer, status):
@@ -63,7 +71,8 @@ def data_folder(api, pid) -> Path:
     return Path(api.get("/api/info").json()["home"]) / pid / "data"
 
 
-def test_good_images_land_and_bad_ones_are_listed_with_reasons(api, tmp_path):
+@pytest.mark.parametrize("way", ["multipart", "batch"])
+def test_good_images_land_and_bad_ones_are_listed_with_reasons(api, tmp_path, way):
     pid = new_project(api)
     truncated = jpeg()[:200]
     answer = upload(
@@ -77,6 +86,7 @@ def test_good_images_land_and_bad_ones_are_listed_with_reasons(api, tmp_path):
             ("cut.jpg", truncated),
             ("bomb.png", png_bomb_bytes()),
         ],
+        way,
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -89,6 +99,32 @@ def test_good_images_land_and_bad_ones_are_listed_with_reasons(api, tmp_path):
     thumb = api.get(listed["images"][0]["thumb"])
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     assert len(load_dataset(data_folder(api, pid)).samples) == 2
+
+
+def test_a_file_batch_that_does_not_match_its_list_adds_nothing(api):
+    pid = new_project(api)
+    path = f"/api/projects/{pid}/classes/cats/images"
+    good = jpeg()
+
+    def send(body: bytes):
+        return api.post(path, content=body, headers={"Content-Type": FILE_BATCH_TYPE})
+
+    line = json.dumps([{"name": "a.jpg", "size": len(good)}, {"name": "b.jpg", "size": 10}])
+    cases = {
+        line.encode() + b"\n" + good: (400, "do not match its list of sizes"),  # cut short
+        line.encode() + b"\n" + good + bytes(11): (400, "do not match its list of sizes"),
+        b"no list here": (400, "starts with one line of JSON"),
+        b"{not json\n" + good: (400, "is not JSON"),
+        b"[]\n": (422, "no images"),
+        b'[{"name": "a.jpg", "size": -1}]\n': (400, "name"),
+        json.dumps([{"name": "a.jpg", "size": 0}] * 257).encode() + b"\n": (413, "at most 256"),
+    }
+    for body, (status, fragment) in cases.items():
+        message = error_of(send(body), status)
+        assert fragment in message and message.endswith("."), message
+    assert api.get(f"/api/projects/{pid}/classes/cats/images").json()["total"] == 0
+    kinds = [a["kind"] for a in api.get(f"/api/projects/{pid}/actions").json()["actions"]]
+    assert "add" not in kinds, kinds
 
 
 def test_an_upload_over_the_limit_is_413_declared_or_streamed(api):

@@ -155,7 +155,32 @@ def test_uploads_over_the_size_limit_are_rejected(project, monkeypatch):
     assert answer["added"] == [] and "over the limit" in answer["rejected"][0]["error"]
 
 
-def test_uploads_go_through_incoming_and_os_replace(project, monkeypatch):
+def test_uploads_are_named_in_data_only_once_complete(project, monkeypatch):
+    """O_TMPFILE: the file has every byte before linkat gives it a name in data/<class>/."""
+    if not ingest._TMPFILE_OK[0]:
+        pytest.skip("this system has no O_TMPFILE: uploads take the incoming/ road")
+    seen = []
+    real = os.link
+
+    def spy(src, dst, **kwargs):
+        size = os.fstat(int(str(src).rsplit("/", 1)[1])).st_size
+        seen.append((size, Path(dst).parent, sorted(os.listdir(Path(dst).parent))))
+        return real(src, dst, **kwargs)
+
+    monkeypatch.setattr(ingest.os, "link", spy)
+    payload = jpeg()
+    answer = project.add_images("cats", [("a.jpg", payload), ("a.jpg", payload)])
+    assert seen == [
+        (len(payload), project.data / "cats", []),
+        (len(payload), project.data / "cats", ["a.jpg"]),
+        (len(payload), project.data / "cats", ["a.jpg"]),  # taken: linkat refused, then a-2
+    ]
+    assert [image["name"] for image in answer["added"]] == ["a.jpg", "a-2.jpg"]
+    assert list(project.incoming.iterdir()) == []
+
+
+def test_without_o_tmpfile_uploads_go_through_incoming_and_os_replace(project, monkeypatch):
+    monkeypatch.setattr(ingest, "_TMPFILE_OK", [False])
     seen = []
     real = os.replace
 
@@ -167,22 +192,26 @@ def test_uploads_go_through_incoming_and_os_replace(project, monkeypatch):
     project.add_images("cats", [("a.jpg", jpeg())])
     into_data = [(src, dst) for src, dst in seen if dst.is_relative_to(project.data)]
     assert into_data == [(project.incoming, project.data / "cats")]
+    assert files_of(project)["cats"] == ["a.jpg"]
 
 
-def test_a_server_killed_mid_upload_leaves_nothing_in_data(project):
+@pytest.mark.parametrize("tmpfile", [True, False], ids=["o_tmpfile", "incoming"])
+def test_a_server_killed_mid_upload_leaves_nothing_in_data(project, monkeypatch, tmpfile):
     class Killed(BaseException):
         pass
 
     def die(*args, **kwargs):
         raise Killed
 
-    original = ingest.verified_extension
-    ingest.verified_extension = die
-    try:
-        with pytest.raises(Killed):
-            project.add_images("cats", [("a.jpg", jpeg())])
-    finally:
-        ingest.verified_extension = original
+    if not tmpfile:  # killed with the file staged in incoming/, before its rename
+        monkeypatch.setattr(ingest, "_TMPFILE_OK", [False])
+        monkeypatch.setattr(ingest.Ingest, "_named_place", die)
+    elif not ingest._TMPFILE_OK[0]:
+        pytest.skip("this system has no O_TMPFILE")
+    else:  # killed with every byte written, before the file has a name
+        monkeypatch.setattr(ingest, "_link_free_name", die)
+    with pytest.raises(Killed):
+        project.add_images("cats", [("a.jpg", jpeg())])
     assert files_of(project)["cats"] == []
     # A real kill leaves the .part file behind (no finally runs): the next start removes it.
     (project.incoming / "upload-abc.part").write_bytes(jpeg()[:50])

@@ -1,13 +1,18 @@
 """Adding images to a project safely: uploaded bytes, a zip, a folder on this machine, a CSV.
 
-Every file takes the same road. It is written (or copied, in chunks, with a size limit) to
-.studio/incoming/ first; imgrec's own `open_image` decodes it, so a file the studio keeps is
-one that training can read, and a truncated file, a text file named .jpg or a decompression
-bomb is refused with that function's reason; then, under the project's lock, it is renamed
-into data/<class>/ with os.replace under a free name. A server killed at any moment leaves
-at most a temporary file in incoming/ (removed when the studio starts), never half a photo
-in data/. The original bytes are kept (no re-encoding); only the extension is made to match
-the real format.
+Every file takes one road. It is written (or copied, in chunks, with a size limit) to
+.studio/incoming/ first; imgrec's own `check_image` checks it (data/decode.py: the header,
+the size limits and, for JPEG and PNG, that the compressed data is whole), so a truncated
+file, a text file named .jpg or a decompression bomb is refused with the reason decoding
+would give, at about a tenth of a decode's cost; damage inside a photo's compressed data is
+found later by decoding it (its thumbnail says so, the audit lists it, training skips it
+and names it). Then, under the project's lock, it is renamed into data/<class>/ with
+os.replace under a free name. A server killed at any moment leaves at most a temporary file
+in incoming/ (removed when the studio starts), never half a photo in data/. Uploads, the
+common case, take a shorter road on Linux: written as a nameless file (O_TMPFILE) inside the
+class folder and named once complete (linkat), which leaves nothing at all behind a kill
+and costs the file system what a copy costs. The original bytes are kept (no re-encoding);
+only the extension is made to match the real format.
 
 A zip from someone else is untrusted input: entries that would land outside the project
 (absolute paths, '..'), symbolic links and bad class names are refused one by one, and the
@@ -29,15 +34,12 @@ import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from PIL import Image
-
 from imgrec.data.dataset import SPLIT_ALIASES, path_label_columns, read_csv_rows
-from imgrec.data.decode import DECODE_FORMATS, UnreadableImage, open_image
+from imgrec.data.decode import UnreadableImage, check_image
 from imgrec.errors import ImgrecError
 from imgrec.studio.errors import StudioError
 from imgrec.studio.journal import signature
@@ -61,10 +63,6 @@ MAX_RATIO = 200  # uncompressed / compressed, per entry
 # legitimately compress far beyond 200:1 (a 192 x 192 one-colour BMP: about 400:1).
 RATIO_MIN_BYTES = 1024 * 1024
 CHUNK = 1024 * 1024
-# JPEGs are checked at the smallest DCT scale (1/8): every byte is still entropy-decoded, so
-# truncation and corruption show, at under half the cost of a 256 px decode (0.31 against
-# 0.70 ms for a cats_and_dogs photo).
-VERIFY_DRAFT = 1
 LABELS_FILE = "labels.csv"
 
 # Pillow's format -> the extension the file is stored with; the second set: also accepted.
@@ -113,28 +111,64 @@ class Ingest:
     added: list[list] = field(default_factory=list)  # [cls, name, size, mtime_ns]
     rejected: list[dict] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
+    _folders: dict[str, Path] = field(default_factory=dict, repr=False)  # checked this batch
 
     def reject(self, filename: str, error: str) -> None:
         self.rejected.append(rejection(filename, error))
 
     def add_uploads(self, files: list[tuple[str, bytes]], cls: str) -> None:
-        """Uploads (name as the browser sent it, bytes), in request order. Their decoding
-        checks run on every core at once (Pillow decodes without holding the GIL), which took
-        the studio's uploads from 969 to 1,186 images/s in one run (benchmarks/studio.py)."""
-        workers = min(len(files), os.cpu_count() or 1)
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                checks = list(pool.map(_checked_upload, (payload for _, payload in files)))
-        else:
-            checks = [_checked_upload(payload) for _, payload in files]
-        for (filename, payload), check in zip(files, checks, strict=True):
+        """Uploads (name as the browser sent it, bytes), in request order, each checked in
+        memory before anything touches the disk."""
+        for filename, payload in files:
+            check = _checked_upload(payload)
             if isinstance(check, Rejected):
                 self.reject(filename, str(check))
+                continue
+            try:
+                if self._write_unnamed(payload, cls, _stored_name(filename, check)):
+                    continue
+            except Rejected as exc:
+                self.reject(filename, str(exc))
                 continue
             with staged(self.incoming) as (tmp, out):
                 out.write(payload)
                 out.close()
                 self._named_place(tmp, filename, cls, check)
+
+    def _write_unnamed(self, payload: bytes, cls: str, name: str) -> bool:
+        """Write `payload` as a file with no name yet (O_TMPFILE) inside data/<cls>/ and give
+        it a free name once complete, in one step (linkat): a killed server leaves nothing,
+        not even a temporary file, and the file system does one create, as a copy does,
+        instead of a create and a rename between folders. False where the system or the
+        file system has no O_TMPFILE (then the caller stages the file in incoming/)."""
+        if not _TMPFILE_OK[0]:
+            return False
+        with self.lock:
+            self.guard()
+            cls = self._existing_spelling(cls)
+            folder = self._class_folder(cls)
+        try:
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # no O_TMPFILE
+                _TMPFILE_OK[0] = False
+                return False
+            raise Rejected(f"could not be saved: {exc.strerror or exc}") from None
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            st = os.fstat(fd)
+            with self.lock:
+                self.guard()
+                folder = self._class_folder(cls)  # still that real folder
+                final = _link_free_name(fd, folder, name)
+                self.added.append([cls, final, st.st_size, st.st_mtime_ns])
+        except OSError as exc:
+            raise Rejected(f"could not be saved: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        return True
 
     def add_stream(self, filename: str, src: BinaryIO, declared: int, cls: str) -> None:
         """A file read from a zip or a disk in chunks, never more than `declared` bytes (what
@@ -175,37 +209,52 @@ class Ingest:
         self._named_place(tmp, filename, cls, ext)
 
     def _named_place(self, tmp: Path, filename: str, cls: str, ext: str) -> None:
-        name = with_extension(
-            sanitise_file_name(filename), ext, SAME_EXTENSION.get(ext, frozenset())
-        )
+        name = _stored_name(filename, ext)
         try:
             self._place(tmp, cls, name)
         except Rejected as exc:
             self.reject(filename, str(exc))
 
     def _place(self, tmp: Path, cls: str, name: str) -> None:
+        """Rename a checked file into data/<cls>/ under a free name. `name` is one sanitised
+        path part (never '..', no slash), and a rename never follows a link in its last
+        part, so only the class folder needs resolving: once per batch (a realpath per file
+        was a third of an upload's time), then an lstat per file that sees it still is that
+        real folder."""
         with self.lock:
             self.guard()
             cls = self._existing_spelling(cls)
-            try:
-                folder = inside(self.data, self.data / cls)
-            except StudioError:  # a symbolic link someone put in data/
-                raise Rejected(f"the class {shown(cls)} is not a real folder") from None
-            if not os.path.isdir(folder):
-                if not self.create_classes or os.path.lexists(folder):
-                    raise Rejected(
-                        f"the class {shown(cls)} no longer exists (another tab may have deleted "
-                        "it); reload the page and add the images again"
-                    )
-                os.mkdir(folder)
-                self.created.append(cls)
+            folder = self._class_folder(cls)
             final = unique_name(folder, name)
-            target = inside(self.data, folder / final)
+            target = folder / final
             try:
                 os.replace(tmp, target)
             except OSError as exc:
                 raise Rejected(f"could not be saved: {exc.strerror or exc}") from None
             self.added.append([cls, final, *(signature(target) or [0, 0])])
+
+    def _class_folder(self, cls: str) -> Path:
+        """data/<cls>, checked to be a real folder inside the project (made if the batch may
+        create classes); Rejected when it is gone or is a link."""
+        folder = self._folders.get(cls)
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                if stat.S_ISDIR(os.lstat(folder).st_mode):
+                    return folder
+        try:
+            folder = inside(self.data, self.data / cls)
+        except StudioError:  # a symbolic link someone put in data/
+            raise Rejected(f"the class {shown(cls)} is not a real folder") from None
+        if not os.path.isdir(folder):
+            if not self.create_classes or os.path.lexists(folder):
+                raise Rejected(
+                    f"the class {shown(cls)} no longer exists (another tab may have deleted "
+                    "it); reload the page and add the images again"
+                )
+            os.mkdir(folder)
+            self.created.append(cls)
+        self._folders[cls] = folder
+        return folder
 
     def _existing_spelling(self, cls: str) -> str:
         """An imported folder 'Cats' joins the class 'cats' rather than making a second class
@@ -223,6 +272,37 @@ class Ingest:
     def answer(self) -> dict:
         """{added: count, rejected, classes}: what an import answers."""
         return {"added": len(self.added), "rejected": self.rejected, "classes": self.classes()}
+
+
+def _stored_name(filename: str, ext: str) -> str:
+    """The name a file is kept under: the sent name made safe, with its real format's
+    extension."""
+    return with_extension(sanitise_file_name(filename), ext, SAME_EXTENSION.get(ext, frozenset()))
+
+
+# Whether O_TMPFILE works here; turned off for the process at the first file system that
+# refuses it. Linux only: elsewhere uploads are staged in incoming/ and renamed.
+_TMPFILE_OK = [hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")]
+_ROOT_FD: list[int] = []
+
+
+def _link_free_name(fd: int, folder: Path, name: str) -> str:
+    """Give the unnamed file open as `fd` the name `name` in `folder`, or name-2, name-3,
+    ... when taken: linkat refuses an existing name, so no other writer can slip in between
+    the choice of a name and its use. (os.link follows /proc/self/fd's link only through
+    linkat, which it calls when given a dir_fd.)"""
+    if not _ROOT_FD:
+        _ROOT_FD.append(os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    source = f"proc/self/fd/{fd}"
+    stem, ext = os.path.splitext(name)
+    candidate, n = name, 1
+    while True:
+        try:
+            os.link(source, folder / candidate, src_dir_fd=_ROOT_FD[0], follow_symlinks=True)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = f"{stem}-{n}{ext}"
 
 
 def _too_big(size: int) -> str:
@@ -277,17 +357,11 @@ def copy_limited(src: BinaryIO, out: BinaryIO, declared: int, most: int = MAX_FI
 
 def verified_extension(source: Path | bytes) -> str:
     """The extension of the real format of `source` (a staged file or an upload's bytes), once
-    `open_image` (the decoding training and serving use) has decoded all of it; Rejected with
-    its reason."""
+    `check_image` has passed it; Rejected with its reason."""
     try:
-        open_image(source, draft=VERIFY_DRAFT)
-        header = io.BytesIO(source) if isinstance(source, bytes) else source
-        with Image.open(header, formats=DECODE_FORMATS) as im:
-            fmt = im.format or ""
+        fmt = check_image(source)
     except UnreadableImage as exc:
         raise Rejected(str(exc)) from None
-    except Exception:  # decoded a moment ago: only a file changed meanwhile gets here
-        raise Rejected("not an image") from None
     if fmt not in EXTENSIONS:
         raise Rejected(f"an image in {fmt or 'an unknown'} format, which imgrec does not read")
     return EXTENSIONS[fmt]

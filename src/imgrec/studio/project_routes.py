@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
-from imgrec.serve.uploads import ApiError, read_uploads
+from imgrec.serve.uploads import FILE_BATCH_TYPE, WENT_AWAY, ApiError, read_uploads
 from imgrec.studio.errors import StudioError
 from imgrec.studio.names import sanitise_file_name
 from imgrec.studio.projects import Project, Studio
@@ -25,10 +25,10 @@ from imgrec.studio.projects import Project, Studio
 router = APIRouter(prefix="/api")
 
 MAX_FILES_PER_REQUEST = 256
-UPLOAD_ERRORS = {  # read_uploads' refusals by status, as the page says them
-    400: "the upload stopped before it was complete; nothing was added.",
-    415: "send images as multipart/form-data under the field 'files', or one image with an "
-    "image/* content type.",
+UPLOAD_ERRORS = {  # read_uploads' refusals, as the page says them
+    WENT_AWAY: "the upload stopped before it was complete; nothing was added.",
+    415: "send images as multipart/form-data under the field 'files', one image with an "
+    f"image/* content type, or a {FILE_BATCH_TYPE} batch (docs/studio.md).",
     422: "no images came with the request: put them under 'files'.",
 }
 IMAGE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
@@ -225,7 +225,8 @@ async def uploaded_files(request: Request) -> list[tuple[str, bytes]]:
     try:
         return await read_uploads(request, MAX_FILES_PER_REQUEST)
     except ApiError as exc:
-        raise StudioError(UPLOAD_ERRORS.get(exc.status, exc.message), exc.status) from None
+        words = UPLOAD_ERRORS.get(exc.message) or UPLOAD_ERRORS.get(exc.status, exc.message)
+        raise StudioError(words if words.endswith(".") else words + ".", exc.status) from None
 
 
 class uploaded_zip:  # noqa: N801 - used as `async with uploaded_zip(request) as path`

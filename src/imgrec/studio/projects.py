@@ -322,6 +322,10 @@ class Project:
         self.trash = self.studio_dir / "trash"
         self.incoming = self.studio_dir / "incoming"
         self.lock = threading.RLock()
+        # one upload batch at a time: the page keeps two requests in flight so the next
+        # batch arrives while this one is written, but two batches written at once fight
+        # over the cores and the GIL (0.39 against 0.22 ms per photo, benchmarks/studio.py)
+        self.upload_lock = threading.Lock()
         self.gone = False
         for folder_ in (self.data, self.runs, self.thumbs, self.trash, self.incoming):
             folder_.mkdir(parents=True, exist_ok=True)
@@ -565,7 +569,8 @@ class Project:
             cls = self._class(cls)
         batch = self.new_batch(create_classes=False)
         try:
-            batch.add_uploads([(str(filename), payload) for filename, payload in files], cls)
+            with self.upload_lock:
+                batch.add_uploads([(str(filename), payload) for filename, payload in files], cls)
         finally:
             self.record_import(batch, "add", f"Added {plural(len(batch.added))} to {cls}")
         added = [self.image(c, n, size) for c, n, size, _ in batch.added]

@@ -99,7 +99,19 @@ export const post = (path, json, options = {}) => request("POST", path, { ...opt
 const patch = (path, json, options = {}) => request("PATCH", path, { ...options, json });
 const del = (path, options) => request("DELETE", path, options);
 
-/** POST a multipart form (uploads, zips). */
+/**
+ * POST files as one batch: a line of JSON naming each file and its size, then the files'
+ * bytes back to back (serve/uploads.py). A Blob of the File objects: the browser streams
+ * them from disk, and the studio reads each file as a slice instead of parsing multipart.
+ */
+export function postFiles(path, items, options = {}) {
+  const manifest = JSON.stringify(items.map((item) => ({ name: item.name, size: item.blob.size })));
+  const body = new Blob([manifest + "\n", ...items.map((item) => item.blob)]);
+  const headers = { "Content-Type": "application/vnd.imgrec.files" };
+  return request("POST", path, { ...options, body, headers });
+}
+
+/** POST a multipart form (zips, Try it's frames). */
 export function postForm(path, form, options = {}) {
   return request("POST", path, { ...options, body: form });
 }

@@ -3,10 +3,10 @@
 // connections nor builds one giant request. Webcam frames trickle in while a button is
 // held: `gather` waits a moment for a fuller batch. Files are dropped once sent.
 
-import { postForm, projectPath } from "./api.js";
+import { postFiles, projectPath } from "./api.js";
 import { h, plural, replace } from "./dom.js";
 
-const BATCH_FILES = 16;
+const BATCH_FILES = 64;
 const BATCH_BYTES = 8 * 1024 * 1024;
 const IN_FLIGHT = 2;
 const NEW_SESSION_MS = 3000; // webcam frames a moment apart still count as one upload
@@ -116,10 +116,8 @@ export class Uploader {
 
   async send({ cls, batch }) {
     this.inFlight += 1;
-    const form = new FormData();
-    for (const item of batch) form.append("files", item.blob, item.name);
     try {
-      const answer = await postForm(projectPath(this.pid, "classes", cls, "images"), form);
+      const answer = await postFiles(projectPath(this.pid, "classes", cls, "images"), batch);
       this.added += answer.added.length;
       this.rejected.push(...answer.rejected);
     } catch (error) {
