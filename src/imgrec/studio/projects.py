@@ -13,6 +13,7 @@ there; a change bumps `version`, which the page polls to notice another tab's ed
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import os
 import re
@@ -76,6 +77,7 @@ def thumb_url(pid: str, cls: str, name: str) -> str:
     return f"/api/projects/{_q(pid)}/thumbs/{_q(cls)}/{_q(name)}"
 
 
+@functools.lru_cache(maxsize=1024)  # a batch's project and class, quoted once
 def _q(segment: str) -> str:
     return quote(segment, safe="")
 
