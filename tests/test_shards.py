@@ -23,7 +23,7 @@ from imgrec.audit.run import audit_dataset
 from imgrec.data.cache import DecodedCache, ImageTensorDataset, cached_batches
 from imgrec.data.dataset import load_dataset
 from imgrec.data.decode import UnreadableImage
-from imgrec.data.facts import decode_with_facts
+from imgrec.data.facts import decode_with_facts, scan_image
 from imgrec.data.preprocess import Preprocessing
 from imgrec.data.shard_reader import ShardSet, is_shard_folder, looks_unfinished
 from imgrec.data.shard_tar import KEEP_ORIGINAL_UP_TO
@@ -104,9 +104,12 @@ def test_round_trip_keeps_paths_labels_splits_and_facts(written):
     ]
     for sample, row in zip(readable, rows, strict=True):
         original, facts = decode_with_facts(sample.path, SIZE)
-        assert row["facts"] == {**facts.__dict__, "path": row["path"]}
         shown = (facts.width, facts.height)  # full size, upright
         kept = facts.file_format == "JPEG" and min(shown) <= KEEP_ORIGINAL_UP_TO * SIZE
+        # a kept JPEG's facts are gathered as `imgrec audit` scans a folder; the others'
+        # on the decode that shrinks them, as the training cache gathers them
+        expected = scan_image(sample.path) if kept else facts
+        assert row["facts"] == {**expected.__dict__, "path": row["path"]}
         assert min(row["width"], row["height"]) == (min(shown) if kept else min(SIZE, *shown))
         aspect = original.width / original.height
         assert abs(row["width"] / row["height"] - aspect) < 0.05
@@ -170,10 +173,16 @@ def test_shard_cache_gives_what_the_ram_cache_gives(written):
         a, b = cache[i], ram[i]
         assert a.dtype == b.dtype == torch.uint8 and a.shape == b.shape
         assert (a.float() - b.float()).abs().mean() < 3, originals[i]
+    # facts as `imgrec audit` gathers them for a JPEG the shards keep as it came, as the RAM
+    # cache gathers them for an image they shrink
+    kept = [r["size"] == original.stat().st_size for r, original in zip(records(out), originals)]
     assert list(cache.facts) == [
-        dataclasses.replace(decode_with_facts(original, SIZE)[1], path=path)
-        for original, path in zip(originals, cache.paths, strict=True)
+        dataclasses.replace(
+            scan_image(original) if keep else decode_with_facts(original, SIZE)[1], path=path
+        )
+        for original, path, keep in zip(originals, cache.paths, kept, strict=True)
     ]
+    assert any(kept) and not all(kept)
     audit = audit_dataset(shown, embeddings=False, decoded=cache)  # the audit reads these facts
     assert len(audit.facts) == 11 and audit.facts[0] == cache.facts[0]
 

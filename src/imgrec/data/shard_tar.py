@@ -1,9 +1,9 @@
 """One disk shard: images into a WebDataset-style tar plus its sidecar, and the folder's names.
 
 A shard task runs in a worker process (data/shards.py starts them): it reads each image with
-the caller's `read`, decodes it once (gathering the audit's facts on the same decode), shrinks
-it as the training cache would, re-encodes it as JPEG and appends `<key>.jpg` and
-`<key>.json`. The tar is written as `.tar.part` and renamed when complete, after its sidecar
+the caller's `read`, decodes it once (gathering the audit's facts on the same decode), keeps
+a JPEG of modest size as it came or shrinks the image as the training cache would and
+re-encodes it, and appends `<key>.jpg` and `<key>.json`. The tar is written as `.tar.part` and renamed when complete, after its sidecar
 (inputs, settings and records), so a `.tar` with a matching sidecar is always whole.
 Members have fixed owner, mode and time: the same inputs give the same bytes.
 """
@@ -25,7 +25,7 @@ from typing import IO, Any
 from PIL import Image
 
 from imgrec.data.decode import UnreadableImage, _open_source, open_image
-from imgrec.data.facts import decode_with_facts, facts_to_dict
+from imgrec.data.facts import THUMB_SIZE, decode_with_facts, facts_to_dict
 from imgrec.data.preprocess import crop_extreme_aspect, short_side_size
 
 SHARD_INDEX = "imgrec-shards.json"
@@ -163,14 +163,21 @@ def _skip_reason(exc: Exception) -> str:
 
 def _add_record(tar: tarfile.TarFile, task: ShardTask, j: int, item: ShardInput) -> dict[str, Any]:
     """Decode one image (its facts on the way), keep it or shrink and re-encode it, append
-    its two members; its record."""
-    size = task.settings.image_size
+    its two members; its record.
+
+    A JPEG kept as it came needs no pixels at the shard's size, only a decode good enough
+    for the audit's facts and for knowing it decodes: at THUMB_SIZE, as `imgrec audit`
+    scans a folder (the same facts), JPEG's DCT scaling makes that 1/4 or 1/8 of the work.
+    The rest are decoded at the shard's size, shrunk and re-encoded."""
+    size, settings = task.settings.image_size, task.settings
     data = task.read(item.source)
-    if task.settings.with_facts:
-        image, facts = decode_with_facts(Path(item.path), size, data)
+    kept = _kept_size(data, size)
+    draft = THUMB_SIZE if kept is not None else size
+    if settings.with_facts:
+        image, facts = decode_with_facts(Path(item.path), draft, data)
     else:
-        image, facts = open_image(data, draft=size), None
-    jpeg, image_size = _stored(data, image, size, task.settings.quality)
+        image, facts = open_image(data, draft=draft), None
+    jpeg, image_size = (data, kept) if kept is not None else _shrunk_jpeg(image, size, settings)
     key = f"{task.shard:06d}-{j:06d}"
     offset = _add_member(tar, f"{key}.jpg", jpeg)
     meta = {"path": item.path, "label": item.label, "split": item.split}
@@ -198,20 +205,28 @@ _ORIENTATION = 0x0112  # the EXIF tag
 _QUARTER_TURNS = {5, 6, 7, 8}  # orientations shown with width and height swapped
 
 
-def _stored(
-    data: bytes, image: Image.Image, size: int, quality: int
-) -> tuple[bytes, tuple[int, int]]:
-    """What the shard holds of one image and that image's (width, height) as stored."""
-    if data[:3] == b"\xff\xd8\xff":
+def _kept_size(data: bytes, size: int) -> tuple[int, int] | None:
+    """The (width, height), as shown, of a JPEG the shard stores as it came; None for an
+    image to shrink and re-encode (or one whose header does not parse: decoding says why)."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    try:
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
             if header.getexif().get(_ORIENTATION) in _QUARTER_TURNS:
                 width, height = height, width  # as it is shown, like a shrunk copy's size
-        if min(width, height) <= KEEP_ORIGINAL_UP_TO * size:
-            return data, (width, height)
+    except Exception:  # the decode that follows gives the reason
+        return None
+    return (width, height) if min(width, height) <= KEEP_ORIGINAL_UP_TO * size else None
+
+
+def _shrunk_jpeg(
+    image: Image.Image, size: int, settings: ShardSettings
+) -> tuple[bytes, tuple[int, int]]:
+    """The shard's copy of an image too large to keep: shrunk, then JPEG at the quality."""
     image = shrunk(image, size)
     buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality)
+    image.save(buf, "JPEG", quality=settings.quality)
     return buf.getvalue(), image.size
 
 
