@@ -6,14 +6,17 @@ model's own step rate on the same GPU, in one run.
    steps under the same autocast as `--precision`: images/s after warm-up. The ceiling: no
    decoding, augmentation, copying or validation.
 2. imgrec: `imgrec train DATA --no-audit --epochs E --patience E --batch-size B --precision P`
-   (everything else default: RAM cache, DataLoader workers = cores - 1, pinned memory).
-   Fine-tuning images/s = train images x epochs / phases.finetune.seconds (the validation
-   pass of every epoch included); seconds per epoch; wall time of the whole command;
-   accuracy; ratio to model_only at the same batch and precision.
+   (everything else default: RAM cache, DataLoader workers, pinned memory). Fine-tuning
+   images/s = train images x epochs / phases.finetune.seconds, and steady images/s = train
+   images / the median duration of the epochs after the first (history.csv; the validation
+   pass of each epoch included): the first epoch also pays one-off costs (loader workers
+   starting, CUDA kernels and lazily imported libraries loading). Ratio to model_only (steady,
+   same batch and precision); wall time of the whole command; accuracy.
 3. defaults: `imgrec train DATA --no-audit` with no other flag: what the defaults do on a GPU.
    (--no-audit everywhere: the audit's libraries are not needed for the figures here.)
 
     PYTHONPATH=src python benchmarks/gpu.py --data DIR [--epochs 4] [--out FILE]
+        [--skip model_only,defaults]
 
 One JSON line per result, appended to --out (default benchmarks/gpu.jsonl) as soon as it is
 measured, so a crash keeps what finished. Needs CUDA; exits in one sentence without it.
@@ -26,6 +29,7 @@ import csv
 import datetime
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +114,9 @@ def imgrec_train(data: Path, out: Path, flags: list[str]) -> dict:
     if done.returncode != 0:
         return {"flags": flags, "error": done.stderr[-2000:]}
     metrics = json.loads((out / "metrics.json").read_text())
+    with (out / "history.csv").open() as f:  # seconds: since the run started, per epoch
+        ends = [float(r["seconds"]) for r in csv.DictReader(f) if r["phase"] == "finetune"]
+    durations = [b - a for a, b in zip(ends, ends[1:], strict=False)]
     phases = metrics["phases"]
     finetune = phases.get("finetune", {})
     n_train, epochs, seconds = (
@@ -124,6 +131,11 @@ def imgrec_train(data: Path, out: Path, flags: list[str]) -> dict:
         "finetune_epochs": epochs,
         "finetune_s": seconds,
         "s_per_epoch": seconds / epochs if seconds and epochs else None,
+        # the first fine-tuning epoch carries one-off costs (loader workers starting, CUDA
+        # kernels and lazily imported libraries loading); the later ones are the steady rate
+        "setup_and_first_epoch_s": seconds - sum(durations) if seconds else None,
+        "later_epochs_s": durations,
+        "steady_images_per_s": n_train / statistics.median(durations) if durations else None,
         "finetune_images_per_s": n_train * epochs / seconds if seconds and epochs else None,
         "phase_s": {name: value.get("seconds") for name, value in phases.items()},
         "wall_s": wall,
@@ -136,6 +148,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gpu.jsonl")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gpu-runs")
+    parser.add_argument("--skip", default="", help="comma-separated: model_only,defaults")
     args = parser.parse_args()
     import torch
 
@@ -161,6 +174,8 @@ def main() -> None:
     ceiling = {}
     for batch in BATCHES:
         for precision in PRECISIONS:
+            if "model_only" in args.skip:
+                continue
             ceiling[batch, precision] = model_only(batch, precision)
             emit({"bench": "model_only", "batch": batch, "precision": precision,
                   **ceiling[batch, precision]})  # fmt: skip
@@ -169,11 +184,12 @@ def main() -> None:
             flags = ["--epochs", str(args.epochs), "--patience", str(args.epochs),
                      "--batch-size", str(batch), "--precision", precision]  # fmt: skip
             row = imgrec_train(args.data, args.work / f"b{batch}-{precision}", flags)
-            rate = row.get("finetune_images_per_s")
-            ratio = rate / ceiling[batch, precision]["images_per_s"] if rate else None
+            rate, top = row.get("steady_images_per_s"), ceiling.get((batch, precision))
+            ratio = rate / top["images_per_s"] if rate and top else None
             emit({"bench": "imgrec_train", "batch": batch, "precision": precision,
                   "ratio_to_model_only": ratio, **row})  # fmt: skip
-    emit({"bench": "defaults", **imgrec_train(args.data, args.work / "defaults", [])})
+    if "defaults" not in args.skip:
+        emit({"bench": "defaults", **imgrec_train(args.data, args.work / "defaults", [])})
 
 
 if __name__ == "__main__":
