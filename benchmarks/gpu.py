@@ -61,7 +61,7 @@ def model_only(batch: int, precision: str, steps: int = 30, warmup: int = 8) -> 
 
     from imgrec.models.anatomy import freeze_early_layers
     from imgrec.models.registry import create_model, get_spec
-    from imgrec.runtime import training_dtype
+    from imgrec.train.precision import training_dtype
 
     model = create_model(get_spec("efficientnet_lite0"), num_classes=2).cuda().train()
     freeze_early_layers(model, 8)

@@ -175,7 +175,10 @@ def test_shard_cache_gives_what_the_ram_cache_gives(written):
         assert (a.float() - b.float()).abs().mean() < 3, originals[i]
     # facts as `imgrec audit` gathers them for a JPEG the shards keep as it came, as the RAM
     # cache gathers them for an image they shrink
-    kept = [r["size"] == original.stat().st_size for r, original in zip(records(out), originals)]
+    kept = [
+        r["size"] == original.stat().st_size
+        for r, original in zip(records(out), originals, strict=True)
+    ]
     assert list(cache.facts) == [
         dataclasses.replace(
             scan_image(original) if keep else decode_with_facts(original, SIZE)[1], path=path

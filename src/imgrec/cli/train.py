@@ -228,7 +228,14 @@ def train(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help=with_default("DataLoader workers.", "cores - 1"), callback=in_range(0)),
+        typer.Option(
+            help=with_default(
+                "DataLoader worker processes that augment fine-tuning batches.",
+                "on a GPU every core but one; on a CPU none up to 4 cores, else a quarter "
+                "of them, at most 4",
+            ),
+            callback=in_range(0),
+        ),
     ] = None,
     cache: Annotated[
         Cache,

@@ -3,8 +3,9 @@
 A shard task runs in a worker process (data/shards.py starts them): it reads each image with
 the caller's `read`, decodes it once (gathering the audit's facts on the same decode), keeps
 a JPEG of modest size as it came or shrinks the image as the training cache would and
-re-encodes it, and appends `<key>.jpg` and `<key>.json`. The tar is written as `.tar.part` and renamed when complete, after its sidecar
-(inputs, settings and records), so a `.tar` with a matching sidecar is always whole.
+re-encodes it, and appends `<key>.jpg` and `<key>.json`. The tar is written as `.tar.part`
+and renamed when complete, after its sidecar (inputs, settings and records), so a `.tar`
+with a matching sidecar is always whole.
 Members have fixed owner, mode and time: the same inputs give the same bytes.
 """
 

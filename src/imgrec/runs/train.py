@@ -25,8 +25,9 @@ from imgrec.data.sources import local_shards, open_listing, remote_shards, shard
 from imgrec.data.split import read_split_file, write_split_file
 from imgrec.errors import ImgrecError
 from imgrec.runs.finish import finish_run, write_audit
-from imgrec.runtime import device, training_dtype
+from imgrec.runtime import device
 from imgrec.train import TrainConfig, distributed
+from imgrec.train.precision import training_dtype
 
 if TYPE_CHECKING:
     from imgrec.audit.result import AuditResult

@@ -24,12 +24,13 @@ from imgrec.data.transforms import eval_transform, train_transform
 from imgrec.errors import ImgrecError
 from imgrec.models.families import get_family
 from imgrec.models.mlp_head import MLPHead
-from imgrec.runtime import device, torch_threads, training_dtype
+from imgrec.runtime import device, torch_threads
 from imgrec.train import distributed
 from imgrec.train.features import backbone_features, job_features
 from imgrec.train.head import class_weights, fit_head, fit_mlp_head
 from imgrec.train.job import Fitting
 from imgrec.train.plan import DEFAULT_FINETUNE_BUDGET, MIN_ERRORS, decide, errors_left
+from imgrec.train.precision import training_dtype
 from imgrec.train.state import RunState
 from imgrec.train.steptime import StepTimes, dataset_batches, measure_steps
 
