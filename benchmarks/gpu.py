@@ -12,11 +12,13 @@ model's own step rate on the same GPU, in one run.
    pass of each epoch included): the first epoch also pays one-off costs (loader workers
    starting, CUDA kernels and lazily imported libraries loading). Ratio to model_only (steady,
    same batch and precision); wall time of the whole command; accuracy.
-3. defaults: `imgrec train DATA --no-audit` with no other flag: what the defaults do on a GPU.
+3. loader_only: imgrec's training DataLoader alone (default augmentation, batch 128) with 4
+   workers and with every core but one: the images/s the CPU side can feed.
+4. defaults: `imgrec train DATA --no-audit` with no other flag: what the defaults do on a GPU.
    (--no-audit everywhere: the audit's libraries are not needed for the figures here.)
 
     PYTHONPATH=src python benchmarks/gpu.py --data DIR [--epochs 4] [--out FILE]
-        [--skip model_only,defaults]
+        [--skip model_only,loader,defaults]
 
 One JSON line per result, appended to --out (default benchmarks/gpu.jsonl) as soon as it is
 measured, so a crash keeps what finished. Needs CUDA; exits in one sentence without it.
@@ -89,6 +91,35 @@ def model_only(batch: int, precision: str, steps: int = 30, warmup: int = 8) -> 
     return {"images_per_s": batch * steps / seconds, "ms_per_step": seconds / steps * 1000}
 
 
+def loader_only(data: Path, workers: int, epochs: int = 2) -> dict:
+    """imgrec's training DataLoader alone (RAM cache of data/train, default augmentation at
+    224 px, batch 128, pinned memory, batches copied to the GPU): images/s per epoch."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from imgrec.data.cache import DecodedCache, ImageTensorDataset
+    from imgrec.data.preprocess import Preprocessing
+    from imgrec.data.transforms import train_transform
+
+    p = Preprocessing(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 256)
+    paths = sorted((data / "train").rglob("*.jpg"))
+    cache = DecodedCache(paths, p)
+    cache.build()
+    dataset = ImageTensorDataset(cache, [0] * len(paths), train_transform(p, "default"))
+    loader = DataLoader(
+        dataset, batch_size=128, shuffle=True, num_workers=workers,
+        persistent_workers=True, pin_memory=True,
+    )  # fmt: skip
+    rates = []
+    for _ in range(epochs):
+        start, n = time.perf_counter(), 0
+        for x, _y in loader:
+            n += len(x.cuda(non_blocking=True))
+        torch.cuda.synchronize()
+        rates.append(n / (time.perf_counter() - start))
+    return {"workers": workers, "images_per_s_each_epoch": rates}
+
+
 def train_images(split_csv: Path) -> int:
     with split_csv.open() as f:
         return sum(1 for row in csv.DictReader(f) if row["split"] == "train")
@@ -148,7 +179,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "gpu.jsonl")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gpu-runs")
-    parser.add_argument("--skip", default="", help="comma-separated: model_only,defaults")
+    parser.add_argument("--skip", default="", help="comma-separated: model_only,loader,defaults")
     args = parser.parse_args()
     import torch
 
@@ -179,6 +210,9 @@ def main() -> None:
             ceiling[batch, precision] = model_only(batch, precision)
             emit({"bench": "model_only", "batch": batch, "precision": precision,
                   **ceiling[batch, precision]})  # fmt: skip
+    if "loader" not in args.skip:
+        for workers in (4, (os.cpu_count() or 2) - 1):
+            emit({"bench": "loader_only", **loader_only(args.data, workers)})
     for batch in BATCHES:
         for precision in PRECISIONS:
             flags = ["--epochs", str(args.epochs), "--patience", str(args.epochs),
