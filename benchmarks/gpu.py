@@ -202,14 +202,18 @@ def main() -> None:
         with args.out.open("a") as f:
             f.write(line + "\n")
 
+    run_all(args, emit)
+
+
+def run_all(args: argparse.Namespace, emit) -> None:
+    """Each bench not in --skip, in the order the docstring lists them."""
     ceiling = {}
-    for batch in BATCHES:
-        for precision in PRECISIONS:
-            if "model_only" in args.skip:
-                continue
-            ceiling[batch, precision] = model_only(batch, precision)
-            emit({"bench": "model_only", "batch": batch, "precision": precision,
-                  **ceiling[batch, precision]})  # fmt: skip
+    if "model_only" not in args.skip:
+        for batch in BATCHES:
+            for precision in PRECISIONS:
+                ceiling[batch, precision] = model_only(batch, precision)
+                emit({"bench": "model_only", "batch": batch, "precision": precision,
+                      **ceiling[batch, precision]})  # fmt: skip
     if "loader" not in args.skip:
         for workers in (4, (os.cpu_count() or 2) - 1):
             emit({"bench": "loader_only", **loader_only(args.data, workers)})
