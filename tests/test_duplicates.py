@@ -173,7 +173,7 @@ def test_hash_index_is_exact_radius_search(tables):
     for r in (0, 3, 8, 11):
         if tables == 2 and r > 7:  # 2 x 32-bit keys would need 242 825 probes per query
             continue
-        got = set(_hash_pairs(codes, r, tables))
+        got = set(zip(*(column.tolist() for column in _hash_pairs(codes, r, tables)), strict=True))
         assert got == _brute_force_hash_pairs(codes, r), (tables, r)
 
 
@@ -207,7 +207,8 @@ def test_5000_embeddings_quickly_with_index_as_good_as_exact():
     assert time.perf_counter() - start < 20
     found = {(p.a, p.b) for p in pairs}
     assert len(x) > EXACT_SEARCH_LIMIT  # so this went through the PCA + IVF index
-    exact = {(a, b) for a, b, _ in _embedding_pairs(x, MIN_COSINE, exact_limit=len(x))}
+    a, b, _ = _embedding_pairs(x, MIN_COSINE, exact_limit=len(x))
+    exact = set(zip(a.tolist(), b.tolist(), strict=True))
     assert truth <= exact
     # Probing 16 of ~70 cells loses nothing here (1 cell: 99.6 %); candidates are verified,
     # so nothing below the threshold slips in either.

@@ -14,9 +14,8 @@ of copy pairs (crop 2 sides 94 %) and no false pair (dog.74 = dog.180 is a real 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import faiss
 import numpy as np
@@ -33,8 +32,6 @@ _DOT_CHUNK = 16384
 
 _SEED = 1234
 
-T = TypeVar("T")
-
 
 @dataclass(frozen=True)
 class DuplicatePair:
@@ -46,6 +43,50 @@ class DuplicatePair:
     similarity: float  # 1.0 for exact; 1 - hamming/64 for hash; cosine for embedding
 
 
+KINDS = ("exact", "hash", "embedding")  # strongest first
+
+
+class DuplicatePairs:
+    """Pairs as four arrays (a < b, sorted; kind as an index into KINDS; similarity), not
+    one Python object each: a set of 100,000 look-alike photos gave 4 million pairs, and as
+    objects they took 1.3 GB, the whole of training's memory growth from 50,000 images to
+    100,000. Iterating or indexing gives DuplicatePair objects."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, kind: np.ndarray, similarity: np.ndarray):
+        self.a = np.asarray(a, dtype=np.int64)
+        self.b = np.asarray(b, dtype=np.int64)
+        self.kind = np.asarray(kind, dtype=np.uint8)
+        self.similarity = np.asarray(similarity, dtype=np.float64)
+
+    @classmethod
+    def of(cls, pairs: Iterable[DuplicatePair] | DuplicatePairs) -> DuplicatePairs:
+        if isinstance(pairs, DuplicatePairs):
+            return pairs
+        listed = list(pairs)
+        return cls(
+            np.array([p.a for p in listed], dtype=np.int64),
+            np.array([p.b for p in listed], dtype=np.int64),
+            np.array([KINDS.index(p.kind) for p in listed], dtype=np.uint8),
+            np.array([p.similarity for p in listed], dtype=np.float64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def __getitem__(self, i: int) -> DuplicatePair:
+        return DuplicatePair(
+            int(self.a[i]), int(self.b[i]), KINDS[self.kind[i]], float(self.similarity[i])
+        )
+
+    def __iter__(self) -> Iterator[DuplicatePair]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, Iterable) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment] - mutable arrays inside
+
+
 def find_duplicate_pairs(
     sha256: Sequence[str],
     phashes: Sequence[int | None] | np.ndarray,
@@ -53,7 +94,7 @@ def find_duplicate_pairs(
     *,
     hash_distance: int = HASH_DISTANCE,
     min_cosine: float = MIN_COSINE,
-) -> list[DuplicatePair]:
+) -> DuplicatePairs:
     """Every pair found by any signal, once, under its strongest kind, sorted by (a, b).
 
     For items without a signal (files that could not be read), pass an empty sha256, a None
@@ -61,66 +102,69 @@ def find_duplicate_pairs(
     """
     n = len(sha256)
     codes, hashed = _phash_codes(phashes, n)
-    found: dict[tuple[int, int], DuplicatePair] = {}
-    for a, b in _exact_pairs(sha256):
-        found[a, b] = DuplicatePair(a, b, "exact", 1.0)
-    for i, j, distance in _hash_pairs(codes, hash_distance):
-        a, b = int(hashed[i]), int(hashed[j])  # hashed is increasing: a < b still holds
-        if (a, b) not in found:
-            found[a, b] = DuplicatePair(a, b, "hash", 1.0 - distance / _HASH_BITS)
+    found = [(*_exact_pairs(sha256), 0, np.float64(1.0))]
+    i, j, distance = _hash_pairs(codes, hash_distance)
+    found.append((hashed[i], hashed[j], 1, 1.0 - distance / _HASH_BITS))  # a < b still holds
     if embeddings is not None:
-        for a, b, cosine in _embedding_pairs(_checked_embeddings(embeddings, n), min_cosine):
-            if (a, b) not in found:
-                found[a, b] = DuplicatePair(a, b, "embedding", cosine)
-    return [found[key] for key in sorted(found)]
+        a, b, cosine = _embedding_pairs(_checked_embeddings(embeddings, n), min_cosine)
+        found.append((a, b, 2, cosine))
+    a = np.concatenate([f[0] for f in found]).astype(np.int64)
+    b = np.concatenate([f[1] for f in found]).astype(np.int64)
+    kind = np.concatenate([np.full(len(f[0]), f[2], np.uint8) for f in found])
+    similarity = np.concatenate([np.broadcast_to(f[3], len(f[0])) for f in found])
+    # np.unique keeps each (a, b) at its first occurrence: the strongest kind, listed first
+    _, first = np.unique(a * max(n, 1) + b, return_index=True)
+    return DuplicatePairs(a[first], b[first], kind[first], similarity[first])
 
 
-def duplicate_clusters(n: int, pairs: Iterable[DuplicatePair]) -> list[list[int]]:
+def duplicate_clusters(n: int, pairs: Iterable[DuplicatePair] | DuplicatePairs) -> list[list[int]]:
     """Connected groups of two or more items; members sorted, groups by first member."""
     groups: dict[int, list[int]] = {}
-    for i, root in enumerate(_components(n, pairs)):
+    for i, root in enumerate(_components(n, pairs).tolist()):
         groups.setdefault(root, []).append(i)
     return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
 
-def group_ids(n: int, pairs: Iterable[DuplicatePair]) -> list[int]:
+def group_ids(n: int, pairs: Iterable[DuplicatePair] | DuplicatePairs) -> list[int]:
     """A group id per item, numbered 0, 1, ... by first member; singletons get their own.
 
     Group-aware splitting keeps every id in one split, so no copy leaks across splits.
     """
     ids: dict[int, int] = {}
-    return [ids.setdefault(root, len(ids)) for root in _components(n, pairs)]
+    return [ids.setdefault(root, len(ids)) for root in _components(n, pairs).tolist()]
 
 
-def _components(n: int, pairs: Iterable[DuplicatePair]) -> list[int]:
-    """Union-find over the pairs; returns each item's root (the smallest member)."""
-    parent = list(range(n))
+def _components(n: int, pairs: Iterable[DuplicatePair] | DuplicatePairs) -> np.ndarray:
+    """Each item's connected component, named by its smallest member (scipy's
+    connected_components on the sparse graph of the pairs)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]  # path halving keeps trees flat
-            i = parent[i]
-        return i
-
-    for p in pairs:
-        if not (0 <= p.a < n and 0 <= p.b < n):
-            raise ValueError(f"pair ({p.a}, {p.b}) is out of range for {n} items")
-        ra, rb = find(p.a), find(p.b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return [find(i) for i in range(n)]
+    pairs = DuplicatePairs.of(pairs)
+    outside = (pairs.a < 0) | (pairs.b < 0) | (pairs.a >= n) | (pairs.b >= n)
+    if outside.any():
+        bad = np.flatnonzero(outside)[0]
+        raise ValueError(f"pair ({pairs.a[bad]}, {pairs.b[bad]}) is out of range for {n} items")
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs.a, pairs.b)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    smallest = np.full(label.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(smallest, label, np.arange(n))
+    return smallest[label]
 
 
-def _exact_pairs(sha256: Sequence[str]) -> Iterator[tuple[int, int]]:
-    """All pairs of items with the same digest: a dict, linear in n plus the pairs."""
+def _exact_pairs(sha256: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) of all pairs of items with the same digest: a dict, linear in n plus the pairs."""
     groups: dict[str, list[int]] = {}
     for i, digest in enumerate(sha256):
         if digest:
             groups.setdefault(digest, []).append(i)
+    a, b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for members in groups.values():
-        for k, a in enumerate(members):
-            for b in members[k + 1 :]:
-                yield a, b
+        if len(members) > 1:
+            upper = np.triu_indices(len(members), 1)
+            a.append(np.asarray(members)[upper[0]])
+            b.append(np.asarray(members)[upper[1]])
+    return np.concatenate(a), np.concatenate(b)
 
 
 def _phash_codes(
@@ -150,18 +194,22 @@ def _phash_codes(
 
 def _hash_pairs(
     codes: np.ndarray, max_distance: int, tables: int | None = None
-) -> Iterator[tuple[int, int, int]]:
-    """(a, b, Hamming distance) for every pair within `max_distance`, exactly.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, Hamming distance) arrays of every pair within `max_distance`, exactly.
 
     `tables` forces an index (0: brute force, k: k hash tables); None picks the cheapest.
     """
     n = len(codes)
     if n < 2 or max_distance < 0:
-        return
+        return _no_pairs()
     index = _hash_index(n, max_distance, tables)
     index.add(codes)
     # faiss binary range search keeps distances strictly below the radius.
-    yield from _range_pairs(index, codes, max_distance + 1, int)
+    return _self_range_all(index, codes, max_distance + 1)
+
+
+def _no_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
 
 
 def _hash_index(n: int, max_distance: int, tables: int | None) -> faiss.IndexBinary:
@@ -209,8 +257,8 @@ def _checked_embeddings(embeddings: np.ndarray, n: int) -> np.ndarray:
 
 def _embedding_pairs(
     embeddings: np.ndarray, min_cosine: float, exact_limit: int = EXACT_SEARCH_LIMIT
-) -> Iterator[tuple[int, int, float]]:
-    """(a, b, cosine) for pairs of usable rows with cosine >= `min_cosine`.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, cosine) arrays of the pairs of usable rows with cosine >= `min_cosine`.
 
     Up to `exact_limit` rows: exact inner-product range search. Above it, candidates come
     from an L2 range search in a PCA projection through an inverted file, then every
@@ -224,28 +272,31 @@ def _embedding_pairs(
         norms = np.linalg.norm(x, axis=1) if x.size else np.zeros(len(x), np.float32)
     usable = np.flatnonzero(np.isfinite(norms) & (norms > 0))
     if len(usable) < 2 or min_cosine > 1.0:
-        return
+        return _no_pairs()
     unit = np.ascontiguousarray(x[usable] / norms[usable, None])
-    pairs = (
+    a, b, cosine = (
         _exact_cosine_pairs(unit, min_cosine)
         if len(unit) <= exact_limit
         else _indexed_cosine_pairs(unit, min_cosine)
     )
-    for a, b, cosine in pairs:
-        yield int(usable[a]), int(usable[b]), min(cosine, 1.0)
+    return usable[a], usable[b], np.minimum(cosine.astype(np.float64), 1.0)
 
 
-def _exact_cosine_pairs(unit: np.ndarray, min_cosine: float) -> Iterator[tuple[int, int, float]]:
+def _exact_cosine_pairs(
+    unit: np.ndarray, min_cosine: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     index = faiss.IndexFlatIP(unit.shape[1])
     index.add(unit)
     # faiss keeps inner products strictly above the radius: step just below the threshold.
     radius = float(np.nextafter(np.float32(min_cosine), np.float32(-np.inf)))
-    for a, b, cosine in _range_pairs(index, unit, radius, float):
-        if cosine >= min_cosine:
-            yield a, b, cosine
+    a, b, cosine = _self_range_all(index, unit, radius)
+    keep = cosine >= min_cosine
+    return a[keep], b[keep], cosine[keep]
 
 
-def _indexed_cosine_pairs(unit: np.ndarray, min_cosine: float) -> Iterator[tuple[int, int, float]]:
+def _indexed_cosine_pairs(
+    unit: np.ndarray, min_cosine: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     reduced = _pca(unit, _PCA_DIM)
     n, dim = reduced.shape
     nlist = max(1, int(math.sqrt(n)))
@@ -258,8 +309,8 @@ def _indexed_cosine_pairs(unit: np.ndarray, min_cosine: float) -> Iterator[tuple
     radius = 2.0 * (1.0 - min_cosine) * (1 + 1e-4) + 1e-6  # strict "<" in faiss; float slack
     rows, cols = _candidate_pairs(index, reduced, radius)
     cosines = _row_dots(unit, rows, cols)
-    for k in np.flatnonzero(cosines >= min_cosine).tolist():
-        yield int(rows[k]), int(cols[k]), float(cosines[k])
+    keep = cosines >= min_cosine
+    return rows[keep], cols[keep], cosines[keep]
 
 
 def _candidate_pairs(
@@ -312,14 +363,15 @@ def _row_dots(unit: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarra
     return out
 
 
-def _range_pairs(
-    index: faiss.Index, queries: np.ndarray, radius: float, convert: Callable[[float], T]
-) -> Iterator[tuple[int, int, T]]:
-    """(a, b, converted distance) with a < b from a self range search, in query batches."""
-    for start in range(0, len(queries), _QUERY_BATCH):
-        rows, cols, dist = _self_range(index, queries, start, radius)
-        for a, b, d in zip(rows.tolist(), cols.tolist(), dist.tolist(), strict=True):
-            yield a, b, convert(d)
+def _self_range_all(
+    index: faiss.Index, queries: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, distance) arrays, a < b, of a self range search run in query batches."""
+    starts = range(0, len(queries), _QUERY_BATCH)
+    found = [_self_range(index, queries, start, radius) for start in starts]
+    if not found:
+        return _no_pairs()
+    return tuple(np.concatenate([f[k] for f in found]) for k in range(3))  # type: ignore[return-value]
 
 
 def _self_range(

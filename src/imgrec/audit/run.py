@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgrec.audit.duplicates import DuplicatePair, duplicate_clusters, find_duplicate_pairs
+from imgrec.audit.duplicates import DuplicatePairs, duplicate_clusters, find_duplicate_pairs
 from imgrec.audit.result import (
     AuditResult,
     DuplicateGroup,
@@ -149,15 +149,13 @@ def _embeddings(
     return vectors
 
 
-def _groups(
-    good: Dataset, facts: list[ImageFacts], pairs: Sequence[DuplicatePair]
-) -> list[DuplicateGroup]:
-    weakest: dict[int, float] = {}
+def _groups(good: Dataset, facts: list[ImageFacts], pairs: DuplicatePairs) -> list[DuplicateGroup]:
     clusters = duplicate_clusters(len(facts), pairs)
-    member_of = {i: n for n, members in enumerate(clusters) for i in members}
-    for p in pairs:
-        n = member_of[p.a]
-        weakest[n] = min(weakest.get(n, 1.0), p.similarity)
+    cluster_of = np.zeros(len(facts), dtype=np.int64)
+    for n, members in enumerate(clusters):
+        cluster_of[members] = n
+    weakest = np.ones(len(clusters))
+    np.minimum.at(weakest, cluster_of[pairs.a], pairs.similarity)  # the weakest link per group
     groups = []
     for n, members in enumerate(clusters):
         samples = [good.samples[i] for i in members]
@@ -168,7 +166,7 @@ def _groups(
                 paths=[s.path for s in samples],
                 labels=[s.label for s in samples],
                 splits=[s.split for s in samples],
-                similarity=weakest.get(n, 1.0),
+                similarity=float(weakest[n]),
             )
         )
     return sorted(groups, key=lambda g: (not g.leakage, not g.label_conflict, str(g.paths[0])))
