@@ -48,9 +48,9 @@ KINDS = ("exact", "hash", "embedding")  # strongest first
 
 class DuplicatePairs:
     """Pairs as four arrays (a < b, sorted; kind as an index into KINDS; similarity), not
-    one Python object each: a set of 100,000 look-alike photos gave 4 million pairs, and as
-    objects they took 1.3 GB, the whole of training's memory growth from 50,000 images to
-    100,000. Iterating or indexing gives DuplicatePair objects."""
+    one Python object each: 100,000 generated look-alike photos give about 4 million pairs,
+    and as objects they raised the peak memory of training on them from 1.6 to 2.2 GB
+    (benchmarks/scale.py). Iterating or indexing gives DuplicatePair objects."""
 
     def __init__(self, a: np.ndarray, b: np.ndarray, kind: np.ndarray, similarity: np.ndarray):
         self.a = np.asarray(a, dtype=np.int64)
