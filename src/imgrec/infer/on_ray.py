@@ -165,16 +165,6 @@ class _RayRunner:
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
-def actors_at_start(ray: Any, options: RayOptions) -> int:
-    """Inference actors to start at once: as many as the cluster's CPUs hold now beside one
-    decoding task (at most --actors). Starting with one and letting Ray Data add the rest as
-    work queues up left a core idle for the first seconds of every job; an autoscaling
-    cluster still grows the pool up to --actors."""
-    cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    fit = max(1, int((cpus - options.decode_cpus) // options.cpus_per_actor))
-    return min(fit, options.actors) if options.actors else fit
-
-
 def _decode_packed(batch: Batch, decode: DecodeStage) -> Batch:
     """A decoded batch as one row holding it pickled: Ray Data then moves one binary value
     per batch between the stages instead of converting a (n, S, S, 3) tensor column to Arrow
@@ -212,9 +202,7 @@ def run_on_ray(
         fn_constructor_args=([ray.put(graph)], head, decode.preprocessing, batch),
         batch_size=1,  # one packed batch of `batch` images
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(
-            min_size=actors_at_start(ray, options), max_size=options.actors
-        ),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=options.actors),
         num_cpus=options.cpus_per_actor,
     )  # Ray Data restarts an actor lost with its node (max_restarts=-1) and retries its work
     seen = np.zeros(len(sources), dtype=bool)
