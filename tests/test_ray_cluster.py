@@ -79,13 +79,15 @@ class Cluster:
         """The cluster's nodes as Ray lists them (from the head's namespace)."""
         probe = (
             "import json, ray; ray.init(address=__import__('sys').argv[1], log_to_driver=False);"
-            "print(json.dumps([{'id': n['NodeID'], 'ip': n['NodeManagerAddress'], "
+            "print('NODES', json.dumps([{'id': n['NodeID'], 'ip': n['NodeManagerAddress'], "
             "'alive': n['Alive']} for n in ray.nodes()]))"
         )
         done = self.head.run_wait(
             [sys.executable, "-c", probe, self.address], env=self.env, timeout=60
         )
-        return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else []
+        # Ray may print its own lines around ours ("raylet has lagging heartbeats ...")
+        found = [line[6:] for line in done.stdout.splitlines() if line.startswith("NODES ")]
+        return json.loads(found[-1]) if done.returncode == 0 and found else []
 
     def _wait_for_nodes(self, n: int, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
