@@ -166,8 +166,8 @@ def test_more_images_than_the_memory_budget_train_in_bounded_memory(tmp_path):
 
     decoded_mb = decoded_bytes(6000, 96) / 1e6
     assert peak < base_peak + decoded_mb / 2, (peak, base_peak, decoded_mb)
-    # it learned: one epoch from a random head lands anywhere from 0.67 to 0.91 from run to
-    # run (float sums in threads), while chance is 0.5 give or take 0.017 on 900 test images
+    # it learned: one epoch from a random head measured anywhere from 0.67 to 0.91 over five
+    # runs of the same code, while chance is 0.5 give or take 0.017 on 900 test images
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["accuracy"] > 0.6
 
 
