@@ -21,9 +21,9 @@ The per-batch work is infer/stages.py, the same code `run_local` runs in one pro
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import pickle
 import re
 import socket
 from collections.abc import Iterator, Sequence
@@ -161,15 +161,29 @@ class _RayRunner:
         self.runner = GraphRunner(graph, head, preprocessing, batch_size, threads)
 
     def __call__(self, packed: Batch) -> pa.Table:
-        tables = [self.runner(pickle.loads(blob)) for blob in packed["packed"]]
+        tables = [self.runner(_unpack(blob)) for blob in packed["packed"]]
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def _decode_packed(batch: Batch, decode: DecodeStage) -> Batch:
-    """A decoded batch as one row holding it pickled: Ray Data then moves one binary value
+    """A decoded batch as one row holding it packed: Ray Data then moves one binary value
     per batch between the stages instead of converting a (n, S, S, 3) tensor column to Arrow
     and back (measured on 2 cores, 4,000 photos: 124.6 against 116-120 img/s)."""
-    return {"packed": np.array([pickle.dumps(decode(batch), protocol=5)], dtype=object)}
+    return {"packed": np.array([_pack(decode(batch))], dtype=object)}
+
+
+def _pack(batch: Batch) -> bytes:
+    """The batch's arrays in NumPy's .npz format, text as fixed-width strings: read back with
+    allow_pickle=False, so a value in the object store can never run code when loaded."""
+    buf = io.BytesIO()
+    arrays = {k: v.astype(str) if v.dtype == object else v for k, v in batch.items()}
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _unpack(blob: bytes) -> Batch:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
+        return {name: arrays[name] for name in arrays.files}
 
 
 def run_on_ray(
