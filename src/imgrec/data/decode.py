@@ -109,19 +109,19 @@ def check_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> str
     formats, and JPEGs with a frame Pillow may not decode (12-bit, lossless), are decoded or
     parsed by Pillow.
     """
-    if isinstance(source, bytes) and source[:3] == b"\xff\xd8\xff":
-        size, ends = _jpeg_walk(source)
-        if size is not None:
-            if not ends:
-                raise UnreadableImage("truncated image")
-            _check_size(size, max_pixels)
-            return "JPEG"
     try:
-        with pillow_notes(source), _open_source(source) as fp:
+        data = source if isinstance(source, bytes) else _read_all(source)  # read once
+        if data[:3] == b"\xff\xd8\xff":
+            size, ends = _jpeg_walk(data)
+            if size is not None:
+                if not ends:
+                    raise UnreadableImage("truncated image")
+                _check_size(size, max_pixels)
+                return "JPEG"
+        with pillow_notes(source), _open_source(data) as fp:
             im = _open_checked(fp, max_pixels)
             fmt = im.format or ""
             if fmt in ("JPEG", "MPO", "PNG"):
-                data = fp.getvalue() if isinstance(fp, io.BytesIO) else _read_from_start(fp)
                 if not (_jpeg_walk(data)[1] if fmt != "PNG" else _png_ends(data)):
                     raise UnreadableImage("truncated image")
                 return fmt
@@ -133,9 +133,9 @@ def check_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> str
         raise UnreadableImage(_reason(exc)) from exc
 
 
-def _read_from_start(fp: IO[bytes]) -> bytes:
-    fp.seek(0)
-    return fp.read()
+def _read_all(source: str | Path) -> bytes:
+    with _open_source(source) as fp:
+        return fp.read()
 
 
 # Frames whose 8-bit, 1/3/4-component images libjpeg decodes for Pillow: baseline, extended

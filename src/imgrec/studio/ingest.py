@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import functools
 import io
 import os
 import re
@@ -48,6 +49,7 @@ from imgrec.studio.names import (
     inside,
     is_junk,
     name_order,
+    numbered,
     sanitise_file_name,
     shown,
     unique_name,
@@ -283,26 +285,26 @@ def _stored_name(filename: str, ext: str) -> str:
 # Whether O_TMPFILE works here; turned off for the process at the first file system that
 # refuses it. Linux only: elsewhere uploads are staged in incoming/ and renamed.
 _TMPFILE_OK = [hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")]
-_ROOT_FD: list[int] = []
+
+
+@functools.cache
+def _root_fd() -> int:
+    """The root folder, open once: os.link follows /proc/self/fd's link only through linkat,
+    which it calls when given a dir_fd."""
+    return os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def _link_free_name(fd: int, folder: Path, name: str) -> str:
-    """Give the unnamed file open as `fd` the name `name` in `folder`, or name-2, name-3,
-    ... when taken: linkat refuses an existing name, so no other writer can slip in between
-    the choice of a name and its use. (os.link follows /proc/self/fd's link only through
-    linkat, which it calls when given a dir_fd.)"""
-    if not _ROOT_FD:
-        _ROOT_FD.append(os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-    source = f"proc/self/fd/{fd}"
-    stem, ext = os.path.splitext(name)
-    candidate, n = name, 1
-    while True:
+    """Give the unnamed file open as `fd` the first free name of `numbered(name)` in
+    `folder`: linkat refuses an existing name, so no other writer can slip in between the
+    choice of a name and its use."""
+    for candidate in numbered(name):
         try:
-            os.link(source, folder / candidate, src_dir_fd=_ROOT_FD[0], follow_symlinks=True)
+            os.link(f"proc/self/fd/{fd}", folder / candidate, src_dir_fd=_root_fd())
             return candidate
         except FileExistsError:
-            n += 1
-            candidate = f"{stem}-{n}{ext}"
+            continue
+    raise AssertionError("numbered() never ends")
 
 
 def _too_big(size: int) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 from imgrec.data.decode import IMAGE_EXTENSIONS
@@ -151,16 +152,20 @@ def with_extension(name: str, ext: str, same: frozenset[str] = frozenset()) -> s
     return name + ext
 
 
-def unique_name(folder: Path, name: str) -> str:
-    """`name`, or name-2, name-3, ... before the extension: the first not taken in `folder`
-    (the caller holds the project's lock, so nobody takes it meanwhile)."""
-    if not os.path.lexists(folder / name):
-        return name
+def numbered(name: str) -> Iterator[str]:
+    """`name`, then name-2, name-3, ... before the extension: the names to try in turn."""
+    yield name
     stem, ext = os.path.splitext(name)
     n = 2
-    while os.path.lexists(folder / f"{stem}-{n}{ext}"):
+    while True:
+        yield f"{stem}-{n}{ext}"
         n += 1
-    return f"{stem}-{n}{ext}"
+
+
+def unique_name(folder: Path, name: str) -> str:
+    """The first of `numbered(name)` not taken in `folder` (the caller holds the project's
+    lock, so nobody takes it meanwhile)."""
+    return next(c for c in numbered(name) if not os.path.lexists(folder / c))
 
 
 def name_order(name: str) -> tuple[str, str]:
