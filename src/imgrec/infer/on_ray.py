@@ -1,6 +1,6 @@
 """Batch jobs over millions of images on a Ray cluster, through Ray Data.
 
-    sources (index, path) --map_batches: DecodeStage, tasks--> uint8 crops (one value a batch)
+    sources (index, path) --map_batches: DecodeStage, tasks--> uint8 crops (Arrow, zero-copy)
         --map_batches: GraphRunner, an actor pool of ONNX Runtime sessions--> rows
         --> the driver writes them into OutputParts as they arrive
 
@@ -21,7 +21,6 @@ The per-batch work is infer/stages.py, the same code `run_local` runs in one pro
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -158,32 +157,45 @@ class _RayRunner:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         graph = ray.get(graph_ref[0])
         threads = max(1, round(cpus))
+        self.side = preprocessing.input_size
         self.runner = GraphRunner(graph, head, preprocessing, batch_size, threads)
 
-    def __call__(self, packed: Batch) -> pa.Table:
-        tables = [self.runner(_unpack(blob)) for blob in packed["packed"]]
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return self.runner(_from_arrow(table, self.side))
 
 
-def _decode_packed(batch: Batch, decode: DecodeStage) -> Batch:
-    """A decoded batch as one row holding it packed: Ray Data then moves one binary value
-    per batch between the stages instead of converting a (n, S, S, 3) tensor column to Arrow
-    and back (measured on 2 cores, 4,000 photos: 124.6 against 116-120 img/s)."""
-    return {"packed": np.array([_pack(decode(batch))], dtype=object)}
+def _decode_to_arrow(batch: Batch, decode: DecodeStage) -> pa.Table:
+    """Decode a batch and hand it to Ray Data as Arrow columns, the crops as one fixed-size
+    binary value per image over the same memory: nothing is copied or serialised on the way
+    into the object store, and nothing taken out of it can run code when loaded. (Measured on
+    2 cores, 4,000 photos, a running cluster, two runs each: the whole job used 81.6 and 85.1
+    CPU-seconds against 87.1 and 88.5 with each batch moved as one .npz value.)"""
+    decoded = decode(batch)
+    pixels = np.ascontiguousarray(decoded.pop("pixels"))
+    n, width = len(pixels), int(pixels[0].size) if len(pixels) else 0
+    columns: dict[str, pa.Array] = {
+        "index": pa.array(decoded.pop("index"), pa.int64()),
+        "pixels": pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(width), n, [None, pa.py_buffer(pixels)]
+        ),
+    }
+    for name, values in decoded.items():  # path, error, facts: text
+        columns[name] = pa.array([str(v) for v in values], pa.string())
+    return pa.table(columns)
 
 
-def _pack(batch: Batch) -> bytes:
-    """The batch's arrays in NumPy's .npz format, text as fixed-width strings: read back with
-    allow_pickle=False, so a value in the object store can never run code when loaded."""
-    buf = io.BytesIO()
-    arrays = {k: v.astype(str) if v.dtype == object else v for k, v in batch.items()}
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def _unpack(blob: bytes) -> Batch:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
-        return {name: arrays[name] for name in arrays.files}
+def _from_arrow(table: pa.Table, side: int) -> Batch:
+    """The decoding stage's Arrow columns as the numpy batch GraphRunner takes; the crops
+    are a view of the Arrow buffer, not a copy."""
+    pixels = table.column("pixels").combine_chunks()
+    width = side * side * 3
+    start = pixels.offset * width
+    flat = np.frombuffer(pixels.buffers()[1], np.uint8)[start : start + len(pixels) * width]
+    batch: Batch = {"pixels": flat.reshape(len(pixels), side, side, 3)}
+    for name in table.column_names:
+        if name != "pixels":
+            batch[name] = table.column(name).to_numpy(zero_copy_only=False)
+    return batch
 
 
 def run_on_ray(
@@ -205,7 +217,7 @@ def run_on_ray(
     data = ray.data.from_arrow(blocks)
     batch = max(1, options.batch_size)
     decoded = data.map_batches(
-        _decode_packed,
+        _decode_to_arrow,
         fn_kwargs={"decode": decode},
         batch_size=batch,
         batch_format="numpy",
@@ -214,8 +226,8 @@ def run_on_ray(
     rows = decoded.map_batches(
         _RayRunner,
         fn_constructor_args=([ray.put(graph)], head, decode.preprocessing, batch),
-        batch_size=1,  # one packed batch of `batch` images
-        batch_format="numpy",
+        batch_size=batch,
+        batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=options.actors),
         num_cpus=options.cpus_per_actor,
     )  # Ray Data restarts an actor lost with its node (max_restarts=-1) and retries its work
