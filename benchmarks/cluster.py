@@ -4,9 +4,12 @@ In one run, on N photos (default 10,000: the 3,000 JPEGs of cats_and_dogs_filter
 round-robin under new names, so every file is read and decoded):
 - local: `imgrec predict MODEL DATA -f csv -o FILE` (one process: decode threads + ONNX
   Runtime) and ray: `imgrec predict MODEL DATA --on ray --out DIR` (a local Ray cluster of
-  this machine's CPUs that the command starts), each as a real process. Rates are the ones
-  the commands print (first decode to last row; the Ray job's includes starting its actors),
-  plus whole-process wall time. Memory: peak RSS of the command's process alone, and the
+  this machine's CPUs that the command starts), each as a real process; and the same Ray job
+  on a local cluster already running (`ray start --head` first, timed apart), as a cluster
+  user runs it. The three alternate for `--repeats` rounds: this machine's speed drifts.
+  Rates are the ones the commands print (local: first decode to last row; Ray: from starting
+  or joining the cluster, actors included, to the last row), plus whole-process wall time.
+  Memory: peak RSS of the command's process alone, and the
   peak of the sum over it and every process it started (raylet, GCS, workers; shared
   object-store pages count once per process that maps them, so the sum is an upper bound).
 - scaling (root only: network namespaces, tests/netns.py): the same Ray job on a cluster of
@@ -15,7 +18,7 @@ round-robin under new names, so every file is read and decoded):
   the per-actor rate is what docs/scaling.md projects to N nodes from.
 One JSON line per result, appended to benchmarks/cluster.jsonl (date, commit, CPU).
 
-    python benchmarks/cluster.py [--images 10000] [--skip scaling]
+    python benchmarks/cluster.py [--images 10000] [--repeats 2] [--skip scaling]
 """
 
 from __future__ import annotations
@@ -116,19 +119,74 @@ def imgrec(*args: object) -> list[str]:
     return [sys.executable, "-m", "imgrec", *(str(a) for a in args)]
 
 
-def bench_local_vs_ray(emit, model: Path, data: Path, work: Path, n: int) -> None:
-    local = run_command(imgrec("predict", model, data, "-f", "csv", "-o", work / "l.csv", "-q"))
-    emit({"bench": "predict", "on": "local", "images": n, **local})
-    ray = run_command(imgrec("predict", model, data, "--on", "ray", "--out", work / "r", "-q"))
-    emit({"bench": "predict", "on": "ray", "images": n, **ray})
-    emit(
-        {
-            "bench": "predict-ratio",
-            "images": n,
-            "ray_vs_local": round(ray["images_per_s"] / local["images_per_s"], 3),
-            "ray_vs_local_wall": round(local["wall_s"] / ray["wall_s"], 3),
-        }
+def ray_env() -> dict:
+    """The environment of a cluster this script starts: token authentication, no usage stats."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    env["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    return env
+
+
+def running_cluster(env: dict, temp: Path) -> tuple[str, float]:
+    """`ray start --head` with this machine's CPUs; (its address, seconds it took to start)."""
+    ray = Path(sys.executable).with_name("ray")
+    port = 6390 + secrets.randbelow(100)
+    start = time.perf_counter()
+    subprocess.run(
+        [ray, "start", "--head", f"--port={port}", f"--num-cpus={os.cpu_count()}"]
+        + ["--include-dashboard=false", f"--temp-dir={temp}"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+    return f"127.0.0.1:{port}", time.perf_counter() - start
+
+
+def bench_local_vs_ray(emit, model: Path, data: Path, work: Path, n: int, repeats: int) -> None:
+    """Interleaved repetitions of: local; ray, the command starting its own local cluster;
+    ray on a local cluster already running (`ray start --head` first, its start timed apart).
+    This machine's speed drifts by 10-20% within an hour, so only the pairs compare."""
+    ray = Path(sys.executable).with_name("ray")
+    for rep in range(repeats):
+        local = run_command(imgrec("predict", model, data, "-f", "csv", "-o", work / "l.csv", "-q"))
+        emit({"bench": "predict", "on": "local", "images": n, "repeat": rep, **local})
+        shutil.rmtree(work / "r", ignore_errors=True)
+        own = run_command(imgrec("predict", model, data, "--on", "ray", "--out", work / "r", "-q"))
+        own_cluster = {"cluster": "started by the command", "images": n, "repeat": rep}
+        emit({"bench": "predict", "on": "ray", **own_cluster, **own})
+        env = ray_env()
+        temp = Path(tempfile.mkdtemp(prefix="imgrec-ray-"))
+        address, started_s = running_cluster(env, temp)
+        try:
+            shutil.rmtree(work / "r", ignore_errors=True)
+            args = imgrec("predict", model, data, "--on", "ray", "--address", address)
+            running = run_command([*args, "--out", str(work / "r"), "-q"], env=env)
+        finally:
+            subprocess.run([ray, "stop"], env=env, capture_output=True)
+            shutil.rmtree(temp, ignore_errors=True)
+        emit(
+            {
+                "bench": "predict",
+                "on": "ray",
+                "cluster": "running (ray start --head before)",
+                "cluster_start_s": round(started_s, 1),
+                "images": n,
+                "repeat": rep,
+                **running,
+            }
+        )
+        emit(
+            {
+                "bench": "predict-ratio",
+                "images": n,
+                "repeat": rep,
+                "ray_vs_local": round(own["images_per_s"] / local["images_per_s"], 3),
+                "ray_vs_local_wall": round(local["wall_s"] / own["wall_s"], 3),
+                "running_cluster_vs_local": round(
+                    running["images_per_s"] / local["images_per_s"], 3
+                ),
+            }
+        )
 
 
 def bench_scaling(emit, model: Path, data: Path, work: Path, n: int) -> None:
@@ -139,8 +197,7 @@ def bench_scaling(emit, model: Path, data: Path, work: Path, n: int) -> None:
         print(f"scaling skipped: {reason}", file=sys.stderr)
         return
     ray = Path(sys.executable).with_name("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-    env["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    env = ray_env()
     rates = {}
     for layout, cpus in (("1 node x 2 CPUs", [2]), ("2 nodes x 1 CPU", [1, 1])):
         temp = Path(tempfile.mkdtemp(prefix="imgrec-ray-"))
@@ -172,6 +229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved local/ray rounds")
     parser.add_argument("--skip", default="", help="comma-separated: predict, scaling")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -183,7 +241,7 @@ def main() -> None:
         work = Path(tmp)
         data = copies(work / "photos", args.images)
         if "predict" not in skip:
-            bench_local_vs_ray(emit, model, data, work, args.images)
+            bench_local_vs_ray(emit, model, data, work, args.images, args.repeats)
         if "scaling" not in skip:
             bench_scaling(emit, model, data, work, args.images)
 
