@@ -162,21 +162,62 @@ def test_uploads_are_named_in_data_only_once_complete(project, monkeypatch):
     seen = []
     real = os.link
 
-    def spy(src, dst, **kwargs):
+    def spy(src, dst, *, dst_dir_fd, **kwargs):
         size = os.fstat(int(str(src).rsplit("/", 1)[1])).st_size
-        seen.append((size, Path(dst).parent, sorted(os.listdir(Path(dst).parent))))
-        return real(src, dst, **kwargs)
+        folder = Path(os.readlink(f"/proc/self/fd/{dst_dir_fd}"))
+        seen.append((size, folder, dst, sorted(os.listdir(folder))))
+        return real(src, dst, dst_dir_fd=dst_dir_fd, **kwargs)
 
     monkeypatch.setattr(ingest.os, "link", spy)
     payload = jpeg()
     answer = project.add_images("cats", [("a.jpg", payload), ("a.jpg", payload)])
+    cats = project.data / "cats"
     assert seen == [
-        (len(payload), project.data / "cats", []),
-        (len(payload), project.data / "cats", ["a.jpg"]),
-        (len(payload), project.data / "cats", ["a.jpg"]),  # taken: linkat refused, then a-2
+        (len(payload), cats, "a.jpg", []),
+        (len(payload), cats, "a.jpg", ["a.jpg"]),  # taken: linkat refused it
+        (len(payload), cats, "a-2.jpg", ["a.jpg"]),
     ]
     assert [image["name"] for image in answer["added"]] == ["a.jpg", "a-2.jpg"]
     assert list(project.incoming.iterdir()) == []
+
+
+def test_a_class_deleted_by_another_tab_mid_batch_stops_the_rest_of_it(project, monkeypatch):
+    """The batch writes into the class folder it opened; once another tab has deleted the
+    class, the remaining photos are refused with a sentence, not written into the trash."""
+    if not ingest._TMPFILE_OK[0]:
+        pytest.skip("this system has no O_TMPFILE: uploads take the incoming/ road")
+    real = ingest._link_free_name
+
+    def then_delete(fd, folder_fd, name):
+        named = real(fd, folder_fd, name)
+        if name == "a.jpg":
+            project.delete_class("cats")
+        return named
+
+    monkeypatch.setattr(ingest, "_link_free_name", then_delete)
+    answer = project.add_images("cats", [(f"{n}.jpg", jpeg()) for n in "abc"])
+    assert [image["name"] for image in answer["added"]] == ["a.jpg"]
+    assert set(reasons(answer)) == {"b.jpg", "c.jpg"}
+    assert "no longer exists (another tab may have deleted it)" in reasons(answer)["b.jpg"]
+    delete = project.actions()[1]  # [0] is the upload, recorded when its batch ended
+    project.undo(delete["id"])  # the delete's undo brings back what it took
+    assert files_of(project)["cats"] == ["a.jpg"]
+
+
+def test_a_project_trashed_mid_batch_answers_404(project, monkeypatch):
+    if not ingest._TMPFILE_OK[0]:
+        pytest.skip("this system has no O_TMPFILE: uploads take the incoming/ road")
+    real = ingest._link_free_name
+
+    def then_trash(fd, folder_fd, name):
+        named = real(fd, folder_fd, name)
+        project.studio.trash_project(project.id)  # another tab deletes the project
+        return named
+
+    monkeypatch.setattr(ingest, "_link_free_name", then_trash)
+    with pytest.raises(StudioError) as caught:
+        project.add_images("cats", [("a.jpg", jpeg()), ("b.jpg", jpeg())])
+    assert caught.value.status == 404
 
 
 def test_without_o_tmpfile_uploads_go_through_incoming_and_os_replace(project, monkeypatch):

@@ -95,6 +95,17 @@ def rejection(filename: str, error: str) -> dict:
     return {"filename": printable(filename), "error": error}
 
 
+@dataclass(frozen=True)
+class _OpenFolder:
+    """A class folder an upload batch writes into: its spelling, path, open descriptor, and
+    (device, inode) to tell whether the path still leads to it."""
+
+    cls: str
+    path: Path
+    fd: int
+    identity: tuple[int, int]
+
+
 @dataclass
 class Ingest:
     """One batch of incoming images for one project: stage, verify, place, and the report.
@@ -114,6 +125,7 @@ class Ingest:
     rejected: list[dict] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     _folders: dict[str, Path] = field(default_factory=dict, repr=False)  # checked this batch
+    _open_folders: dict[str, _OpenFolder] = field(default_factory=dict, repr=False)
 
     def reject(self, filename: str, error: str) -> None:
         self.rejected.append(rejection(filename, error))
@@ -121,21 +133,26 @@ class Ingest:
     def add_uploads(self, files: list[tuple[str, bytes]], cls: str) -> None:
         """Uploads (name as the browser sent it, bytes), in request order, each checked in
         memory before anything touches the disk."""
-        for filename, payload in files:
-            check = _checked_upload(payload)
-            if isinstance(check, Rejected):
-                self.reject(filename, str(check))
-                continue
-            try:
-                if self._write_unnamed(payload, cls, _stored_name(filename, check)):
+        try:
+            for filename, payload in files:
+                check = _checked_upload(payload)
+                if isinstance(check, Rejected):
+                    self.reject(filename, str(check))
                     continue
-            except Rejected as exc:
-                self.reject(filename, str(exc))
-                continue
-            with staged(self.incoming) as (tmp, out):
-                out.write(payload)
-                out.close()
-                self._named_place(tmp, filename, cls, check)
+                try:
+                    if self._write_unnamed(payload, cls, _stored_name(filename, check)):
+                        continue
+                except Rejected as exc:
+                    self.reject(filename, str(exc))
+                    continue
+                with staged(self.incoming) as (tmp, out):
+                    out.write(payload)
+                    out.close()
+                    self._named_place(tmp, filename, cls, check)
+        finally:
+            for folder in self._open_folders.values():
+                os.close(folder.fd)
+            self._open_folders.clear()
 
     def _write_unnamed(self, payload: bytes, cls: str, name: str) -> bool:
         """Write `payload` as a file with no name yet (O_TMPFILE) inside data/<cls>/ and give
@@ -145,12 +162,9 @@ class Ingest:
         file system has no O_TMPFILE (then the caller stages the file in incoming/)."""
         if not _TMPFILE_OK[0]:
             return False
-        with self.lock:
-            self.guard()
-            cls = self._existing_spelling(cls)
-            folder = self._class_folder(cls)
+        folder = self._open_folder(cls)
         try:
-            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=folder.fd)
         except OSError as exc:
             if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # no O_TMPFILE
                 _TMPFILE_OK[0] = False
@@ -162,15 +176,47 @@ class Ingest:
                 view = view[os.write(fd, view) :]
             st = os.fstat(fd)
             with self.lock:
-                self.guard()
-                folder = self._class_folder(cls)  # still that real folder
-                final = _link_free_name(fd, folder, name)
-                self.added.append([cls, final, st.st_size, st.st_mtime_ns])
+                self._check_still_there(folder)
+                final = _link_free_name(fd, folder.fd, name)
+                self.added.append([folder.cls, final, st.st_size, st.st_mtime_ns])
         except OSError as exc:
             raise Rejected(f"could not be saved: {exc.strerror or exc}") from None
         finally:
             os.close(fd)
         return True
+
+    def _open_folder(self, cls: str) -> _OpenFolder:
+        """data/<cls> open as a folder descriptor for the rest of the batch: each photo is then
+        created and named relative to it, with no walk down the path, and the project and
+        class are checked with one lstat per photo instead of four path walks (a profile of
+        the server during uploads had them at about a fifth of its samples)."""
+        folder = self._open_folders.get(cls)
+        if folder is None:
+            with self.lock:
+                self.guard()
+                spelling = self._existing_spelling(cls)
+                path = self._class_folder(spelling)
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | os.O_CLOEXEC)
+                st = os.fstat(fd)
+                folder = _OpenFolder(spelling, path, fd, (st.st_dev, st.st_ino))
+                self._open_folders[cls] = folder
+        return folder
+
+    def _check_still_there(self, folder: _OpenFolder) -> None:
+        """Under the lock, before a photo is named: data/<cls> still is the folder open since
+        the batch began (not deleted, renamed or replaced by another tab, the project not
+        moved to the trash). One lstat: it walks the whole path, so it sees the project too."""
+        try:
+            st = os.lstat(folder.path)
+            if (st.st_dev, st.st_ino) == folder.identity:
+                return
+        except OSError:
+            pass
+        self.guard()  # the project itself went away: its own answer (404)
+        raise Rejected(
+            f"the class {shown(folder.cls)} no longer exists (another tab may have deleted "
+            "it); reload the page and add the images again"
+        )
 
     def add_stream(self, filename: str, src: BinaryIO, declared: int, cls: str) -> None:
         """A file read from a zip or a disk in chunks, never more than `declared` bytes (what
@@ -294,13 +340,13 @@ def _root_fd() -> int:
     return os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def _link_free_name(fd: int, folder: Path, name: str) -> str:
-    """Give the unnamed file open as `fd` the first free name of `numbered(name)` in
-    `folder`: linkat refuses an existing name, so no other writer can slip in between the
-    choice of a name and its use."""
+def _link_free_name(fd: int, folder_fd: int, name: str) -> str:
+    """Give the unnamed file open as `fd` the first free name of `numbered(name)` in the
+    folder open as `folder_fd`: linkat refuses an existing name, so no other writer can slip
+    in between the choice of a name and its use."""
     for candidate in numbered(name):
         try:
-            os.link(f"proc/self/fd/{fd}", folder / candidate, src_dir_fd=_root_fd())
+            os.link(f"proc/self/fd/{fd}", candidate, src_dir_fd=_root_fd(), dst_dir_fd=folder_fd)
             return candidate
         except FileExistsError:
             continue
