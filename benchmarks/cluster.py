@@ -46,6 +46,7 @@ from presets import appender, commit, cpu  # noqa: E402
 
 CATS = Path("/work/shared/datasets/cats_and_dogs_filtered")
 OUT = Path(__file__).resolve().parent / "cluster.jsonl"
+RAY_CLI = Path(sys.executable).with_name("ray")
 RATE = re.compile(r"\(([\d,]+) (?:unreadable|skipped)[^;]*; (\d+) img/s")
 
 
@@ -128,11 +129,10 @@ def ray_env() -> dict:
 
 def running_cluster(env: dict, temp: Path) -> tuple[str, float]:
     """`ray start --head` with this machine's CPUs; (its address, seconds it took to start)."""
-    ray = Path(sys.executable).with_name("ray")
     port = 6390 + secrets.randbelow(100)
     start = time.perf_counter()
     subprocess.run(
-        [ray, "start", "--head", f"--port={port}", f"--num-cpus={os.cpu_count()}"]
+        [RAY_CLI, "start", "--head", f"--port={port}", f"--num-cpus={os.cpu_count()}"]
         + ["--include-dashboard=false", f"--temp-dir={temp}"],
         env=env,
         check=True,
@@ -146,7 +146,6 @@ def bench_local_vs_ray(emit, model: Path, data: Path, work: Path, n: int, repeat
     """Interleaved repetitions of: local; ray, the command starting its own local cluster;
     ray on a local cluster already running (`ray start --head` first, its start timed apart).
     This machine's speed drifts by 10-20% within an hour, so only the pairs compare."""
-    ray = Path(sys.executable).with_name("ray")
     for rep in range(repeats):
         local = run_command(imgrec("predict", model, data, "-f", "csv", "-o", work / "l.csv", "-q"))
         emit({"bench": "predict", "on": "local", "images": n, "repeat": rep, **local})
@@ -162,7 +161,7 @@ def bench_local_vs_ray(emit, model: Path, data: Path, work: Path, n: int, repeat
             args = imgrec("predict", model, data, "--on", "ray", "--address", address)
             running = run_command([*args, "--out", str(work / "r"), "-q"], env=env)
         finally:
-            subprocess.run([ray, "stop"], env=env, capture_output=True)
+            subprocess.run([RAY_CLI, "stop"], env=env, capture_output=True)
             shutil.rmtree(temp, ignore_errors=True)
         emit(
             {
@@ -196,7 +195,6 @@ def bench_scaling(emit, model: Path, data: Path, work: Path, n: int) -> None:
     if reason is not None:
         print(f"scaling skipped: {reason}", file=sys.stderr)
         return
-    ray = Path(sys.executable).with_name("ray")
     env = ray_env()
     rates = {}
     for layout, cpus in (("1 node x 2 CPUs", [2]), ("2 nodes x 1 CPU", [1, 1])):
@@ -206,7 +204,7 @@ def bench_scaling(emit, model: Path, data: Path, work: Path, n: int) -> None:
             address = f"{head.address}:6379"
             for k, count in enumerate(cpus):
                 flags = ["--head", "--port=6379"] if k == 0 else [f"--address={address}"]
-                command = [ray, "start", "--block", f"--num-cpus={count}", *flags]
+                command = [RAY_CLI, "start", "--block", f"--num-cpus={count}", *flags]
                 command += [f"--node-ip-address={hosts[k].address}", f"--temp-dir={temp / str(k)}"]
                 hosts[k].run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(12)  # the node registers with the head

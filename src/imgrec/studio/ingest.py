@@ -213,10 +213,7 @@ class Ingest:
         except OSError:
             pass
         self.guard()  # the project itself went away: its own answer (404)
-        raise Rejected(
-            f"the class {shown(folder.cls)} no longer exists (another tab may have deleted "
-            "it); reload the page and add the images again"
-        )
+        raise _class_gone(folder.cls)
 
     def add_stream(self, filename: str, src: BinaryIO, declared: int, cls: str) -> None:
         """A file read from a zip or a disk in chunks, never more than `declared` bytes (what
@@ -295,10 +292,7 @@ class Ingest:
             raise Rejected(f"the class {shown(cls)} is not a real folder") from None
         if not os.path.isdir(folder):
             if not self.create_classes or os.path.lexists(folder):
-                raise Rejected(
-                    f"the class {shown(cls)} no longer exists (another tab may have deleted "
-                    "it); reload the page and add the images again"
-                )
+                raise _class_gone(cls)
             os.mkdir(folder)
             self.created.append(cls)
         self._folders[cls] = folder
@@ -320,6 +314,13 @@ class Ingest:
     def answer(self) -> dict:
         """{added: count, rejected, classes}: what an import answers."""
         return {"added": len(self.added), "rejected": self.rejected, "classes": self.classes()}
+
+
+def _class_gone(cls: str) -> Rejected:
+    return Rejected(
+        f"the class {shown(cls)} no longer exists (another tab may have deleted it); reload "
+        "the page and add the images again"
+    )
 
 
 def _stored_name(filename: str, ext: str) -> str:
