@@ -35,6 +35,7 @@ from imgrec.studio.jobfiles import (
     write_json,
 )
 from imgrec.studio.joboptions import EXPORT_FILES, train_config
+from imgrec.studio.journal import plural
 
 # The phases of a training run, in order; the page shows the latest.
 PHASE_ORDER = {
@@ -213,8 +214,8 @@ def run_train(job: dict, project: Path, events: Events) -> dict:
     unseen = " the model never trained on" if result.evaluated_on == "test" else ""
     return {
         "accuracy": m["accuracy"],
-        "message": f"Done: {m['accuracy']:.1%} accuracy on {m['n']} {result.evaluated_on} "
-        f"images{unseen}.",
+        "message": f"Done: {m['accuracy']:.1%} accuracy on "
+        f"{plural(m['n'], f'{result.evaluated_on} image')}{unseen}.",
     }
 
 

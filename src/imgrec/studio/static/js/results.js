@@ -35,7 +35,7 @@ export function runChooser(runs, current, onChoose) {
 const SPLIT_WORDS = { val: "validation", valid: "validation", validation: "validation", test: "test" };
 
 /** "96% (92-98% with 95% confidence) on 60 test images". */
-function accuracySentence(run) {
+export function accuracySentence(run) {
   let text = percent(run.accuracy);
   if (Array.isArray(run.interval) && run.interval.length === 2) {
     const [lo, hi] = run.interval.map((v) => Math.round(v * 100));

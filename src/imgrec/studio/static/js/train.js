@@ -7,6 +7,7 @@ import * as api from "./api.js";
 import { Curve, isEpochRow } from "./chart.js";
 import { button, duration, field, h, percent, replace, select } from "./dom.js";
 import { showError, snackbar } from "./notify.js";
+import { accuracySentence } from "./results.js";
 
 // names from `imgrec models` (src/imgrec/models/families.py); "" lets the preset choose
 const FAMILIES = [
@@ -106,7 +107,7 @@ export async function render(root, ctx) {
     if (!job.run) return;
     const run = await api.getRun(pid, job.run).catch(() => null);
     if (run && Number.isFinite(run.accuracy)) {
-      replace(outcome, h("p", { class: "big-number" }, `Accuracy ${percent(run.accuracy)} on ${run.n ?? "the"} test images.`), link);
+      replace(outcome, h("p", { class: "big-number" }, `Accuracy ${accuracySentence(run)}.`), link);
     }
   }
 
