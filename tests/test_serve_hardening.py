@@ -6,6 +6,7 @@ subprocess (tests/servehelpers.py), the exception paths an in-process app with a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import resource
@@ -167,6 +168,30 @@ def test_idle_connections_do_not_exhaust_file_descriptors(model, tmp_path):
     assert first in (200, 503, -2) and answered_in < 3, (first, answered_in)
     assert later == 200
     assert log.stat().st_size < 20_000, log.read_text(errors="replace")[-3000:]
+
+
+def test_endless_headers_are_refused_and_memory_stays_flat(model, tmp_path):
+    """A client that sends header after header (64 MB of them) gets a 400 once the request's
+    head passes 64 KB and is cut off; the server's memory does not follow it."""
+    with running_server(model, tmp_path / "log") as srv:
+        host, port = srv.url.removeprefix("http://").split(":")
+        before = _rss_mb(srv.process.pid)
+        line = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+        answer = b""
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            try:
+                for _ in range(64 * 1024):
+                    sock.sendall(line)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            with contextlib.suppress(ConnectionResetError):  # the answer may be lost to it
+                answer = sock.recv(4096)
+        grew = _rss_mb(srv.process.pid) - before
+        assert srv.alive()
+        assert httpx.get(f"{srv.url}/healthz", timeout=10).status_code == 200
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert grew < 20, f"the server grew by {grew:.0f} MB"
 
 
 def test_repeated_log_lines_are_summarised():
