@@ -151,11 +151,14 @@ def _peak_rss_mb(args: list[str]) -> tuple[subprocess.CompletedProcess, float]:
 def test_more_images_than_the_memory_budget_train_in_bounded_memory(tmp_path):
     """6,000 images whose decoded pixels (96 px short side) need ~220 MB against a 20 MB
     budget: the run streams from shards, and its peak memory stays below what the decoded
-    images alone would take on top of a small run's peak."""
+    images alone would take on top of a small run's peak. A small CNN from scratch, not the
+    pretrained backbone: the same streaming path in half the time (peaks measured: small
+    run 1,321 MB, streamed 1,311 MB, the same 6,000 held in memory 1,548 MB)."""
     small, large = tmp_path / "small", tmp_path / "large"
     _write_images(small, 400)
     _write_images(large, 6000)
-    flags = ["--image-size", "84", "--epochs", "1", "--batch-size", "64", "--no-head", "-q"]
+    flags = ["--image-size", "84", "--epochs", "1", "--batch-size", "64", "-q"]
+    flags += ["--model", "cnn-scratch"]
     budget = ["--cache-memory", "20MB"]
     base, base_peak = _peak_rss_mb(["train", str(small), "--out", str(tmp_path / "a"), *flags])
     assert base.returncode == 0, base.stderr
@@ -166,8 +169,7 @@ def test_more_images_than_the_memory_budget_train_in_bounded_memory(tmp_path):
 
     decoded_mb = decoded_bytes(6000, 96) / 1e6
     assert peak < base_peak + decoded_mb / 2, (peak, base_peak, decoded_mb)
-    # it learned: one epoch from a random head measured anywhere from 0.67 to 0.91 over five
-    # runs of the same code, while chance is 0.5 give or take 0.017 on 900 test images
+    # it learned (1.0 measured; chance is 0.5 give or take 0.017 on 900 test images)
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["accuracy"] > 0.6
 
 
