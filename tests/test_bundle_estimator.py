@@ -219,8 +219,52 @@ def test_every_saved_estimator_passes(originals, learner, k):
     assert probs.shape == (5, k) and torch.allclose(probs.sum(1), torch.ones(5))
 
 
-def test_svm_with_its_own_probabilities_passes(tmp_path):
-    """The fallback when validation is too small: SVC(probability=True)."""
+@pytest.mark.parametrize("val_rows", [slice(40, 43), slice(40, 40)], ids=["one-each", "none"])
+def test_an_svm_with_too_few_validation_images_learns_its_temperature_out_of_fold(
+    tmp_path, val_rows
+):
+    """Three validation images of three classes cannot calibrate: the temperature comes from
+    the training split's out-of-fold scores, one SVM is kept, and the bundle loads."""
+    import warnings
+
+    from sklearn.frozen import FrozenEstimator
+
+    from imgrec.train.classic import _with_probabilities, candidates
+
+    x, y = _features(3)
+    _, svm = next(candidates("svm", balanced=False, seed=0))
+    svm.fit(x[:40], y[:40])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated road (SVC(probability=True))
+        calibrated = _with_probabilities(svm, (x[:40], y[:40]), (x[val_rows], y[val_rows]))
+    (fold,) = calibrated.calibrated_classifiers_
+    assert not isinstance(fold.estimator, FrozenEstimator)  # refitted on all 40
+    assert calibrated.method == "temperature"
+    probs = calibrated.predict_proba(x[40:])
+    assert np.allclose(probs.sum(1), 1) and 0.2 < probs.max(1).mean() < 0.9
+    load_model(_save(tmp_path / "svm.imgrec", "svm", 3, estimator=calibrated))
+
+
+def test_an_svm_with_one_training_image_of_a_class_uses_both_splits():
+    from sklearn.frozen import FrozenEstimator
+
+    from imgrec.train.classic import _with_probabilities, candidates
+
+    x, y = _features(2, n=8)
+    train = (x[[0, 1, 3, 5]], y[[0, 1, 3, 5]])  # class 0 once
+    val = (x[[2, 4]], y[[2, 4]])  # class 0 once
+    _, svm = next(candidates("svm", balanced=False, seed=0))
+    calibrated = _with_probabilities(svm.fit(*train), train, val)
+    (fold,) = calibrated.calibrated_classifiers_
+    assert isinstance(fold.estimator, FrozenEstimator)
+    assert np.allclose(calibrated.predict_proba(x).sum(1), 1)
+    with pytest.raises(ImgrecError, match="two images of every class"):
+        _with_probabilities(svm, (x[[0, 1, 3]], y[[0, 1, 3]]), (x[[5]], y[[5]]))
+
+
+@pytest.mark.filterwarnings("ignore:The `probability` parameter was deprecated:FutureWarning")
+def test_an_svm_with_its_own_probabilities_from_older_models_still_loads(tmp_path):
+    """Models saved by earlier versions, whose fallback was SVC(probability=True)."""
     from sklearn.svm import SVC
 
     x, y = _features(3)
@@ -245,8 +289,17 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(originals, tmp_path):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for i in range(3):
-            archive.writestr(f"{i}.npy", b"\0" * (1 << 30))  # 3 GB unpacked, 3 MB packed
-    state["estimator"] = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+            archive.writestr(f"{i}.npy", b"\0" * 4096)
+    # Each entry's directory record then says 1 GB unpacked (3 GB in all), as a bomb's does;
+    # the check reads only the directory, so the bytes need not be a real 3 GB of zeros
+    # (compressing them took this test 10 s). Python's zipfile never inflates an entry past
+    # its declared size, so the declared sizes are what bound a load.
+    packed = bytearray(buffer.getvalue())
+    at = packed.find(b"PK\x01\x02")
+    while at != -1:  # central directory records: the uncompressed size is at offset 24
+        packed[at + 24 : at + 28] = (1 << 30).to_bytes(4, "little")
+        at = packed.find(b"PK\x01\x02", at + 4)
+    state["estimator"] = torch.frombuffer(packed, dtype=torch.uint8)
     save_bundle(tmp_path / "bomb.imgrec", state, metadata)
     with pytest.raises(ImgrecError, match="would unpack to 3,221,225,472 bytes"):
         load_model(tmp_path / "bomb.imgrec")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from imgrec.errors import ImgrecError
 from imgrec.models.classic import ClassicNetwork, EmbedFeatures
 from imgrec.models.families import get_family
 from imgrec.train.features import backbone_features, job_features, module_features
@@ -132,23 +133,47 @@ def candidates(learner: str, balanced: bool, seed: int) -> Iterator[Candidate]:
 
 
 def _with_probabilities(estimator, train: tuple, val: tuple):
-    """An SVM has scores, not probabilities: scale them by one temperature fitted on the
-    validation split. That keeps the SVM's ranking (its accuracy) and costs a fifth of SVC's
-    internal 5-fold probability fit; too few validation images per class fall back to it."""
+    """An SVM has scores, not probabilities: scale them by one temperature fitted on
+    held-out scores. That keeps the SVM's ranking (its accuracy). The validation split's
+    scores when it has two images of every class (a fifth of the cost of SVC's own 5-fold
+    probability fit, which scikit-learn 1.11 removes); else the training split's
+    out-of-fold scores (SVMs fitted on the other folds, then one on all of it), as SVC's own
+    fit did; else, with a class down to one training image, both splits' scores."""
     if hasattr(estimator, "predict_proba") and not _is_svm(estimator):
         return estimator
     from sklearn.base import clone
-    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
 
-    val_x, val_y = val
-    counts = np.bincount(val_y, minlength=len(estimator.classes_))[estimator.classes_]
-    if len(np.unique(val_y)) != len(estimator.classes_) or counts.min() < 2:
-        return clone(estimator).set_params(probability=True).fit(*train)
+    classes = estimator.classes_
+    if (fewest := _fewest(val[1], classes)) >= 2:
+        return _temperature(FrozenEstimator(estimator), *val, fewest)
+    if (fewest := _fewest(train[1], classes)) >= 2:
+        return _temperature(clone(estimator), *train, fewest)
+    both_x, both_y = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
+    fewest = _fewest(both_y, classes)
+    if fewest < 2:
+        raise ImgrecError(
+            "an SVM needs two images of every class in the training and validation splits "
+            "together to learn its probabilities; add images to the smallest class."
+        )
+    return _temperature(FrozenEstimator(estimator), both_x, both_y, fewest)
+
+
+def _fewest(labels: np.ndarray, classes: np.ndarray) -> int:
+    """How many images the rarest of `classes` has among `labels` (0 when one is absent)."""
+    return int(np.bincount(labels, minlength=int(classes.max()) + 1)[classes].min())
+
+
+def _temperature(estimator, x: np.ndarray, y: np.ndarray, fewest: int):
+    """`estimator` with one temperature over its scores, fitted on `x`; a frozen estimator
+    is scored as it is, another is refitted on each of up to five folds for out-of-fold
+    scores and then once on all of `x` (ensemble=False: one SVM is saved, not five)."""
+    from sklearn.calibration import CalibratedClassifierCV
+
     calibrated = CalibratedClassifierCV(
-        FrozenEstimator(estimator), method="temperature", cv=int(min(5, counts.min()))
+        estimator, method="temperature", cv=min(5, fewest), ensemble=False
     )
-    return calibrated.fit(val_x, val_y)
+    return calibrated.fit(x, y)
 
 
 def _is_svm(estimator) -> bool:
