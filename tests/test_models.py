@@ -123,3 +123,21 @@ def test_onnx_features_match_pytorch_for_any_batch(n):
     got = engine(images)
     assert got.shape == expected.shape == (n, 1280)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_features_all_in_the_store_need_no_export(monkeypatch):
+    """A run whose every image's features are stored computes nothing, so it must not pay
+    the feature graph's export (about a second) either."""
+    import imgrec.train.features as features
+    from imgrec.data.preprocess import Preprocessing
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported the feature graph for no image")
+
+    monkeypatch.setattr(features, "onnx_feature_extractor", no_export)
+    spec = get_spec("efficientnet_lite0")
+    model = create_model(spec, num_classes=2)
+    prep = Preprocessing(spec.input_size, spec.mean, spec.std, spec.resize_size)
+    stored = features.backbone_features(model, spec.name, "none", prep, progress=False)
+    with stored:
+        assert stored.compute(None, [], "features (train)").shape == (0, 1280)

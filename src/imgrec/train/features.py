@@ -121,11 +121,14 @@ def backbone_features(
     engine: list = []  # exported on first need (~1 s): fully cached lookups skip it
 
     def compute(cache: DecodedCache, indices: list[int], name: str) -> torch.Tensor:
+        if not indices:  # every image's features were in the store
+            return torch.empty(0, width)
         if not engine:
             engine.append(onnx_feature_extractor(model, preprocessing.input_size))
         images = [cache[i] for i in indices]
         return extract_features(model, images, transform, 32, name, progress, engine[0])
 
+    width = num_features(model)
     key = None
     if weights == "imagenet":
         try:
@@ -140,7 +143,7 @@ def backbone_features(
             key = embedding_key(spec, weights)
         except Exception as exc:  # noqa: BLE001 - an unkeyable model is computed, not stored
             log.warning("not caching features (%s); computing them all.", exc)
-    return StoredFeatures(key, num_features(model), compute)
+    return StoredFeatures(key, width, compute)
 
 
 def _backbone_spec(model_name: str):
