@@ -166,7 +166,9 @@ def _exactly_once(out: Path, photos: Path) -> None:
     assert all(r["error"] is None and r["label"] in ("ants", "bees") for r in rows)
 
 
-def test_a_job_runs_on_both_nodes(cluster, model, photos, tmp_path):
+def test_a_job_runs_on_both_nodes_and_survives_losing_the_worker(cluster, model, photos, tmp_path):
+    """One cluster, two jobs: the first lands on both nodes; during the second the worker
+    node's raylet is killed, and every input is still answered exactly once."""
     out = tmp_path / "preds"
     job = cluster.predict(model, photos, out)
     assert job.wait(timeout=300) == 0, (tmp_path / "predict-preds.log").read_text()[-3000:]
@@ -174,10 +176,6 @@ def test_a_job_runs_on_both_nodes(cluster, model, photos, tmp_path):
     nodes = {n["id"] for n in cluster.nodes()}
     assert cluster.task_nodes() == nodes  # both nodes ran part of the job
 
-
-def test_losing_the_worker_node_mid_job_still_answers_every_file_once(
-    cluster, model, photos, tmp_path
-):
     out = tmp_path / "lost"
     job = cluster.predict(model, photos, out, "--part-size", "32")
     deadline = time.monotonic() + 180

@@ -7,6 +7,7 @@ must be on a cluster for --resume.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -47,26 +48,14 @@ def _wait(procs, logs, timeout: float = 300) -> list[int]:
             log.close()
 
 
-def test_two_nodes_train_one_model(two_hosts, tmp_path):
-    run = tmp_path / "run"
-    procs, logs = _both(two_hosts, tmp_path, "train", SAMPLE, "--out", run, "--epochs", "1")
-    codes = _wait(procs, logs)
-    texts = [(tmp_path / f"train-node{n}.log").read_text() for n in (0, 1)]
-    assert codes == [0, 0], texts
-    assert "done test accuracy" in texts[0] and "done" not in texts[1]
-    finetune = __import__("json").loads((run / "metrics.json").read_text())["phases"]["finetune"]
-    assert len(finetune["batches_per_process"]) == 2  # one process on each host
-    assert len(set(finetune["batches_per_process"])) == 1
-    loaded = run_imgrec("predict", run / "model.imgrec", SAMPLE / "val" / "bees", "-q")
-    assert loaded.returncode == 0, loaded.stderr
-
-
 def test_a_node_killed_mid_epoch_stops_the_other_and_the_run_resumes(two_hosts, tmp_path):
+    """Two nodes train one model; one dies mid-epoch, the other stops and says how to go on,
+    and the resumed run on both nodes finishes the same run folder."""
     run = tmp_path / "run"
     history = run / "checkpoints" / "history.csv"
     procs, logs = _both(
-        two_hosts, tmp_path, "first", SAMPLE, "--out", run, "--epochs", "4", "--patience", "4"
-    )
+        two_hosts, tmp_path, "first", SAMPLE, "--out", run, "--epochs", "2", "--patience", "2"
+    )  # killed in epoch 2 (an epoch takes seconds here), which the resumed run then trains
     deadline = time.monotonic() + 240
     while not (history.exists() and "finetune" in history.read_text()):
         assert time.monotonic() < deadline, "no fine-tuning epoch finished in 4 minutes"
@@ -92,4 +81,11 @@ def test_a_node_killed_mid_epoch_stops_the_other_and_the_run_resumes(two_hosts, 
     finetune = epochs_by_phase(history)["finetune"]
     assert finetune[: len(done_before)] == done_before  # kept, not repeated
     assert finetune == list(range(1, len(finetune) + 1)) and len(finetune) > len(done_before)
-    assert (run / "model.imgrec").is_file()
+
+    # one model for both nodes: node 0 reports, each node ran its half of every epoch
+    assert "done test accuracy" in texts[0] and "done" not in texts[1]
+    phases = json.loads((run / "metrics.json").read_text())["phases"]
+    batches = phases["finetune"]["batches_per_process"]
+    assert len(batches) == 2 and len(set(batches)) == 1  # one process on each host
+    loaded = run_imgrec("predict", run / "model.imgrec", SAMPLE / "val" / "bees", "-q")
+    assert loaded.returncode == 0, loaded.stderr
