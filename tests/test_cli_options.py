@@ -237,11 +237,12 @@ def test_old_option_names_are_hidden_but_still_work(tmp_path):
     assert "--output" not in wide_help("predict") and "--out" in wide_help("predict")
     assert "--ratios" not in wide_help("split") and "--split" in wide_help("split")
 
-    # --output still reaches the command (which then finds no model): exit 1, not 2
+    # --output still reaches the command (which then finds no model in the file): exit 1, not 2
+    (tmp_path / "m.imgrec").write_text("not a model")
     old = run_imgrec("predict", tmp_path / "m.imgrec", "a.jpg", "--output", tmp_path / "p.csv")
     assert old.returncode == 1, old.stderr
     assert squash("--output is now called --out") in squash(old.stderr)
-    both = run_imgrec("predict", "m.imgrec", "a.jpg", "-o", "a.csv", "--output", "b.csv")
+    both = run_imgrec("predict", tmp_path / "m.imgrec", "a.jpg", "-o", "a.csv", "--output", "b.csv")
     assert_usage_error(both, "--out")
 
     data = make_class_dataset(tmp_path / "data", n=2)

@@ -226,6 +226,7 @@ def test_predict_csv_rows_on_a_terminal_show_controls_visibly():
 
 def test_a_usage_error_quoting_the_input_shows_it_literally(tmp_path):
     since = "[/x]\x1b[2J"
+    (tmp_path / "m.imgrec").write_text("not a model")  # the --since refusal comes first
     result = _run_wide("drift", tmp_path / "m.imgrec", "--current", "x", "--since", since)
     assert result.returncode == 2, result.stderr
     assert "\x1b" not in result.stderr and printable(since) in result.stderr

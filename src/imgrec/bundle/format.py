@@ -100,12 +100,18 @@ def _not_ours(path: Path, why: str) -> BundleError:
     return BundleError(f"{path} is not an imgrec model file ({why}).")
 
 
-def _read_header(path: Path) -> dict[str, Any]:
-    """Parse and sanity-check the safetensors header, reading no tensor data."""
+def check_model_path(path: Path) -> None:
+    """BundleError unless a file is at `path`. The CLI calls it while it reads its
+    arguments, so a mistyped model path is said at once, not after seconds of imports."""
     if not path.exists():
         raise BundleError(f"no model file at {path}.")
     if path.is_dir():
         raise BundleError(f"{path} is a folder; pass the path of a model file (model.imgrec).")
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse and sanity-check the safetensors header, reading no tensor data."""
+    check_model_path(path)
     try:
         size = path.stat().st_size
         with path.open("rb") as f:

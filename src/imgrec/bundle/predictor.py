@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imgrec.bundle.format import read_metadata
+from imgrec.bundle.format import check_model_path, read_metadata
 from imgrec.data.preprocess import Preprocessing
 from imgrec.errors import ImgrecError
 from imgrec.infer.engine import onnx_available
@@ -78,8 +78,7 @@ def _exported_file(path: Path, engine: str, batch_size: int) -> BatchPredictor:
 
     if engine == "torch":
         raise ImgrecError(f"{path} is an ONNX file; --engine torch needs a .imgrec model.")
-    if not path.is_file():
-        raise ImgrecError(f"no such model file: {path}")
+    check_model_path(path)
     classes, preprocessing, onnx_engine = read_onnx_file(path, (batch_size,))
     return BatchPredictor(classes, preprocessing, onnx_engine, batch_size, source=str(path))
 

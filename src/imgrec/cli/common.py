@@ -140,6 +140,29 @@ def _number(v: float) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def existing_data(value: Any) -> Any:
+    """A Typer callback for a DATA argument: a local path with nothing there ends here with
+    the loader's own sentence (exit 1), before the command imports torch and the rest
+    (seconds). URLs (s3://...) and None (not given) pass; the command checks them."""
+    from imgrec.data.remote import is_url
+
+    if value is not None and not is_url(value):
+        from imgrec.data.dataset import existing_dataset_path
+
+        existing_dataset_path(value)
+    return value
+
+
+def existing_model(value: Any) -> Any:
+    """A Typer callback for a MODEL_FILE argument: no file there ends here with the model
+    loader's own sentence (exit 1), before the command's heavy imports."""
+    if value is not None:
+        from imgrec.bundle.format import check_model_path
+
+        check_model_path(Path(value))
+    return value
+
+
 def in_range(
     low: float | None = None,
     high: float | None = None,

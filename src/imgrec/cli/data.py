@@ -19,6 +19,7 @@ from imgrec.cli.common import (
     SplitRatios,
     check_ratios,
     err,
+    existing_data,
     in_range,
     out,
     parse_ratios,
@@ -40,7 +41,10 @@ commands = typer.Typer()
 )
 def augment_preview(
     data: Annotated[
-        Path, typer.Argument(help="Folder per class, train/val/test folders, or a CSV.")
+        Path,
+        typer.Argument(
+            callback=existing_data, help="Folder per class, train/val/test folders, or a CSV."
+        ),
     ],
     augment: Annotated[
         str,
@@ -77,7 +81,10 @@ def augment_preview(
 def audit(
     data: Annotated[
         Path,
-        typer.Argument(help="Folder per class, train/val/test folders, a CSV, or a shards folder."),
+        typer.Argument(
+            callback=existing_data,
+            help="Folder per class, train/val/test folders, a CSV, or a shards folder.",
+        ),
     ],
     out_dir: Annotated[
         Path | None,
@@ -146,7 +153,10 @@ def _audit_here(data: Path, embeddings: bool, model: str, quiet: bool):
 @commands.command("split", epilog="Example: imgrec split photos/ --split 80/10/10 --out split.csv")
 def split_command(
     data: Annotated[
-        Path, typer.Argument(help="Folder per class, a CSV path,label, or a shards folder.")
+        Path,
+        typer.Argument(
+            callback=existing_data, help="Folder per class, a CSV path,label, or a shards folder."
+        ),
     ],
     split: SplitRatios = "70/15/15",
     ratios: Annotated[

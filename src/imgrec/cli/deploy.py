@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from imgrec.cli.common import EngineChoice, in_range, out, say, with_default
+from imgrec.cli.common import EngineChoice, existing_model, in_range, out, say, with_default
 from imgrec.errors import ImgrecError
 
 commands = typer.Typer()
@@ -23,7 +23,9 @@ EXPORT_FORMATS = ("onnx", "torchscript")
     "--api-key-env IMGREC_KEY   (then open http://127.0.0.1:8000/ or /docs)"
 )
 def serve(
-    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    model_file: Annotated[
+        Path, typer.Argument(callback=existing_model, help="A model.imgrec file.")
+    ],
     host: Annotated[
         str, typer.Option(help="Address to listen on; keep 127.0.0.1 behind a reverse proxy.")
     ] = "127.0.0.1",
@@ -125,8 +127,8 @@ def serve(
     import os
 
     from imgrec.infer.predict import check_min_confidence
-    from imgrec.serve import ServeSettings, create_app
-    from imgrec.serve.server import run_server
+    from imgrec.serve.server import listen, run_server
+    from imgrec.serve.settings import ServeSettings
 
     check_min_confidence(min_confidence)
     api_key = None
@@ -150,7 +152,16 @@ def serve(
         timeout_keep_alive_s=timeout_keep_alive,
         backlog=backlog,
     )
-    web_app = create_app(model_file, settings)
+    # the port first: a wrong --host or a port in use is said at once, not after the model
+    # and its engine load (seconds)
+    sock = listen(host, port, backlog)
+    try:
+        from imgrec.serve import create_app
+
+        web_app = create_app(model_file, settings)
+    except BaseException:
+        sock.close()
+        raise
     banner = [f"serving {model_file} on http://{host}:{port}/  (API docs at /docs)"]
     if log is not None:
         kept = f"; image copies in {store_images}" if store_images else ""
@@ -162,6 +173,7 @@ def serve(
         settings,
         banner,
         say=lambda text: say(text, console=out),
+        sock=sock,
     )
 
 
@@ -171,7 +183,9 @@ def serve(
     "--calibration photos/val",
 )
 def export_command(
-    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    model_file: Annotated[
+        Path, typer.Argument(callback=existing_model, help="A model.imgrec file.")
+    ],
     fmt: Annotated[
         str,
         typer.Option(

@@ -24,6 +24,8 @@ from imgrec.cli.common import (
     Quiet,
     batch_size_option,
     err,
+    existing_data,
+    existing_model,
     in_range,
     out,
     renamed,
@@ -76,8 +78,13 @@ class CalibrationSplit(StrEnum):
     "per group: imgrec evaluate runs/train/model.imgrec photos.csv --group-by camera,site"
 )
 def evaluate(
-    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
-    data: Annotated[Path, typer.Argument(help="Labelled images: folder per class or CSV.")],
+    model_file: Annotated[
+        Path, typer.Argument(callback=existing_model, help="A model.imgrec file.")
+    ],
+    data: Annotated[
+        Path,
+        typer.Argument(callback=existing_data, help="Labelled images: folder per class or CSV."),
+    ],
     out_dir: Annotated[
         Path | None,
         typer.Option(
@@ -165,7 +172,11 @@ def _print_groups(groups: dict) -> None:
 def predict(
     ctx: typer.Context,
     model_file: Annotated[
-        Path, typer.Argument(help="A model.imgrec file, or an .onnx file from `imgrec export`.")
+        Path,
+        typer.Argument(
+            callback=existing_model,
+            help="A model.imgrec file, or an .onnx file from `imgrec export`.",
+        ),
     ],
     inputs: Annotated[
         list[str],
@@ -299,7 +310,9 @@ def predict(
     "Ray cluster: imgrec embed runs/train/model.imgrec s3://bucket/photos/ --on ray --out emb/"
 )
 def embed(
-    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    model_file: Annotated[
+        Path, typer.Argument(callback=existing_model, help="A model.imgrec file.")
+    ],
     inputs: Annotated[
         list[str],
         typer.Argument(
@@ -515,7 +528,9 @@ def _write_predictions(predictions, skipped, fmt: Format, stream, min_confidence
 
 @commands.command(epilog="Example: imgrec info runs/train/model.imgrec --json")
 def info(
-    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    model_file: Annotated[
+        Path, typer.Argument(callback=existing_model, help="A model.imgrec file.")
+    ],
     as_json: Annotated[
         bool, typer.Option("--json", help=with_default("Print all metadata as JSON.", "off"))
     ] = False,
@@ -685,12 +700,15 @@ def _print_offline_facts(names: list[str]) -> None:
     "--out runs/train/model.calibrated.imgrec"
 )
 def calibrate(
-    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    model_file: Annotated[
+        Path, typer.Argument(callback=existing_model, help="A model.imgrec file.")
+    ],
     data: Annotated[
         Path,
         typer.Argument(
+            callback=existing_data,
             help="Labelled images the model did NOT train on: a dataset with splits (its "
-            "--split part is used), or a folder per class / CSV used whole."
+            "--split part is used), or a folder per class / CSV used whole.",
         ),
     ],
     out_file: Annotated[

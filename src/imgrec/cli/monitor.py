@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from imgrec.cli.common import EngineChoice, Quiet, err, in_range, out, say, shown, with_default
+from imgrec.cli.common import (
+    EngineChoice,
+    Quiet,
+    err,
+    existing_model,
+    in_range,
+    out,
+    say,
+    shown,
+    with_default,
+)
 from imgrec.errors import ImgrecError
 from imgrec.text import printable
 
@@ -26,7 +36,9 @@ def _check_permutations(n: int) -> int:
     "2026-11-01 --out runs/drift   (exit code 3 on drift)"
 )
 def drift(
-    model_file: Annotated[Path, typer.Argument(help="A model.imgrec file.")],
+    model_file: Annotated[
+        Path, typer.Argument(callback=existing_model, help="A model.imgrec file.")
+    ],
     current: Annotated[
         str,
         typer.Option(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from imgrec.cli.common import Quiet, err, in_range, out, say, shown, with_default
+from imgrec.cli.common import Quiet, err, existing_data, in_range, out, say, shown, with_default
 from imgrec.data.cache_policy import DEFAULT_SHARD_SIZE
 
 commands = typer.Typer()
@@ -22,8 +22,9 @@ def shards(
     data: Annotated[
         str,
         typer.Argument(
+            callback=existing_data,
             help="Folder per class, train/val/test folders, or a CSV; or the same in object "
-            "storage (s3://bucket/photos/, credentials from the environment)."
+            "storage (s3://bucket/photos/, credentials from the environment).",
         ),
     ],
     out_dir: Annotated[

@@ -24,6 +24,7 @@ from imgrec.cli.common import (
     Weights,
     check_lr,
     err,
+    existing_data,
     in_range,
     out,
     parse_lr,
@@ -60,8 +61,9 @@ def train(
     data: Annotated[
         str | None,
         typer.Argument(
+            callback=existing_data,
             help="Folder per class, folder with train/val/test folders, CSV path,label[,split], "
-            "a shards folder (imgrec shards), or the same in object storage (s3://bucket/photos/)."
+            "a shards folder (imgrec shards), or the same in object storage (s3://bucket/photos/).",
         ),
     ] = None,
     out_dir: Annotated[
@@ -475,7 +477,12 @@ def _leaderboard() -> str:
 
 @commands.command(epilog="Example: imgrec compare photos/ --budget 20m --out runs/compare")
 def compare(
-    data: Annotated[Path, typer.Argument(help="Labelled photos: class folders, splits or CSV.")],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            callback=existing_data, help="Labelled photos: class folders, splits or CSV."
+        ),
+    ],
     budget: Annotated[
         str,
         typer.Option(
@@ -511,9 +518,10 @@ def compare(
     from imgrec.bundle.run_folder import next_run_folder
     from imgrec.config import parse_duration
     from imgrec.models.families import LEADERBOARD
+
+    seconds = parse_duration(budget)  # a wrong budget ends here, before the heavy imports
     from imgrec.runs.compare import compare as run_compare
 
-    seconds = parse_duration(budget)
     names = [n.strip() for n in models.split(",") if n.strip()] if models else list(LEADERBOARD)
     folder = out_dir or next_run_folder(name="compare")
     board = run_compare(
@@ -555,7 +563,10 @@ def compare(
 @commands.command(epilog="Example: imgrec tune photos/ --trials 20 --budget 30m --out runs/tune")
 def tune(
     data: Annotated[
-        Path | None, typer.Argument(help="Labelled photos (optional when continuing --out).")
+        Path | None,
+        typer.Argument(
+            callback=existing_data, help="Labelled photos (optional when continuing --out)."
+        ),
     ] = None,
     trials: Annotated[
         int, typer.Option(help="Trials in all, counting earlier ones.", callback=in_range(1))
@@ -624,13 +635,15 @@ def tune(
 
 def _run_tune(data, out_dir, trials, budget, storage, models, epochs, split, seed, quiet):
     from imgrec.config import parse_duration
+
+    seconds = parse_duration(budget) if budget else None  # before the heavy imports
     from imgrec.runs.tune import tune as run_tune
 
     return run_tune(
         data,
         out_dir,
         trials=trials,
-        budget=parse_duration(budget) if budget else None,
+        budget=seconds,
         storage=storage,
         backbones=[m.strip() for m in models.split(",") if m.strip()],
         epochs=epochs,
@@ -643,7 +656,7 @@ def _run_tune(data, out_dir, trials, budget, storage, models, epochs, split, see
 
 @commands.command("lr-find", epilog="Example: imgrec lr-find photos/ --out lr_find.png")
 def lr_find(
-    data: Annotated[Path, typer.Argument(help="Labelled photos.")],
+    data: Annotated[Path, typer.Argument(callback=existing_data, help="Labelled photos.")],
     model: Annotated[str, typer.Option(help="Backbone or deep family.")] = "efficientnet_lite0",
     out_file: Annotated[Path, typer.Option("--out", help="Plot to write.")] = Path("lr_find.png"),
     batch_size: Annotated[
@@ -659,6 +672,9 @@ def lr_find(
 
     Use the suggestion with `imgrec train --lr VALUE`, or let `--lr auto` run the test.
     """
+    from imgrec.models.families import require_learning_rate
+
+    require_learning_rate(model)  # said before the training stack is imported (seconds)
     from imgrec.api import ImageClassifier, load_dataset
     from imgrec.runs.train import split_data
     from imgrec.train.lr_find import find_lr, plot_lr

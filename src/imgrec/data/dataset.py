@@ -256,11 +256,19 @@ class Dataset:
             )
 
 
-def load_dataset(source: str | Path, *, max_pixels: int = MAX_PIXELS) -> Dataset:
-    """Load a class-folder tree, a train/val/test tree, or a path,label[,split] CSV."""
+def existing_dataset_path(source: str | Path) -> Path:
+    """`source` as an absolute path; ImgrecError when nothing is there. The CLI calls it
+    while it reads its arguments, so a mistyped folder is said at once, not after seconds
+    of imports."""
     path = Path(os.path.abspath(Path(source).expanduser()))
     if not path.exists():
         raise ImgrecError(f"The dataset path {path} does not exist.")
+    return path
+
+
+def load_dataset(source: str | Path, *, max_pixels: int = MAX_PIXELS) -> Dataset:
+    """Load a class-folder tree, a train/val/test tree, or a path,label[,split] CSV."""
+    path = existing_dataset_path(source)
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise ImgrecError(

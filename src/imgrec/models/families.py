@@ -212,6 +212,13 @@ def get_family(name: str) -> Family:
     return Family(name=name, kind="transfer", summary=f"transfer learning from {name}")
 
 
+def require_learning_rate(name: str) -> None:
+    """ImgrecError for a family that fits without a learning rate (the classic learners),
+    which the learning-rate range test cannot run on."""
+    if not get_family(name).traits.backprop:
+        raise ImgrecError(f"{name} has no learning rate to find; it fits in seconds.")
+
+
 def families() -> list[Family]:
     """Every named family: the leaderboard's first, in its order, then the other combinations."""
     first = [_FAMILIES[n] for n in LEADERBOARD if n in _FAMILIES]

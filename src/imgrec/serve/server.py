@@ -51,12 +51,15 @@ def run_server(
     settings: ServeSettings,
     banner: list[str],
     say: Callable[[str], None] = print,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve `app` on host:port until Ctrl-C or SIGTERM; ImgrecError if it cannot start.
+    `sock`: the port, when the caller took it (`listen`) before the slow part of its start.
 
     `banner` is said once the port is ours, so a port in use prints only the error.
     """
-    sock = listen(host, port, settings.backlog)
+    if sock is None:
+        sock = listen(host, port, settings.backlog)
     for line in banner:
         say(line)
     max_connections = connection_cap(settings.max_connections, say)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from imgrec.errors import ImgrecError
-from imgrec.models.families import get_family
+from imgrec.models.families import require_learning_rate
 
 
 @dataclass
@@ -47,8 +47,7 @@ def find_lr(
     from imgrec.train.module import FineTuneModule
 
     config = classifier.config
-    if not get_family(config.model).traits.backprop:
-        raise ImgrecError(f"{config.model} has no learning rate to find; it fits in seconds.")
+    require_learning_rate(config.model)
     from_scratch = config.weights == "none"
     model = _start_network(classifier, train, val, decoded, progress)
     cache = decoded.subset(train.paths) if decoded is not None else None
