@@ -16,9 +16,9 @@ torch is imported and the graph exported). Each side has its own cache folder. W
 file, a head-only model is trained on the bundled sample first (about a minute).
 
 `--mistakes` times the commands a person gets wrong instead (a missing folder or model file, a
-budget that is not a duration, a port in use, lr-find on a classic family): how long until the
-one-sentence error, against `--baseline-commit` (e.g. b793bdf, before those checks moved in
-front of the heavy imports):
+budget that is not a duration, a port in use, lr-find on a classic family, tune without DATA):
+how long until the one-sentence error, against `--baseline-commit` (e.g. b793bdf, before those
+checks moved in front of the heavy imports):
 
     python benchmarks/startup.py --mistakes --baseline /tmp/before-b793bdf/src \
         --baseline-commit b793bdf
@@ -101,6 +101,7 @@ def mistakes(model: Path, port: int) -> dict[str, list[str]]:
         "predict-missing-model": ["predict", str(MISSING / "model.imgrec"), str(IMAGE)],
         "compare-bad-budget": ["compare", str(SAMPLE), "--budget", "soon"],
         "lr-find-classic-family": ["lr-find", str(SAMPLE), "--model", "svm-hog"],
+        "tune-no-data": ["tune", "--out", str(Path(tempfile.mkdtemp()) / "search")],
         "serve-port-in-use": ["serve", str(model), "--port", str(port)],
     }
 

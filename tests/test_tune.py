@@ -146,6 +146,8 @@ def test_cli_tune_and_lr_find_errors(tmp_path):
     data = make_split_dataset(tmp_path / "data", n_train=4, n_val=2)
     assert_user_error(run_imgrec("lr-find", data, "--model", "svm-hog"), "no learning rate")
     assert_user_error(run_imgrec("tune", "--out", tmp_path / "empty"), "DATA")
+    not_tunable = run_imgrec("tune", data, "--models", "svm-hog", "--out", tmp_path / "t")
+    assert_user_error(not_tunable, "transfer-learning")
 
 
 def test_ctrl_c_is_remembered_even_where_python_drops_the_exception(capsys):

@@ -635,19 +635,25 @@ def tune(
 
 def _run_tune(data, out_dir, trials, budget, storage, models, epochs, split, seed, quiet):
     from imgrec.config import parse_duration
+    from imgrec.runs.tune_settings import require_tunable, search_source
 
-    seconds = parse_duration(budget) if budget else None  # before the heavy imports
+    # the mistakes a person makes are said before the heavy imports
+    seconds = parse_duration(budget) if budget else None
+    ratios = parse_ratios(split)
+    backbones = [m.strip() for m in models.split(",") if m.strip()]
+    require_tunable(backbones)
+    source = search_source(out_dir, data)
     from imgrec.runs.tune import tune as run_tune
 
     return run_tune(
-        data,
+        source,
         out_dir,
         trials=trials,
         budget=seconds,
         storage=storage,
-        backbones=[m.strip() for m in models.split(",") if m.strip()],
+        backbones=backbones,
         epochs=epochs,
-        ratios=parse_ratios(split),
+        ratios=ratios,
         seed=seed,
         progress=not quiet,
         say=say,

@@ -9,7 +9,6 @@ interruption loses at most the running trial.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -27,10 +26,11 @@ from imgrec.data.preprocess import Preprocessing
 from imgrec.data.split import write_split_file
 from imgrec.errors import ImgrecError
 from imgrec.models.efficientnet_lite import VARIANTS
-from imgrec.models.families import get_family, train_config
+from imgrec.models.families import train_config
 from imgrec.runs.compare import decoded_for
 from imgrec.runs.finish import finish_run
 from imgrec.runs.train import quick_audit, split_data
+from imgrec.runs.tune_settings import require_tunable, search_source
 from imgrec.train.head import score
 from imgrec.train.state import TrainingInterrupted
 
@@ -111,12 +111,11 @@ def tune(
     import optuna
 
     started = time.perf_counter()
+    require_tunable(backbones)
     for name in backbones:
-        if not get_family(name).traits.tunable:
-            raise ImgrecError(f"tune searches transfer-learning backbones; '{name}' is not one.")
         ImageClassifier(name)  # unknown names fail now
     folder = Path(folder)
-    source = _search_source(folder, source)
+    source = search_source(folder, source)
     storage = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
     caches: dict[Preprocessing, DecodedCache] = {}
     train, val, test = _split(source, folder, ratios, seed, backbones[0], caches, progress)
@@ -141,21 +140,6 @@ def tune(
         study.optimize(objective, n_trials=todo, timeout=timeout, catch=(ImgrecError,))
     say(f"searched for {time.perf_counter() - started:.0f} s")
     return _finish(study, folder, train, val, test, caches, epochs, seed, progress, say)
-
-
-def _search_source(folder: Path, source: str | Path | None) -> str | Path:
-    """The data of the search in `folder` (tune.json): a search continues on its own data."""
-    folder.mkdir(parents=True, exist_ok=True)
-    settings_file = folder / "tune.json"
-    if settings_file.exists():
-        saved = json.loads(settings_file.read_text())
-        source = source or saved["source"]
-        if Path(source).resolve() != Path(saved["source"]):
-            raise ImgrecError(f"{folder} holds a search on {saved['source']}; use another --out.")
-    if source is None:
-        raise ImgrecError("give the DATA to tune on.")
-    settings_file.write_text(json.dumps({"source": str(Path(source).resolve())}, indent=2))
-    return source
 
 
 def _split(
