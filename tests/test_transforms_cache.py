@@ -148,3 +148,26 @@ def test_cache_memory_at_default_size(tmp_path):
     assert tuple(cache[0].shape) == (3, 256, 341)
     assert cache.nbytes < 270_000  # ~200-260 KB per image: 3000 images stay under 1 GB
     assert tuple(resize_for_cache(open_image(path), p).shape) == (3, 256, 341)
+
+
+def test_normalise_in_a_reused_buffer_gives_each_image_its_own_floats():
+    """normalise writes channel by channel into a buffer that a batch job reuses: every batch,
+    a short last one included, must give exactly the floats of its images one at a time,
+    computed as the definition says: (x / 255 - mean) / std in float32."""
+    import numpy as np
+
+    from imgrec.data.preprocess import normalise
+
+    p = Preprocessing(8, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), resize_size=9)
+    rng = np.random.default_rng(0)
+    buffer = np.empty((4, 3, 8, 8), np.float32)
+    for n in (4, 3, 1):
+        pixels = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+        got = normalise(pixels, p, out=buffer[:n])
+        scaled = pixels.astype(np.float32) * np.float32(1 / 255)
+        mean, std = np.asarray(p.mean, np.float32), np.asarray(p.std, np.float32)
+        expected = ((scaled - mean) / std).transpose(0, 3, 1, 2)
+        assert got.shape == (n, 3, 8, 8) and got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+        for i in range(n):
+            np.testing.assert_array_equal(normalise(pixels[i : i + 1], p)[0], got[i])

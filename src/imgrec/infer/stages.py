@@ -157,6 +157,8 @@ class GraphRunner:
         self.head = head
         self.preprocessing = preprocessing
         self.engine = OnnxEngine(graph, (batch_size,), threads=threads)
+        size = preprocessing.input_size
+        self._floats = np.empty((batch_size, 3, size, size), np.float32)  # reused every batch
 
     def __call__(self, batch: Batch) -> pa.Table:
         errors = [str(e) for e in batch["error"]]
@@ -164,7 +166,9 @@ class GraphRunner:
         n = len(errors)
         outputs: list[np.ndarray] = [np.zeros((0, 0), np.float32)]
         if ok.any():
-            images = normalise(np.asarray(batch["pixels"])[ok], self.preprocessing)
+            pixels = np.asarray(batch["pixels"])[ok]
+            buffer = self._floats[: len(pixels)] if len(pixels) <= len(self._floats) else None
+            images = normalise(pixels, self.preprocessing, out=buffer)
             outputs = self.engine.outputs(images, self.head.outputs)
         columns: dict[str, list | np.ndarray] = {
             "index": np.asarray(batch["index"], np.int64),
