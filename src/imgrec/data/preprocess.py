@@ -142,8 +142,8 @@ def normalise(pixels: np.ndarray, p: Preprocessing, out: np.ndarray | None = Non
     Written channel by channel into `out` (a float32 (N, 3, S, S) array, reused across
     batches by a caller that runs many) with no temporary arrays: a batch of 32 crops at
     256 px is 25 MB of floats, and each fresh array of that size is new memory that the
-    kernel zeroes page by page (in a Ray actor, where such arrays are not reused by the
-    allocator, the page faults took a tenth of the job's CPU)."""
+    kernel zeroes page by page (in Ray's inference actors that zeroing had 8-11% of their
+    perf samples; benchmarks/RESULTS.md, "Ray on 2026-12-05")."""
     n, size = len(pixels), pixels.shape[1]
     if out is None:
         out = np.empty((n, 3, size, size), np.float32)
