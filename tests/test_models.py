@@ -127,7 +127,10 @@ def test_onnx_features_match_pytorch_for_any_batch(n):
 
 def test_features_all_in_the_store_need_no_export(monkeypatch):
     """A run whose every image's features are stored computes nothing, so it must not pay
-    the feature graph's export (about a second) either."""
+    the feature graph's export (about a second) either. Here no image is left to compute
+    because there is none: the same path as all of them found in the store."""
+    from types import SimpleNamespace
+
     import imgrec.train.features as features
     from imgrec.data.preprocess import Preprocessing
 
@@ -140,4 +143,5 @@ def test_features_all_in_the_store_need_no_export(monkeypatch):
     prep = Preprocessing(spec.input_size, spec.mean, spec.std, spec.resize_size)
     stored = features.backbone_features(model, spec.name, "none", prep, progress=False)
     with stored:
-        assert stored.compute(None, [], "features (train)").shape == (0, 1280)
+        nothing_left = SimpleNamespace(valid_indices=[])
+        assert stored(nothing_left, "features (train)").shape == (0, 1280)

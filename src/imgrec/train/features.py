@@ -67,7 +67,9 @@ class StoredFeatures:
         found, hashes = self._lookup(cache, indices) if world.is_main else ({}, [])
         missing = broadcast(world, [j for j, h in enumerate(hashes) if h not in found])
         todo = [indices[j] for j in missing]
-        new = gather_rows(world, self.compute(cache, share(world, todo), name), len(todo))
+        mine = share(world, todo)  # may be empty: every image stored, or fewer than ranks
+        rows = self.compute(cache, mine, name) if mine else torch.empty(0, self.width)
+        new = gather_rows(world, rows, len(todo))
         if new is None:  # not rank 0: its share is with rank 0 now
             return torch.empty(0, self.width)
         out = torch.empty(len(indices), self.width)
@@ -121,14 +123,11 @@ def backbone_features(
     engine: list = []  # exported on first need (~1 s): fully cached lookups skip it
 
     def compute(cache: DecodedCache, indices: list[int], name: str) -> torch.Tensor:
-        if not indices:  # every image's features were in the store
-            return torch.empty(0, width)
         if not engine:
             engine.append(onnx_feature_extractor(model, preprocessing.input_size))
         images = [cache[i] for i in indices]
         return extract_features(model, images, transform, 32, name, progress, engine[0])
 
-    width = num_features(model)
     key = None
     if weights == "imagenet":
         try:
@@ -143,7 +142,7 @@ def backbone_features(
             key = embedding_key(spec, weights)
         except Exception as exc:  # noqa: BLE001 - an unkeyable model is computed, not stored
             log.warning("not caching features (%s); computing them all.", exc)
-    return StoredFeatures(key, width, compute)
+    return StoredFeatures(key, num_features(model), compute)
 
 
 def _backbone_spec(model_name: str):
@@ -178,7 +177,7 @@ def module_features(
                 part = indices[start : start + batch_size]
                 chunks.append(extractor(torch.stack([transform(cache[i]) for i in part])))
                 bar.advance(task, len(part))
-        return torch.cat(chunks) if chunks else torch.empty(0, width)
+        return torch.cat(chunks)
 
     return StoredFeatures(key, width, compute)
 
