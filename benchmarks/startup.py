@@ -116,8 +116,8 @@ def main() -> None:
     options = parser.parse_args()
     baseline = ensure_baseline(options.baseline, options.baseline_commit)
     model = ensure_model(options.model)
+    busy = socket.socket()  # a port in use, for serve-port-in-use
     if options.mistakes:
-        busy = socket.socket()  # a port in use, for serve-port-in-use
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         commands = mistakes(model, busy.getsockname()[1])
