@@ -73,3 +73,16 @@ def test_input_properties_follow_brightness_contrast_and_blur():
     assert brightness[0] == pytest.approx(
         np.dot(texture.mean((0, 1, 2)) / 255, [0.299, 0.587, 0.114]), abs=0.01
     )
+
+
+def test_onnx_runs_two_images_a_thread_at_a_time_with_the_same_answers(network, monkeypatch):
+    import imgrec.infer.engine as engine
+
+    images = np.random.default_rng(1).standard_normal((7, 3, 64, 64)).astype(np.float32)
+    small = OnnxEngine.from_network(network, 64, (32,), threads=1)
+    assert small.batch_sizes == [2]  # 7 images run as 2 + 2 + 2 + (1 padded to 2)
+    assert OnnxEngine.from_network(network, 64, (1, 2, 4, 8), threads=2).batch_sizes == [1, 2, 4]
+    monkeypatch.setattr(engine, "IMAGES_PER_THREAD", 32)
+    whole = OnnxEngine.from_network(network, 64, (32,), threads=1)
+    assert whole.batch_sizes == [32]
+    np.testing.assert_allclose(small(images), whole(images), atol=1e-6)
