@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -102,5 +102,7 @@ def tables_of(job: Job, sources: Sequence[str], on: str, options: RayOptions) ->
 
                 ray.shutdown()
         return
-    runner = GraphRunner(job.graph, job.head, job.preprocessing, options.batch_size, cpu_threads())
+    threads = cpu_threads()
+    runner = GraphRunner(job.graph, job.head, job.preprocessing, options.batch_size, threads)
+    decode = replace(decode, threads=threads)
     yield from run_local(sources, decode, runner, options.batch_size)
