@@ -34,6 +34,7 @@ from imgrec.data.preprocess import Preprocessing, model_pixels, normalise, prepa
 from imgrec.infer.engine import OnnxEngine
 from imgrec.infer.graph_io import OUTPUT
 from imgrec.infer.predict import UNKNOWN, top_k_rows
+from imgrec.runtime import tune_malloc
 
 Batch = dict[str, np.ndarray]
 READ_THREADS = 8  # per decoding task: reads from object storage wait on the network
@@ -51,6 +52,7 @@ class DecodeStage:
     threads: int = 1
 
     def __call__(self, batch: Batch) -> Batch:
+        tune_malloc()  # a decoding worker of a cluster keeps its freed batches' pages too
         sources = [str(s) for s in batch["path"]]
         size = self.preprocessing.input_size
         pixels = np.zeros((len(sources), size, size, 3), np.uint8)
