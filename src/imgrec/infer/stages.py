@@ -86,10 +86,8 @@ class DecodeStage:
             image, facts = decode_with_facts(source, self.preprocessing.resize_size, raw)
             record = facts_to_dict(facts) | {"path": source}
             return model_pixels(image, self.preprocessing), json.dumps(record)
-        except UnreadableImage as exc:
-            return str(exc) or "unreadable"
-        except OSError as exc:  # the file went away, a permission, a dead mount
-            return exc.strerror or type(exc).__name__
+        except (UnreadableImage, OSError) as exc:
+            return _reason(exc)
 
 
 def _fetched(sources: Sequence[str]) -> Iterator[Path | bytes | str]:
@@ -106,10 +104,16 @@ def _fetched(sources: Sequence[str]) -> Iterator[Path | bytes | str]:
 def _read(source: str) -> Path | bytes | str:
     try:
         return read_source(source)
-    except UnreadableImage as exc:
+    except (UnreadableImage, OSError) as exc:
+        return _reason(exc)
+
+
+def _reason(exc: UnreadableImage | OSError) -> str:
+    """The row's `error`: why the source could not be read (for an OSError: the file went
+    away, a permission, a dead mount)."""
+    if isinstance(exc, UnreadableImage):
         return str(exc) or "unreadable"
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
+    return exc.strerror or type(exc).__name__
 
 
 class PredictHead:
