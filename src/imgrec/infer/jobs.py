@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -91,8 +91,8 @@ def tables_of(job: Job, sources: Sequence[str], on: str, options: RayOptions) ->
         raise ImgrecError(f"--on is one of {', '.join(PLACES)}, not '{on}'.")
     if not sources:
         return
-    decode = DecodeStage(job.preprocessing, job.facts)
     if on == "ray":
+        decode = DecodeStage(job.preprocessing, job.facts)  # one thread: Ray scales by tasks
         started = connect(options.address)
         try:
             yield from run_on_ray(sources, job.graph, job.head, decode, options)
@@ -104,5 +104,5 @@ def tables_of(job: Job, sources: Sequence[str], on: str, options: RayOptions) ->
         return
     threads = cpu_threads()
     runner = GraphRunner(job.graph, job.head, job.preprocessing, options.batch_size, threads)
-    decode = replace(decode, threads=threads)
+    decode = DecodeStage(job.preprocessing, job.facts, threads)
     yield from run_local(sources, decode, runner, options.batch_size)

@@ -34,7 +34,6 @@ from imgrec.data.preprocess import Preprocessing, model_pixels, normalise, prepa
 from imgrec.infer.engine import OnnxEngine
 from imgrec.infer.graph_io import OUTPUT
 from imgrec.infer.predict import UNKNOWN, top_k_rows
-from imgrec.runtime import tune_malloc
 
 Batch = dict[str, np.ndarray]
 READ_THREADS = 8  # per decoding task: reads from object storage wait on the network
@@ -52,7 +51,6 @@ class DecodeStage:
     threads: int = 1
 
     def __call__(self, batch: Batch) -> Batch:
-        tune_malloc()  # a decoding worker of a cluster keeps its freed batches' pages too
         sources = [str(s) for s in batch["path"]]
         size = self.preprocessing.input_size
         pixels = np.zeros((len(sources), size, size, 3), np.uint8)
@@ -94,8 +92,8 @@ def _fetched(sources: Sequence[str]) -> Iterator[Path | bytes | str]:
     """What the decoder opens for each source, in order: a local path as it is, an object's
     bytes fetched by READ_THREADS threads (they wait on the network, not on a CPU), or why
     it could not be fetched."""
-    if not any(is_url(s) for s in sources):
-        yield from (Path(s) for s in sources)
+    if not any(is_url(s) for s in sources):  # local files: nothing to wait for
+        yield from map(_read, sources)
         return
     with ThreadPoolExecutor(min(READ_THREADS, len(sources))) as pool:
         yield from pool.map(_read, sources)
